@@ -1,0 +1,192 @@
+//! The engine: a deterministic state machine over many instruments' books.
+
+use crate::book::{Book, OrderBook};
+use crate::message::{Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind};
+use crate::types::{InstrumentId, InstrumentSpec, OrderId, OrderType, Price, Qty, TimeInForce};
+
+/// Why an engine could not be built from a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The matching engine: one book per instrument, `apply(command) -> events`.
+///
+/// Generic over the book so that the fast [`Book`] and the
+/// [`ReferenceBook`](crate::reference::ReferenceBook) run behind exactly the same checks.
+pub struct Engine<B: OrderBook = Book> {
+    specs: Vec<InstrumentSpec>,
+    books: Vec<B>,
+}
+
+impl<B: OrderBook> Engine<B> {
+    /// An engine with one empty book per instrument, in the order given (instrument `i` is
+    /// `InstrumentId(i)`).
+    pub fn new(specs: Vec<InstrumentSpec>) -> Result<Self, ConfigError> {
+        for spec in &specs {
+            spec.validate().map_err(ConfigError)?;
+        }
+        for (i, a) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|b| b.symbol == a.symbol) {
+                return Err(ConfigError(format!("instrument {} is configured twice", a.symbol)));
+            }
+        }
+        if u32::try_from(specs.len()).is_err() {
+            return Err(ConfigError("too many instruments".into()));
+        }
+        let books = specs.iter().enumerate().map(|(i, spec)| B::new(InstrumentId(i as u32), spec)).collect();
+        Ok(Engine { specs, books })
+    }
+
+    /// Applies one command and appends the events it causes to `out` (which is not cleared).
+    pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
+        match cmd.body {
+            CommandBody::New(ref order) => self.new_order(order, cmd.ts_ns, out),
+            CommandBody::Cancel { instrument, order_id, participant } => {
+                match self.books.get_mut(instrument.0 as usize) {
+                    Some(book) => book.cancel(order_id, participant, out),
+                    None => out.push(unknown_instrument(RequestKind::Cancel, order_id, instrument)),
+                }
+            }
+            CommandBody::Amend { instrument, order_id, participant, price, qty } => {
+                let Some(spec) = self.specs.get(instrument.0 as usize) else {
+                    out.push(unknown_instrument(RequestKind::Amend, order_id, instrument));
+                    return;
+                };
+                if let Err(reason) = check_qty(spec, qty).and_then(|_| check_price(spec, price)) {
+                    out.push(Event::Rejected { request: RequestKind::Amend, order_id, instrument, reason });
+                    return;
+                }
+                self.books[instrument.0 as usize].amend(order_id, participant, price, qty, cmd.ts_ns, out);
+            }
+            CommandBody::MassCancel(scope) => self.mass_cancel(scope, out),
+            CommandBody::ExpireDay { instrument } => match self.books.get_mut(instrument.0 as usize) {
+                Some(book) => book.expire_day(out),
+                None => out.push(unknown_instrument(RequestKind::ExpireDay, OrderId(0), instrument)),
+            },
+        }
+    }
+
+    /// Applies one command and returns its events in a new vector (allocates; for tests and
+    /// tools, not for the hot path).
+    pub fn apply_vec(&mut self, cmd: &Command) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.apply(cmd, &mut out);
+        out
+    }
+
+    fn new_order(&mut self, order: &NewOrder, ts_ns: u64, out: &mut Vec<Event>) {
+        let instrument = order.instrument;
+        let Some(spec) = self.specs.get(instrument.0 as usize) else {
+            out.push(unknown_instrument(RequestKind::New, order.order_id, instrument));
+            return;
+        };
+        if let Err(reason) = check_new(spec, order) {
+            out.push(Event::Rejected {
+                request: RequestKind::New,
+                order_id: order.order_id,
+                instrument,
+                reason,
+            });
+            return;
+        }
+        self.books[instrument.0 as usize].submit(order, ts_ns, out);
+    }
+
+    fn mass_cancel(&mut self, scope: MassCancelScope, out: &mut Vec<Event>) {
+        match scope {
+            MassCancelScope::Instrument(instrument)
+            | MassCancelScope::ParticipantInInstrument(_, instrument) => {
+                let participant = match scope {
+                    MassCancelScope::ParticipantInInstrument(p, _) => Some(p),
+                    _ => None,
+                };
+                match self.books.get_mut(instrument.0 as usize) {
+                    Some(book) => book.mass_cancel(participant, out),
+                    None => out.push(unknown_instrument(RequestKind::MassCancel, OrderId(0), instrument)),
+                }
+            }
+            MassCancelScope::Participant(participant) => {
+                for book in &mut self.books {
+                    book.mass_cancel(Some(participant), out);
+                }
+            }
+        }
+    }
+
+    /// The instruments, in id order.
+    pub fn instruments(&self) -> &[InstrumentSpec] {
+        &self.specs
+    }
+
+    /// The book of an instrument.
+    pub fn book(&self, instrument: InstrumentId) -> Option<&B> {
+        self.books.get(instrument.0 as usize)
+    }
+
+    /// Checks every book's invariants, including that no book is crossed.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (spec, book) in self.specs.iter().zip(&self.books) {
+            book.check_invariants().map_err(|e| format!("{}: {e}", spec.symbol))?;
+            if let (Some(bid), Some(ask)) =
+                (book.best_price(crate::Side::Buy), book.best_price(crate::Side::Sell))
+            {
+                if bid >= ask {
+                    return Err(format!("{}: book crossed: bid {bid} >= ask {ask}", spec.symbol));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unknown_instrument(request: RequestKind, order_id: OrderId, instrument: InstrumentId) -> Event {
+    Event::Rejected { request, order_id, instrument, reason: RejectReason::UnknownInstrument }
+}
+
+/// The checks of a NEW that need only the instrument's rules, in reason-code order.
+fn check_new(spec: &InstrumentSpec, order: &NewOrder) -> Result<(), RejectReason> {
+    let type_ok = match order.order_type {
+        OrderType::Market => matches!(order.tif, TimeInForce::Ioc | TimeInForce::Fok) && !order.post_only,
+        OrderType::Limit => !order.post_only || order.tif.rests(),
+    };
+    if !type_ok {
+        return Err(RejectReason::InvalidOrderType);
+    }
+    check_qty(spec, order.qty)?;
+    if order.order_type == OrderType::Limit {
+        check_price(spec, order.price)?;
+    }
+    Ok(())
+}
+
+fn check_qty(spec: &InstrumentSpec, qty: Qty) -> Result<(), RejectReason> {
+    if qty == 0 {
+        Err(RejectReason::ZeroQuantity)
+    } else if qty > spec.max_order_qty {
+        Err(RejectReason::QuantityAboveMax)
+    } else if spec.lot_size != 1 && qty % spec.lot_size != 0 {
+        Err(RejectReason::QuantityNotLotMultiple)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_price(spec: &InstrumentSpec, price: Price) -> Result<(), RejectReason> {
+    if price <= 0 {
+        Err(RejectReason::NonPositivePrice)
+    } else if spec.tick_size != 1 && price % spec.tick_size != 0 {
+        Err(RejectReason::PriceNotTickMultiple)
+    } else if spec.price_floor.is_some_and(|lo| price < lo) || spec.price_ceiling.is_some_and(|hi| price > hi)
+    {
+        Err(RejectReason::PriceOutsideBand)
+    } else {
+        Ok(())
+    }
+}

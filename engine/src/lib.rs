@@ -1,0 +1,26 @@
+//! cccx engine: the deterministic matching core of a carbon credit certificate exchange.
+//!
+//! A state machine: [`Engine::apply`] takes a sequenced [`Command`] and appends the [`Event`]s it
+//! causes. No clocks, threads, randomness or I/O: time arrives inside the command, and the same
+//! commands always give the same events.
+//!
+//! - [`types`]: identifiers, prices, quantities, instrument specifications.
+//! - [`message`]: commands, events, reject reason codes.
+//! - [`book`]: the [`OrderBook`] interface and the fast [`Book`].
+//! - [`reference`]: the naive reference book the tests and `cccx bench --compare-naive` use.
+
+pub mod book;
+pub mod engine;
+pub mod message;
+pub mod reference;
+pub mod types;
+
+pub use book::{Book, OrderBook, RestingOrder};
+pub use engine::{ConfigError, Engine};
+pub use message::{
+    CancelReason, Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind, Trade,
+};
+pub use reference::ReferenceBook;
+pub use types::{
+    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Price, Qty, Side, StpMode, TimeInForce,
+};

@@ -1,0 +1,341 @@
+//! Commands (intents) and events (facts): the engine's whole interface.
+//!
+//! Both are immutable values. Time arrives inside the command ([`Command::ts_ns`]); the engine
+//! never reads a clock.
+//!
+//! # What each command emits, in order
+//!
+//! `NEW` (after the engine's checks, see [`RejectReason`]):
+//! 1. A check fails: one [`Event::Rejected`]; nothing changes.
+//! 2. A post-only order that would cross: `Rejected(PostOnlyWouldCross)`.
+//!    A FOK order whose quantity the book cannot fill now: `Rejected(FokNotFillable)`.
+//! 3. Otherwise [`Event::Accepted`], then matching: one [`Event::Trade`] per fill in price-time
+//!    order, each at the resting order's price, with self-trade prevention cancels
+//!    ([`CancelReason::SelfTrade`]) where they happen.
+//! 4. The remainder of a GTC or DAY limit order rests (no event). The remainder of an IOC, FOK or
+//!    market order is cancelled: `Cancelled(ImmediateOrCancel)`, only when it is not zero and
+//!    the order was not already cancelled by self-trade prevention.
+//!
+//! `CANCEL`: `Cancelled(Requested)`, or `Rejected(UnknownOrder | NotOwner)`.
+//!
+//! `AMEND`: `Rejected(..)`, or [`Event::Amended`]. When the amendment loses time priority (a new
+//! price or a larger quantity) the order leaves the book and is matched as an aggressor at its
+//! new price, exactly like step 3 above without `Accepted`; its remainder rests at the back of
+//! its level.
+//!
+//! Mass cancel and day expiry emit one event per order, instruments in id order, bids in priority
+//! order then asks in priority order.
+
+use crate::types::{InstrumentId, OrderId, OrderType, ParticipantId, Price, Qty, Side, TimeInForce};
+
+/// A sequenced command: what a participant or the operator asks for, stamped with a time.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// Time the sequencer stamped on the command, in nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// What is asked for.
+    pub body: CommandBody,
+}
+
+/// The request inside a [`Command`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CommandBody {
+    /// Enter an order.
+    New(NewOrder),
+    /// Cancel a resting order.
+    Cancel {
+        /// The order's book.
+        instrument: InstrumentId,
+        /// The order.
+        order_id: OrderId,
+        /// Who asks; must own the order.
+        participant: ParticipantId,
+    },
+    /// Set a resting order's price and open quantity.
+    Amend {
+        /// The order's book.
+        instrument: InstrumentId,
+        /// The order.
+        order_id: OrderId,
+        /// Who asks; must own the order.
+        participant: ParticipantId,
+        /// The new limit price.
+        price: Price,
+        /// The new open (leaves) quantity.
+        qty: Qty,
+    },
+    /// Cancel many orders at once.
+    MassCancel(MassCancelScope),
+    /// End of the trading day for an instrument: every resting DAY order expires.
+    ExpireDay {
+        /// The instrument.
+        instrument: InstrumentId,
+    },
+}
+
+/// Which orders a mass cancel removes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MassCancelScope {
+    /// Every resting order of the instrument (an operator action).
+    Instrument(InstrumentId),
+    /// Every resting order of the participant, in every instrument.
+    Participant(ParticipantId),
+    /// Every resting order of the participant in one instrument.
+    ParticipantInInstrument(ParticipantId, InstrumentId),
+}
+
+/// A new order as the participant entered it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct NewOrder {
+    /// Unique id of the order within its book.
+    pub order_id: OrderId,
+    /// Owner.
+    pub participant: ParticipantId,
+    /// Book.
+    pub instrument: InstrumentId,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit or market.
+    pub order_type: OrderType,
+    /// Time in force.
+    pub tif: TimeInForce,
+    /// Limit price; ignored for market orders.
+    pub price: Price,
+    /// Quantity in certificates.
+    pub qty: Qty,
+    /// Only add liquidity: rejected when it would trade on entry.
+    pub post_only: bool,
+}
+
+/// A fact the engine reports. The stream of events is a pure function of the commands.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A new order passed every check and entered matching.
+    Accepted {
+        /// The order.
+        order_id: OrderId,
+        /// Its book.
+        instrument: InstrumentId,
+    },
+    /// A command was refused; nothing changed.
+    Rejected {
+        /// What kind of command was refused.
+        request: RequestKind,
+        /// The order the command named (zero for a mass cancel).
+        order_id: OrderId,
+        /// The book the command named.
+        instrument: InstrumentId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Two orders traded.
+    Trade(Trade),
+    /// An order left the book, or its unfilled remainder was dropped, before it was filled.
+    Cancelled {
+        /// The order.
+        order_id: OrderId,
+        /// Its book.
+        instrument: InstrumentId,
+        /// The quantity that was open and is now cancelled.
+        leaves_qty: Qty,
+        /// Why.
+        reason: CancelReason,
+    },
+    /// An amendment took effect.
+    Amended {
+        /// The order.
+        order_id: OrderId,
+        /// Its book.
+        instrument: InstrumentId,
+        /// The new price.
+        price: Price,
+        /// The new open quantity (before any matching the amendment causes).
+        leaves_qty: Qty,
+        /// Whether the order kept its time priority.
+        priority_kept: bool,
+    },
+    /// A DAY order reached the end of its day.
+    Expired {
+        /// The order.
+        order_id: OrderId,
+        /// Its book.
+        instrument: InstrumentId,
+        /// The quantity that was open.
+        leaves_qty: Qty,
+    },
+}
+
+/// One fill between a buy and a sell order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Trade {
+    /// The book.
+    pub instrument: InstrumentId,
+    /// Trade price: the resting order's price.
+    pub price: Price,
+    /// Certificates traded.
+    pub qty: Qty,
+    /// The buy order.
+    pub buy_order_id: OrderId,
+    /// The sell order.
+    pub sell_order_id: OrderId,
+    /// The buyer.
+    pub buyer: ParticipantId,
+    /// The seller.
+    pub seller: ParticipantId,
+    /// Which side took liquidity.
+    pub aggressor: Side,
+    /// Open quantity of the buy order after this fill.
+    pub buy_leaves_qty: Qty,
+    /// Open quantity of the sell order after this fill.
+    pub sell_leaves_qty: Qty,
+    /// Time of the command that caused the trade.
+    pub ts_ns: u64,
+}
+
+/// The kind of command a [`Event::Rejected`] refers to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// A NEW.
+    New,
+    /// A CANCEL.
+    Cancel,
+    /// An AMEND.
+    Amend,
+    /// A mass cancel.
+    MassCancel,
+    /// A day expiry.
+    ExpireDay,
+}
+
+/// Why a command was refused. The codes are stable: they are declared in the order the checks
+/// run, are never renumbered, and a test pins them. The gateway maps them onto FIX and HTTP.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum RejectReason {
+    /// The instrument id names no configured instrument.
+    UnknownInstrument = 1,
+    /// The order type and time in force do not go together (market GTC/DAY, post-only with
+    /// IOC, FOK or market).
+    InvalidOrderType = 2,
+    /// Quantity is zero.
+    ZeroQuantity = 3,
+    /// Quantity is above the instrument's maximum order quantity.
+    QuantityAboveMax = 4,
+    /// Quantity is not a multiple of the lot size.
+    QuantityNotLotMultiple = 5,
+    /// A limit price is zero or negative.
+    NonPositivePrice = 6,
+    /// A limit price is not a multiple of the tick size.
+    PriceNotTickMultiple = 7,
+    /// A limit price is below the floor or above the ceiling of the price band.
+    PriceOutsideBand = 8,
+    /// A NEW reuses the id of an order that is still in the book.
+    DuplicateOrderId = 9,
+    /// A CANCEL or AMEND names an order that is not in the book.
+    UnknownOrder = 10,
+    /// A CANCEL or AMEND comes from a participant that does not own the order.
+    NotOwner = 11,
+    /// A post-only order (or amendment) would trade on entry.
+    PostOnlyWouldCross = 12,
+    /// A FOK order cannot be filled in full now.
+    FokNotFillable = 13,
+}
+
+impl RejectReason {
+    /// Every reason, in code order.
+    pub const ALL: [RejectReason; 13] = [
+        RejectReason::UnknownInstrument,
+        RejectReason::InvalidOrderType,
+        RejectReason::ZeroQuantity,
+        RejectReason::QuantityAboveMax,
+        RejectReason::QuantityNotLotMultiple,
+        RejectReason::NonPositivePrice,
+        RejectReason::PriceNotTickMultiple,
+        RejectReason::PriceOutsideBand,
+        RejectReason::DuplicateOrderId,
+        RejectReason::UnknownOrder,
+        RejectReason::NotOwner,
+        RejectReason::PostOnlyWouldCross,
+        RejectReason::FokNotFillable,
+    ];
+
+    /// The stable numeric code.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// A short, stable, human-readable text.
+    pub fn text(self) -> &'static str {
+        match self {
+            RejectReason::UnknownInstrument => "unknown instrument",
+            RejectReason::InvalidOrderType => "order type and time in force do not go together",
+            RejectReason::ZeroQuantity => "quantity is zero",
+            RejectReason::QuantityAboveMax => "quantity above the maximum order quantity",
+            RejectReason::QuantityNotLotMultiple => "quantity is not a multiple of the lot size",
+            RejectReason::NonPositivePrice => "price is not positive",
+            RejectReason::PriceNotTickMultiple => "price is not a multiple of the tick size",
+            RejectReason::PriceOutsideBand => "price outside the price band",
+            RejectReason::DuplicateOrderId => "order id already in the book",
+            RejectReason::UnknownOrder => "order not in the book",
+            RejectReason::NotOwner => "order belongs to another participant",
+            RejectReason::PostOnlyWouldCross => "post-only order would trade",
+            RejectReason::FokNotFillable => "fill-or-kill order cannot be filled in full",
+        }
+    }
+}
+
+/// Why an order (or its remainder) was cancelled.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum CancelReason {
+    /// The owner asked (CANCEL).
+    Requested = 1,
+    /// The unfilled remainder of an IOC, FOK or market order.
+    ImmediateOrCancel = 2,
+    /// Self-trade prevention.
+    SelfTrade = 3,
+    /// A mass cancel.
+    MassCancel = 4,
+}
+
+/// What a NEW order looks like once accepted: a convenience for tests and tools.
+impl NewOrder {
+    /// A limit order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn limit(
+        order_id: u64,
+        participant: u32,
+        instrument: u32,
+        side: Side,
+        tif: TimeInForce,
+        price: Price,
+        qty: Qty,
+    ) -> Self {
+        NewOrder {
+            order_id: OrderId(order_id),
+            participant: ParticipantId(participant),
+            instrument: InstrumentId(instrument),
+            side,
+            order_type: OrderType::Limit,
+            tif,
+            price,
+            qty,
+            post_only: false,
+        }
+    }
+
+    /// A market order (IOC).
+    pub fn market(order_id: u64, participant: u32, instrument: u32, side: Side, qty: Qty) -> Self {
+        NewOrder {
+            order_id: OrderId(order_id),
+            participant: ParticipantId(participant),
+            instrument: InstrumentId(instrument),
+            side,
+            order_type: OrderType::Market,
+            tif: TimeInForce::Ioc,
+            price: 0,
+            qty,
+            post_only: false,
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Domain types: identifiers, prices, quantities, sides and instrument specifications.
+//!
+//! Prices are integers in the instrument's price unit (for the Indian CCC market, paise or
+//! rupees, as the operator configures); a valid price is a positive multiple of the instrument's
+//! `tick_size`. Quantities are whole certificates (1 CCC = 1 tCO2e). There are no floats in the
+//! engine.
+
+use std::fmt;
+
+/// A price in the instrument's price unit. Always positive on a valid order.
+pub type Price = i64;
+/// A quantity of certificates.
+pub type Qty = u64;
+
+/// An order identifier, unique within an instrument's book while the order lives.
+///
+/// The sequencer in front of the engine assigns them; the engine rejects a NEW whose id is still
+/// resting in the same book.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct OrderId(pub u64);
+
+/// A trading participant (an obligated entity's or trader's account at the exchange).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ParticipantId(pub u32);
+
+/// Index of an instrument in the engine's configuration (0, 1, 2 ...).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct InstrumentId(pub u32);
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Buy or sell.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// A bid.
+    Buy,
+    /// An offer.
+    Sell,
+}
+
+impl Side {
+    /// The other side.
+    #[inline]
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+
+    /// `BUY` or `SELL`, as the workload files and reports spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "BUY",
+            Side::Sell => "SELL",
+        }
+    }
+
+    /// Whether an order on this side with limit `limit` trades against a resting order at
+    /// `resting` on the other side.
+    #[inline]
+    pub fn crosses(self, limit: Price, resting: Price) -> bool {
+        match self {
+            Side::Buy => resting <= limit,
+            Side::Sell => resting >= limit,
+        }
+    }
+}
+
+/// How long an order stays in the book.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TimeInForce {
+    /// Good till cancelled.
+    Gtc,
+    /// Good for the trading day: removed by [`crate::CommandBody::ExpireDay`].
+    Day,
+    /// Immediate or cancel: match what crosses now, cancel the rest.
+    Ioc,
+    /// Fill or kill: fill the whole quantity now or reject the order without a trade.
+    Fok,
+}
+
+impl TimeInForce {
+    /// Whether the unfilled remainder of an order with this time in force rests in the book.
+    #[inline]
+    pub fn rests(self) -> bool {
+        matches!(self, TimeInForce::Gtc | TimeInForce::Day)
+    }
+}
+
+/// Limit or market.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum OrderType {
+    /// Trades at the limit price or better.
+    Limit,
+    /// Trades at any price; only with IOC or FOK, never rests.
+    Market,
+}
+
+/// What the engine does when an incoming order would trade with a resting order of the same
+/// participant (self-trade prevention), configured per instrument.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum StpMode {
+    /// Self-trades are allowed.
+    #[default]
+    None,
+    /// The resting order is cancelled and matching continues.
+    CancelResting,
+    /// The rest of the incoming order is cancelled and matching stops.
+    CancelIncoming,
+    /// Both the resting order and the rest of the incoming order are cancelled.
+    CancelBoth,
+}
+
+/// The trading rules of one instrument: a CCC vintage in a market segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstrumentSpec {
+    /// The instrument's name, e.g. `CCC-2026-COMPLIANCE`.
+    pub symbol: String,
+    /// A limit price must be a positive multiple of this (in price units).
+    pub tick_size: Price,
+    /// A quantity must be a positive multiple of this (in certificates).
+    pub lot_size: Qty,
+    /// Lowest price an order may carry (the regulator's floor), if any.
+    pub price_floor: Option<Price>,
+    /// Highest price an order may carry (the forbearance price), if any.
+    pub price_ceiling: Option<Price>,
+    /// Largest quantity one order may carry.
+    pub max_order_qty: Qty,
+    /// Self-trade prevention mode.
+    pub stp: StpMode,
+    /// Width, in ticks, of the dense price ladder each side of the book keeps. Prices outside
+    /// the window are still correct, only slower (see `book::ladder`).
+    pub ladder_window_ticks: u32,
+}
+
+/// Default width of a book side's dense price ladder, in ticks.
+pub const LADDER_WINDOW_TICKS_DEFAULT: u32 = 1 << 15;
+/// Largest width of a dense price ladder, in ticks.
+pub const LADDER_WINDOW_TICKS_MAX: u32 = 1 << 24;
+
+impl InstrumentSpec {
+    /// An instrument with tick 1, lot 1, no band, no self-trade prevention and no practical
+    /// quantity limit: the canonical semantics of the standard workloads.
+    pub fn canonical(symbol: impl Into<String>) -> Self {
+        InstrumentSpec {
+            symbol: symbol.into(),
+            tick_size: 1,
+            lot_size: 1,
+            price_floor: None,
+            price_ceiling: None,
+            max_order_qty: Qty::MAX,
+            stp: StpMode::None,
+            ladder_window_ticks: LADDER_WINDOW_TICKS_DEFAULT,
+        }
+    }
+
+    /// Checks that the specification itself is usable.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.symbol.is_empty() {
+            return Err("instrument symbol is empty".into());
+        }
+        if self.tick_size <= 0 {
+            return Err(format!("{}: tick_size must be positive", self.symbol));
+        }
+        if self.lot_size == 0 {
+            return Err(format!("{}: lot_size must be positive", self.symbol));
+        }
+        if self.max_order_qty < self.lot_size {
+            return Err(format!("{}: max_order_qty is below lot_size", self.symbol));
+        }
+        if let (Some(lo), Some(hi)) = (self.price_floor, self.price_ceiling) {
+            if lo > hi {
+                return Err(format!("{}: price_floor is above price_ceiling", self.symbol));
+            }
+        }
+        if self.ladder_window_ticks == 0 || self.ladder_window_ticks > LADDER_WINDOW_TICKS_MAX {
+            return Err(format!(
+                "{}: ladder_window_ticks must be in 1..={LADDER_WINDOW_TICKS_MAX}",
+                self.symbol
+            ));
+        }
+        Ok(())
+    }
+}

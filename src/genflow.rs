@@ -1,0 +1,1 @@
+//! Port of the standard workload generator (being written).
