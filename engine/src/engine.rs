@@ -190,3 +190,102 @@ fn check_price(spec: &InstrumentSpec, price: Price) -> Result<(), RejectReason> 
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ParticipantId, Side, StpMode};
+
+    fn spec() -> InstrumentSpec {
+        InstrumentSpec {
+            tick_size: 5,
+            lot_size: 10,
+            price_floor: Some(1000),
+            price_ceiling: Some(2000),
+            max_order_qty: 1000,
+            stp: StpMode::None,
+            ..InstrumentSpec::canonical("CCC-2026-COMPLIANCE")
+        }
+    }
+
+    fn new(order: NewOrder) -> Command {
+        Command { ts_ns: 1, body: CommandBody::New(order) }
+    }
+
+    fn rejected(events: &[Event]) -> Option<RejectReason> {
+        match events {
+            [Event::Rejected { reason, .. }] => Some(*reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn new_order_checks_in_code_order() {
+        use RejectReason::*;
+        use TimeInForce::*;
+        let limit = |tif, price, qty| NewOrder::limit(1, 1, 0, Side::Buy, tif, price, qty);
+        let post_only = |tif| NewOrder { post_only: true, ..limit(tif, 1500, 10) };
+        let cases: Vec<(NewOrder, Option<RejectReason>)> = vec![
+            (NewOrder { instrument: InstrumentId(7), ..limit(Gtc, 1500, 10) }, Some(UnknownInstrument)),
+            (NewOrder { tif: Gtc, ..NewOrder::market(1, 1, 0, Side::Buy, 10) }, Some(InvalidOrderType)),
+            (NewOrder { tif: Day, ..NewOrder::market(1, 1, 0, Side::Buy, 10) }, Some(InvalidOrderType)),
+            (post_only(Ioc), Some(InvalidOrderType)),
+            (post_only(Fok), Some(InvalidOrderType)),
+            (limit(Gtc, -5, 0), Some(ZeroQuantity)),
+            (limit(Gtc, -5, 1010), Some(QuantityAboveMax)),
+            (limit(Gtc, -5, 15), Some(QuantityNotLotMultiple)),
+            (limit(Gtc, -5, 10), Some(NonPositivePrice)),
+            (limit(Gtc, 0, 10), Some(NonPositivePrice)),
+            (limit(Gtc, 1502, 10), Some(PriceNotTickMultiple)),
+            (limit(Gtc, 995, 10), Some(PriceOutsideBand)),
+            (limit(Gtc, 2005, 10), Some(PriceOutsideBand)),
+            (limit(Gtc, 2000, 1000), None),
+            (NewOrder::market(1, 1, 0, Side::Buy, 10), None),
+            (post_only(Day), None),
+        ];
+        for (order, want) in cases {
+            let mut engine = Engine::<Book>::new(vec![spec()]).unwrap();
+            let events = engine.apply_vec(&new(order));
+            assert_eq!(rejected(&events), want, "{order:?}: {events:?}");
+            engine.check_invariants().unwrap();
+        }
+    }
+
+    #[test]
+    fn amend_checks_price_and_quantity_first() {
+        let mut engine = Engine::<Book>::new(vec![spec()]).unwrap();
+        engine.apply_vec(&new(NewOrder::limit(1, 1, 0, Side::Buy, TimeInForce::Gtc, 1500, 10)));
+        let amend = |order_id, participant, price, qty| Command {
+            ts_ns: 2,
+            body: CommandBody::Amend {
+                instrument: InstrumentId(0),
+                order_id: OrderId(order_id),
+                participant: ParticipantId(participant),
+                price,
+                qty,
+            },
+        };
+        let cases = [
+            (amend(1, 1, 1500, 0), Some(RejectReason::ZeroQuantity)),
+            (amend(1, 1, 1503, 10), Some(RejectReason::PriceNotTickMultiple)),
+            (amend(1, 1, 2500, 10), Some(RejectReason::PriceOutsideBand)),
+            (amend(9, 1, 1500, 10), Some(RejectReason::UnknownOrder)),
+            (amend(1, 2, 1500, 10), Some(RejectReason::NotOwner)),
+            (amend(1, 1, 1495, 20), None),
+        ];
+        for (cmd, want) in cases {
+            let events = engine.apply_vec(&cmd);
+            assert_eq!(rejected(&events), want, "{cmd:?}: {events:?}");
+        }
+        assert_eq!(engine.book(InstrumentId(0)).unwrap().best_price(Side::Buy), Some(1495));
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        assert!(Engine::<Book>::new(vec![spec(), spec()]).is_err());
+        assert!(Engine::<Book>::new(vec![InstrumentSpec { tick_size: 0, ..spec() }]).is_err());
+        assert!(Engine::<Book>::new(vec![InstrumentSpec { lot_size: 0, ..spec() }]).is_err());
+        assert!(Engine::<Book>::new(vec![InstrumentSpec { price_floor: Some(3000), ..spec() }]).is_err());
+        assert!(Engine::<Book>::new(vec![InstrumentSpec { ladder_window_ticks: 0, ..spec() }]).is_err());
+    }
+}

@@ -339,3 +339,43 @@ impl NewOrder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reject codes are part of the interface (FIX and HTTP answers carry them): they never
+    /// change. Add new reasons at the end.
+    #[test]
+    fn reject_codes_are_pinned() {
+        let codes: Vec<(u16, &str)> = RejectReason::ALL.iter().map(|r| (r.code(), r.text())).collect();
+        assert_eq!(
+            codes,
+            vec![
+                (1, "unknown instrument"),
+                (2, "order type and time in force do not go together"),
+                (3, "quantity is zero"),
+                (4, "quantity above the maximum order quantity"),
+                (5, "quantity is not a multiple of the lot size"),
+                (6, "price is not positive"),
+                (7, "price is not a multiple of the tick size"),
+                (8, "price outside the price band"),
+                (9, "order id already in the book"),
+                (10, "order not in the book"),
+                (11, "order belongs to another participant"),
+                (12, "post-only order would trade"),
+                (13, "fill-or-kill order cannot be filled in full"),
+            ]
+        );
+        let cancels: Vec<u8> = [
+            CancelReason::Requested,
+            CancelReason::ImmediateOrCancel,
+            CancelReason::SelfTrade,
+            CancelReason::MassCancel,
+        ]
+        .iter()
+        .map(|r| *r as u8)
+        .collect();
+        assert_eq!(cancels, vec![1, 2, 3, 4]);
+    }
+}
