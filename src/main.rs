@@ -1,1 +1,167 @@
-fn main() {}
+//! `cccx`: the carbon credit certificate exchange core's command line.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use cccx::bench::{self, BenchOptions};
+use cccx::canonical;
+use cccx::flow::{read_flow, Flow};
+use cccx::genflow::{write_flow, GenFlowArgs};
+use cccx_engine::{Book, ReferenceBook};
+
+/// cccx: an exchange core for carbon credit certificate (CCC) markets.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write a standard workload CSV (the same bytes as shared/workloads/genflow.py).
+    GenFlow {
+        #[command(flatten)]
+        gen: GenFlowArgs,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Run a workload through the engine: throughput, latency percentiles, canonical outputs.
+    ///
+    /// Without --flow, the workload is generated in memory from the generator options
+    /// (--profile, --ops, --seed, ...), as `cccx gen-flow` would write it.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// The workload CSV to run (see WORKLOADS.md); without it one is generated.
+    #[arg(long, value_name = "FILE")]
+    flow: Option<PathBuf>,
+    /// Write the canonical trades to this file.
+    #[arg(long, value_name = "OUT.csv")]
+    trades: Option<PathBuf>,
+    /// Write the canonical final book to this file.
+    #[arg(long, value_name = "OUT.csv")]
+    book: Option<PathBuf>,
+    /// Also run the naive reference book, check that both produce the same trades and book,
+    /// and print the speed ratio.
+    #[arg(long)]
+    compare_naive: bool,
+    /// Throughput passes per book; the fastest counts.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
+    /// Skip the latency pass.
+    #[arg(long)]
+    no_latency: bool,
+    /// Print one JSON object instead of the text summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gen: GenFlowArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::GenFlow { gen, out } => gen_flow(&gen, out.as_deref()),
+        Cmd::Bench(args) => run_bench(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("cccx: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn gen_flow(gen: &GenFlowArgs, out: Option<&Path>) -> anyhow::Result<()> {
+    match out {
+        Some(path) => {
+            let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            write_flow(gen, BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
+        }
+        None => write_flow(gen, std::io::stdout().lock()).context("writing standard output"),
+    }
+}
+
+fn load_flow(args: &BenchArgs) -> anyhow::Result<Flow> {
+    match &args.flow {
+        Some(path) => {
+            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            read_flow(BufReader::with_capacity(1 << 20, file)).with_context(|| path.display().to_string())
+        }
+        None => {
+            let mut bytes = Vec::new();
+            write_flow(&args.gen, &mut bytes).context("generating the workload")?;
+            read_flow(bytes.as_slice()).context("reading the generated workload")
+        }
+    }
+}
+
+fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let flow = load_flow(args)?;
+    if args.trades.is_some() || args.book.is_some() {
+        let (engine, trades) = canonical::run::<Book>(&flow)?;
+        if let Some(path) = &args.trades {
+            write_file(path, |w| canonical::write_trades(w, &flow.instruments, &trades))?;
+        }
+        if let Some(path) = &args.book {
+            write_file(path, |w| canonical::write_book(w, &engine))?;
+        }
+    }
+    if args.compare_naive {
+        check_naive_agrees(&flow)?;
+    }
+    let opts = BenchOptions {
+        repeat: args.repeat as usize,
+        compare_naive: args.compare_naive,
+        latency: !args.no_latency,
+    };
+    let report = bench::run(&flow, opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(())
+}
+
+fn write_file(
+    path: &Path,
+    f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = BufWriter::new(file);
+    f(&mut w).with_context(|| format!("writing {}", path.display()))?;
+    w.flush().with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs the flow through both books and fails unless the canonical outputs are identical.
+fn check_naive_agrees(flow: &Flow) -> anyhow::Result<()> {
+    let outputs = |trades: &[cccx_engine::Trade],
+                   book: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>| {
+        let (mut t, mut b) = (Vec::new(), Vec::new());
+        canonical::write_trades(&mut t, &flow.instruments, trades)?;
+        book(&mut b)?;
+        Ok::<_, std::io::Error>((t, b))
+    };
+    let fast = {
+        let (engine, trades) = canonical::run::<Book>(flow)?;
+        outputs(&trades, &mut |w| canonical::write_book(w, &engine))?
+    };
+    let naive = {
+        let (engine, trades) = canonical::run::<ReferenceBook>(flow)?;
+        outputs(&trades, &mut |w| canonical::write_book(w, &engine))?
+    };
+    if fast.0 != naive.0 {
+        bail!("the fast and the naive book disagree on the trades: this is a bug");
+    }
+    if fast.1 != naive.1 {
+        bail!("the fast and the naive book disagree on the final book: this is a bug");
+    }
+    Ok(())
+}

@@ -171,7 +171,7 @@ fn check_qty(spec: &InstrumentSpec, qty: Qty) -> Result<(), RejectReason> {
         Err(RejectReason::ZeroQuantity)
     } else if qty > spec.max_order_qty {
         Err(RejectReason::QuantityAboveMax)
-    } else if spec.lot_size != 1 && qty % spec.lot_size != 0 {
+    } else if spec.lot_size != 1 && !qty.is_multiple_of(spec.lot_size) {
         Err(RejectReason::QuantityNotLotMultiple)
     } else {
         Ok(())

@@ -12,9 +12,10 @@
 //! 3. Otherwise [`Event::Accepted`], then matching: one [`Event::Trade`] per fill in price-time
 //!    order, each at the resting order's price, with self-trade prevention cancels
 //!    ([`CancelReason::SelfTrade`]) where they happen.
-//! 4. The remainder of a GTC or DAY limit order rests (no event). The remainder of an IOC, FOK or
-//!    market order is cancelled: `Cancelled(ImmediateOrCancel)`, only when it is not zero and
-//!    the order was not already cancelled by self-trade prevention.
+//! 4. The remainder of a GTC or DAY limit order rests (no event), or, when the book already holds
+//!    `resting_orders_max` orders, is cancelled: `Cancelled(BookFull)`. The remainder of an IOC,
+//!    FOK or market order is cancelled: `Cancelled(ImmediateOrCancel)`. Either only when the
+//!    remainder is not zero and self-trade prevention did not already cancel the order.
 //!
 //! `CANCEL`: `Cancelled(Requested)`, or `Rejected(UnknownOrder | NotOwner)`.
 //!
@@ -296,6 +297,8 @@ pub enum CancelReason {
     SelfTrade = 3,
     /// A mass cancel.
     MassCancel = 4,
+    /// The remainder would have rested in a book that holds its maximum number of orders.
+    BookFull = 5,
 }
 
 /// What a NEW order looks like once accepted: a convenience for tests and tools.
@@ -372,10 +375,11 @@ mod tests {
             CancelReason::ImmediateOrCancel,
             CancelReason::SelfTrade,
             CancelReason::MassCancel,
+            CancelReason::BookFull,
         ]
         .iter()
         .map(|r| *r as u8)
         .collect();
-        assert_eq!(cancels, vec![1, 2, 3, 4]);
+        assert_eq!(cancels, vec![1, 2, 3, 4, 5]);
     }
 }

@@ -139,11 +139,19 @@ pub struct InstrumentSpec {
     pub max_order_qty: Qty,
     /// Self-trade prevention mode.
     pub stp: StpMode,
+    /// Most orders the book holds at once. The book reserves room for them when it is created
+    /// (no allocation while trading); a remainder that would rest in a full book is cancelled
+    /// ([`crate::CancelReason::BookFull`]).
+    pub resting_orders_max: u32,
     /// Width, in ticks, of the dense price ladder each side of the book keeps. Prices outside
     /// the window are still correct, only slower (see `book::ladder`).
     pub ladder_window_ticks: u32,
 }
 
+/// Default most resting orders per book.
+pub const RESTING_ORDERS_DEFAULT: u32 = 1 << 18;
+/// Largest allowed `resting_orders_max`.
+pub const RESTING_ORDERS_MAX: u32 = 1 << 24;
 /// Default width of a book side's dense price ladder, in ticks.
 pub const LADDER_WINDOW_TICKS_DEFAULT: u32 = 1 << 15;
 /// Largest width of a dense price ladder, in ticks.
@@ -161,6 +169,7 @@ impl InstrumentSpec {
             price_ceiling: None,
             max_order_qty: Qty::MAX,
             stp: StpMode::None,
+            resting_orders_max: RESTING_ORDERS_DEFAULT,
             ladder_window_ticks: LADDER_WINDOW_TICKS_DEFAULT,
         }
     }
@@ -183,6 +192,9 @@ impl InstrumentSpec {
             if lo > hi {
                 return Err(format!("{}: price_floor is above price_ceiling", self.symbol));
             }
+        }
+        if self.resting_orders_max == 0 || self.resting_orders_max > RESTING_ORDERS_MAX {
+            return Err(format!("{}: resting_orders_max must be in 1..={RESTING_ORDERS_MAX}", self.symbol));
         }
         if self.ladder_window_ticks == 0 || self.ladder_window_ticks > LADDER_WINDOW_TICKS_MAX {
             return Err(format!(

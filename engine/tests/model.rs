@@ -54,6 +54,7 @@ fn spec() -> impl Strategy<Value = InstrumentSpec> {
         price_floor: band.map(|b: (i64, i64)| b.0 * tick),
         price_ceiling: band.map(|b| b.1 * tick),
         max_order_qty: 20,
+        resting_orders_max: 40,
         stp,
         ladder_window_ticks: window,
         ..InstrumentSpec::canonical("X")

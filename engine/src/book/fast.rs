@@ -2,8 +2,7 @@
 //! ladder per side, an open-addressing id index. Nothing allocates on the hot path once the
 //! arena, index and event buffer have grown to their high-water marks.
 
-use rustc_hash::FxHashMap;
-
+use super::index::OrderIndex;
 use super::ladder::{Ladder, Level, NIL};
 use super::slab::{OrderNode, Slab};
 use super::{OrderBook, RestingOrder};
@@ -12,9 +11,6 @@ use crate::types::{
     InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Price, Qty, Side, StpMode, TimeInForce,
     LADDER_WINDOW_TICKS_MAX,
 };
-
-/// Orders a book has room for before its arena and index first grow.
-const BOOK_ORDERS_INITIAL: usize = 4096;
 
 /// An aggressor in matching: a new order or an amended one that lost priority.
 struct Incoming {
@@ -35,8 +31,11 @@ pub struct Book {
     bids: Ladder,
     asks: Ladder,
     orders: Slab,
-    index: FxHashMap<OrderId, u32>,
+    index: OrderIndex,
     next_priority: u64,
+    /// Largest order id ever entered: a NEW above it cannot be a duplicate, which spares the
+    /// index a lookup for the sequencer's increasing ids.
+    max_order_id: OrderId,
 }
 
 /// The ladder key of a price on a side: smaller is better on both sides.
@@ -162,7 +161,7 @@ impl Book {
                             leaves_qty: resting.leaves,
                             reason: CancelReason::SelfTrade,
                         });
-                        index.remove(&resting.id);
+                        index.remove(resting.id);
                         unlink(level, orders, ri);
                         orders.remove(ri);
                     }
@@ -207,7 +206,7 @@ impl Book {
                     ts_ns,
                 }));
                 if resting.leaves == 0 {
-                    index.remove(&resting.id);
+                    index.remove(resting.id);
                     unlink(level, orders, ri);
                     orders.remove(ri);
                 }
@@ -272,7 +271,7 @@ impl Book {
     #[inline]
     fn remove_resting(&mut self, i: u32) {
         self.detach(i);
-        self.index.remove(&self.orders[i].id);
+        self.index.remove(self.orders[i].id);
         self.orders.remove(i);
     }
 
@@ -353,7 +352,7 @@ impl Book {
             if last_priority.is_some_and(|p| p >= o.priority) {
                 return Err(format!("level {side:?} {price}: order {} breaks FIFO", o.id));
             }
-            if self.index.get(&o.id) != Some(&i) {
+            if self.index.get(o.id) != Some(i) {
                 return Err(format!("order {} not indexed", o.id));
             }
             last_priority = Some(o.priority);
@@ -390,23 +389,25 @@ impl OrderBook for Book {
                 (Ladder::new(spec.ladder_window_ticks, None), Ladder::new(spec.ladder_window_ticks, None))
             }
         };
-        let mut index = FxHashMap::default();
-        index.reserve(BOOK_ORDERS_INITIAL);
+        let resting_max = spec.resting_orders_max as usize;
         Book {
             instrument,
             tick,
             stp: spec.stp,
             bids,
             asks,
-            orders: Slab::with_capacity(BOOK_ORDERS_INITIAL),
-            index,
+            orders: Slab::with_capacity(resting_max),
+            index: OrderIndex::with_max(resting_max),
             next_priority: 0,
+            max_order_id: OrderId(0),
         }
     }
 
     #[inline]
     fn submit(&mut self, o: &NewOrder, ts_ns: u64, out: &mut Vec<Event>) {
-        if self.index.contains_key(&o.order_id) {
+        if o.order_id > self.max_order_id {
+            self.max_order_id = o.order_id;
+        } else if self.index.get(o.order_id).is_some() {
             out.push(self.reject(RequestKind::New, o.order_id, RejectReason::DuplicateOrderId));
             return;
         }
@@ -426,7 +427,8 @@ impl OrderBook for Book {
         if self.match_incoming(&mut inc, ts_ns, out) || inc.leaves == 0 {
             return;
         }
-        if limit.is_some() && o.tif.rests() {
+        let rests = limit.is_some() && o.tif.rests();
+        if rests && !self.index.is_full() {
             let i = self.orders.insert(OrderNode {
                 id: o.order_id,
                 leaves: inc.leaves,
@@ -447,13 +449,13 @@ impl OrderBook for Book {
                 order_id: o.order_id,
                 instrument: self.instrument,
                 leaves_qty: inc.leaves,
-                reason: CancelReason::ImmediateOrCancel,
+                reason: if rests { CancelReason::BookFull } else { CancelReason::ImmediateOrCancel },
             });
         }
     }
 
     fn cancel(&mut self, order_id: OrderId, participant: ParticipantId, out: &mut Vec<Event>) {
-        let Some(&i) = self.index.get(&order_id) else {
+        let Some(i) = self.index.get(order_id) else {
             out.push(self.reject(RequestKind::Cancel, order_id, RejectReason::UnknownOrder));
             return;
         };
@@ -479,7 +481,7 @@ impl OrderBook for Book {
         ts_ns: u64,
         out: &mut Vec<Event>,
     ) {
-        let Some(&i) = self.index.get(&order_id) else {
+        let Some(i) = self.index.get(order_id) else {
             out.push(self.reject(RequestKind::Amend, order_id, RejectReason::UnknownOrder));
             return;
         };
@@ -510,7 +512,7 @@ impl OrderBook for Book {
         let o = &mut self.orders[i];
         o.filled += qty - inc.leaves;
         if stopped || inc.leaves == 0 {
-            self.index.remove(&order_id);
+            self.index.remove(order_id);
             self.orders.remove(i);
         } else {
             o.price = price;
@@ -556,7 +558,7 @@ impl OrderBook for Book {
     }
 
     fn order(&self, order_id: OrderId) -> Option<RestingOrder> {
-        self.index.get(&order_id).map(|&i| self.view(i))
+        self.index.get(order_id).map(|i| self.view(i))
     }
 
     fn order_count(&self) -> usize {
@@ -564,6 +566,7 @@ impl OrderBook for Book {
     }
 
     fn check_invariants(&self) -> Result<(), String> {
+        self.index.check_invariants()?;
         let n = self.check_side(Side::Buy)? + self.check_side(Side::Sell)?;
         if n != self.index.len() || n != self.orders.len() {
             return Err(format!(

@@ -219,7 +219,7 @@ impl Ladder {
         if sw >= self.summary.len() {
             return None;
         }
-        let mut word = if w % 64 == 0 { self.summary[sw] } else { self.summary[sw] & (!0u64 << (w % 64)) };
+        let mut word = self.summary[sw] & (!0u64 << (w % 64));
         loop {
             if word != 0 {
                 let bw = sw * 64 + word.trailing_zeros() as usize;

@@ -7,6 +7,7 @@
 //! `VecDeque`s), and the same tests drive both.
 
 mod fast;
+mod index;
 pub mod ladder;
 mod slab;
 

@@ -22,6 +22,22 @@ pub struct OrderNode {
     pub post_only: bool,
 }
 
+impl OrderNode {
+    const VACANT: OrderNode = OrderNode {
+        id: OrderId(0),
+        leaves: 0,
+        filled: 0,
+        price: 0,
+        priority: 0,
+        prev: NIL,
+        next: NIL,
+        participant: ParticipantId(0),
+        side: Side::Buy,
+        tif: TimeInForce::Gtc,
+        post_only: false,
+    };
+}
+
 /// A free-list arena of [`OrderNode`]s.
 pub struct Slab {
     nodes: Vec<OrderNode>,
@@ -29,9 +45,18 @@ pub struct Slab {
 }
 
 impl Slab {
-    /// An empty arena with room for `capacity` orders before it allocates.
+    /// An empty arena with room for `capacity` orders. The memory is written now, so that no
+    /// page fault lands in the middle of matching later.
     pub fn with_capacity(capacity: usize) -> Self {
-        Slab { nodes: Vec::with_capacity(capacity), free: Vec::with_capacity(capacity) }
+        let mut nodes = Vec::with_capacity(capacity);
+        for slot in nodes.spare_capacity_mut() {
+            slot.write(OrderNode::VACANT);
+        }
+        let mut free: Vec<u32> = Vec::with_capacity(capacity);
+        free.spare_capacity_mut().iter_mut().for_each(|slot| {
+            slot.write(NIL);
+        });
+        Slab { nodes, free }
     }
 
     /// Stores a node and returns its handle.

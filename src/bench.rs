@@ -1,0 +1,170 @@
+//! `cccx bench`: throughput and per-command latency of the engine on a workload, optionally
+//! against the naive reference book in the same run.
+//!
+//! Parsing is never timed: the flow is read into memory first. Throughput comes from passes
+//! that apply every command back to back (the best of `repeat` passes counts); latency from a
+//! separate pass that reads the clock around each command (so each sample includes one clock
+//! read, about 20 ns here). Fast and naive passes alternate, so that a slow moment of a shared
+//! machine hurts both.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use cccx_engine::{Book, Engine, OrderBook, ReferenceBook};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::flow::Flow;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    /// Throughput passes per book; the fastest counts.
+    pub repeat: usize,
+    /// Also measure the naive reference book and report the ratio.
+    pub compare_naive: bool,
+    /// Run the latency pass.
+    pub latency: bool,
+}
+
+/// Per-command latency percentiles, in nanoseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+/// The naive book's figures on the same flow.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct NaiveFigures {
+    /// Commands per second of the naive book (best pass).
+    pub commands_per_s: f64,
+    /// Fast commands/s divided by naive commands/s.
+    pub ratio: f64,
+}
+
+/// The result of `cccx bench`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Commands in the flow.
+    pub commands: usize,
+    /// Events the engine emitted over one pass.
+    pub events: usize,
+    /// Commands per second of the fast engine (best pass).
+    pub commands_per_s: f64,
+    /// Throughput passes per book.
+    pub passes: usize,
+    /// Latency percentiles (absent with `--no-latency`).
+    pub latency_ns: Option<Latency>,
+    /// The naive book's figures (with `--compare-naive`).
+    pub naive: Option<NaiveFigures>,
+    /// Peak resident memory of the whole process (flow in memory included), if known.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Runs the measurements.
+pub fn run(flow: &Flow, opts: BenchOptions) -> anyhow::Result<BenchReport> {
+    let repeat = opts.repeat.max(1);
+    let (mut fast_best, mut naive_best) = (Duration::MAX, Duration::MAX);
+    let mut events = 0;
+    for _ in 0..repeat {
+        let (elapsed, n) = throughput_pass::<Book>(flow)?;
+        fast_best = fast_best.min(elapsed);
+        events = n;
+        if opts.compare_naive {
+            naive_best = naive_best.min(throughput_pass::<ReferenceBook>(flow)?.0);
+        }
+    }
+    let per_s = |d: Duration| flow.commands.len() as f64 / d.as_secs_f64().max(1e-9);
+    let commands_per_s = per_s(fast_best);
+    let naive = opts.compare_naive.then(|| {
+        let naive = per_s(naive_best);
+        NaiveFigures { commands_per_s: naive, ratio: commands_per_s / naive }
+    });
+    let latency_ns = if opts.latency { Some(latency_pass(flow)?) } else { None };
+    Ok(BenchReport {
+        commands: flow.commands.len(),
+        events,
+        commands_per_s,
+        passes: repeat,
+        latency_ns,
+        naive,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Applies every command once on a fresh engine; returns the time and the number of events.
+fn throughput_pass<B: OrderBook>(flow: &Flow) -> anyhow::Result<(Duration, usize)> {
+    let mut engine = Engine::<B>::new(flow.canonical_specs())?;
+    let mut events = Vec::with_capacity(4096);
+    let mut count = 0usize;
+    let start = Instant::now();
+    for cmd in &flow.commands {
+        events.clear();
+        engine.apply(cmd, &mut events);
+        count += events.len();
+    }
+    let elapsed = start.elapsed();
+    black_box(&engine);
+    Ok((elapsed, black_box(count)))
+}
+
+fn latency_pass(flow: &Flow) -> anyhow::Result<Latency> {
+    let mut engine = Engine::<Book>::new(flow.canonical_specs())?;
+    let mut events = Vec::with_capacity(4096);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    for cmd in &flow.commands {
+        events.clear();
+        let start = Instant::now();
+        engine.apply(cmd, &mut events);
+        let ns = start.elapsed().as_nanos();
+        hist.saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+    }
+    black_box(&engine);
+    Ok(Latency {
+        p50: hist.value_at_quantile(0.50),
+        p99: hist.value_at_quantile(0.99),
+        p999: hist.value_at_quantile(0.999),
+        max: hist.max(),
+    })
+}
+
+/// Peak resident set size of this process (`VmHWM`), where the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+impl BenchReport {
+    /// The human-readable summary.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "commands        {}\nevents          {}\nthroughput      {:.0} commands/s (best of {} passes)\n",
+            self.commands, self.events, self.commands_per_s, self.passes
+        );
+        if let Some(l) = self.latency_ns {
+            s += &format!(
+                "latency         p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns\n",
+                l.p50, l.p99, l.p999, l.max
+            );
+        }
+        if let Some(n) = self.naive {
+            s += &format!(
+                "naive book      {:.0} commands/s\nratio           {:.2}x the naive book\n",
+                n.commands_per_s, n.ratio
+            );
+        }
+        if let Some(b) = self.peak_rss_bytes {
+            s += &format!("peak RSS        {:.1} MB (whole process)\n", b as f64 / 1e6);
+        }
+        s
+    }
+}
