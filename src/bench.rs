@@ -66,11 +66,15 @@ pub struct BenchReport {
     pub naive: Option<NaiveFigures>,
     /// Peak resident memory of the whole process (flow in memory included), if known.
     pub peak_rss_bytes: Option<u64>,
+    /// Resident memory before the first engine was built (the parsed flow, mostly), if known:
+    /// `peak_rss_bytes - flow_rss_bytes` is what the engines added at their peak.
+    pub flow_rss_bytes: Option<u64>,
 }
 
 /// Runs the measurements.
 pub fn run(flow: &Flow, opts: BenchOptions) -> anyhow::Result<BenchReport> {
     let repeat = opts.repeat.max(1);
+    let flow_rss_bytes = proc_status_bytes("VmRSS:");
     let (mut fast_best, mut naive_best) = (Duration::MAX, Duration::MAX);
     let mut events = 0;
     for _ in 0..repeat {
@@ -95,7 +99,8 @@ pub fn run(flow: &Flow, opts: BenchOptions) -> anyhow::Result<BenchReport> {
         passes: repeat,
         latency_ns,
         naive,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: proc_status_bytes("VmHWM:"),
+        flow_rss_bytes,
     })
 }
 
@@ -135,10 +140,11 @@ fn latency_pass(flow: &Flow) -> anyhow::Result<Latency> {
     })
 }
 
-/// Peak resident set size of this process (`VmHWM`), where the OS reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// A memory figure of this process from `/proc/self/status` (`VmHWM:` is the peak resident set,
+/// `VmRSS:` the current one), where the OS reports it.
+fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -162,8 +168,15 @@ impl BenchReport {
                 n.commands_per_s, n.ratio
             );
         }
-        if let Some(b) = self.peak_rss_bytes {
-            s += &format!("peak RSS        {:.1} MB (whole process)\n", b as f64 / 1e6);
+        if let Some(peak) = self.peak_rss_bytes {
+            s += &format!("peak RSS        {:.1} MB (whole process)\n", peak as f64 / 1e6);
+            if let Some(flow) = self.flow_rss_bytes {
+                s += &format!(
+                    "                {:.1} MB before the engines (the flow), {:.1} MB added by them\n",
+                    flow as f64 / 1e6,
+                    peak.saturating_sub(flow) as f64 / 1e6
+                );
+            }
         }
         s
     }

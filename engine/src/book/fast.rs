@@ -161,7 +161,7 @@ impl Book {
                             leaves_qty: resting.leaves,
                             reason: CancelReason::SelfTrade,
                         });
-                        index.remove(resting.id);
+                        index.remove(resting.id, ri);
                         unlink(level, orders, ri);
                         orders.remove(ri);
                     }
@@ -206,7 +206,7 @@ impl Book {
                     ts_ns,
                 }));
                 if resting.leaves == 0 {
-                    index.remove(resting.id);
+                    index.remove(resting.id, ri);
                     unlink(level, orders, ri);
                     orders.remove(ri);
                 }
@@ -271,7 +271,7 @@ impl Book {
     #[inline]
     fn remove_resting(&mut self, i: u32) {
         self.detach(i);
-        self.index.remove(self.orders[i].id);
+        self.index.remove(self.orders[i].id, i);
         self.orders.remove(i);
     }
 
@@ -352,7 +352,7 @@ impl Book {
             if last_priority.is_some_and(|p| p >= o.priority) {
                 return Err(format!("level {side:?} {price}: order {} breaks FIFO", o.id));
             }
-            if self.index.get(o.id) != Some(i) {
+            if self.index.get(o.id, &self.orders) != Some(i) {
                 return Err(format!("order {} not indexed", o.id));
             }
             last_priority = Some(o.priority);
@@ -407,7 +407,7 @@ impl OrderBook for Book {
     fn submit(&mut self, o: &NewOrder, ts_ns: u64, out: &mut Vec<Event>) {
         if o.order_id > self.max_order_id {
             self.max_order_id = o.order_id;
-        } else if self.index.get(o.order_id).is_some() {
+        } else if self.index.get(o.order_id, &self.orders).is_some() {
             out.push(self.reject(RequestKind::New, o.order_id, RejectReason::DuplicateOrderId));
             return;
         }
@@ -455,7 +455,7 @@ impl OrderBook for Book {
     }
 
     fn cancel(&mut self, order_id: OrderId, participant: ParticipantId, out: &mut Vec<Event>) {
-        let Some(i) = self.index.get(order_id) else {
+        let Some(i) = self.index.get(order_id, &self.orders) else {
             out.push(self.reject(RequestKind::Cancel, order_id, RejectReason::UnknownOrder));
             return;
         };
@@ -481,7 +481,7 @@ impl OrderBook for Book {
         ts_ns: u64,
         out: &mut Vec<Event>,
     ) {
-        let Some(i) = self.index.get(order_id) else {
+        let Some(i) = self.index.get(order_id, &self.orders) else {
             out.push(self.reject(RequestKind::Amend, order_id, RejectReason::UnknownOrder));
             return;
         };
@@ -512,7 +512,7 @@ impl OrderBook for Book {
         let o = &mut self.orders[i];
         o.filled += qty - inc.leaves;
         if stopped || inc.leaves == 0 {
-            self.index.remove(order_id);
+            self.index.remove(order_id, i);
             self.orders.remove(i);
         } else {
             o.price = price;
@@ -558,7 +558,7 @@ impl OrderBook for Book {
     }
 
     fn order(&self, order_id: OrderId) -> Option<RestingOrder> {
-        self.index.get(order_id).map(|i| self.view(i))
+        self.index.get(order_id, &self.orders).map(|i| self.view(i))
     }
 
     fn order_count(&self) -> usize {
@@ -566,7 +566,7 @@ impl OrderBook for Book {
     }
 
     fn check_invariants(&self) -> Result<(), String> {
-        self.index.check_invariants()?;
+        self.index.check_invariants(&self.orders)?;
         let n = self.check_side(Side::Buy)? + self.check_side(Side::Sell)?;
         if n != self.index.len() || n != self.orders.len() {
             return Err(format!(

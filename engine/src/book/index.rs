@@ -9,25 +9,36 @@
 //! Fibonacci hashing, which spreads sequential and strided ids evenly.
 
 use super::ladder::NIL;
+use super::slab::Slab;
 use crate::types::OrderId;
 
+/// One slot: the id's 32-bit hash tag and the order's arena handle. The id itself is in the
+/// arena node, so a slot is 8 bytes and a table for tens of thousands of live orders stays in
+/// the core's cache.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct Entry {
-    id: u64,
+    tag: u32,
     /// Arena handle; [`NIL`] marks an empty slot.
     handle: u32,
 }
 
-const EMPTY: Entry = Entry { id: 0, handle: NIL };
+const EMPTY: Entry = Entry { tag: 0, handle: NIL };
 
-/// Slots a new index starts with (64 KiB).
+/// Slots a new index starts with (32 KiB).
 const INDEX_SLOTS_INITIAL: usize = 4096;
+
+/// Fibonacci hashing: the top 32 bits of `id * 2^64 / phi`. Consecutive ids get tags far apart
+/// and evenly spread; a slot's home is the tag's top bits.
+#[inline]
+fn tag_of(id: OrderId) -> u32 {
+    (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
 
 /// Order id to arena handle, for at most a fixed number of orders.
 pub struct OrderIndex {
     entries: Vec<Entry>,
     mask: usize,
-    /// `64 - log2(slots)`.
+    /// `32 - log2(slots)`: a tag shifted right by this is its home slot.
     shift: u32,
     len: usize,
     max: usize,
@@ -36,14 +47,9 @@ pub struct OrderIndex {
 impl OrderIndex {
     /// An index for up to `max` orders.
     pub fn with_max(max: usize) -> Self {
-        let slots = Self::slots_for(max).min(INDEX_SLOTS_INITIAL);
-        OrderIndex {
-            entries: vec![EMPTY; slots],
-            mask: slots - 1,
-            shift: 64 - slots.trailing_zeros(),
-            len: 0,
-            max,
-        }
+        let mut index = OrderIndex { entries: Vec::new(), mask: 0, shift: 0, len: 0, max };
+        index.resize(Self::slots_for(max).min(INDEX_SLOTS_INITIAL));
+        index
     }
 
     /// Slots that hold `n` ids at a load of at most 1/2.
@@ -51,27 +57,29 @@ impl OrderIndex {
         (2 * n + 1).next_power_of_two().max(16)
     }
 
-    /// Doubles the table (warm-up only: at most log2(max / initial) times in a book's life).
-    #[cold]
-    fn grow(&mut self) {
-        let slots = self.entries.len() * 2;
+    fn resize(&mut self, slots: usize) {
         let old = std::mem::replace(&mut self.entries, vec![EMPTY; slots]);
         self.mask = slots - 1;
-        self.shift = 64 - slots.trailing_zeros();
+        self.shift = 32 - slots.trailing_zeros();
         for e in old.into_iter().filter(|e| e.handle != NIL) {
-            let mut i = self.home(e.id);
-            while self.entries[i].handle != NIL {
-                i = (i + 1) & self.mask;
-            }
+            let i = self.free_slot(e.tag);
             self.entries[i] = e;
         }
     }
 
-    /// Fibonacci hashing: the top bits of `id * 2^64 / phi`. Consecutive ids land far apart
-    /// and evenly spread, so linear probing finds short clusters.
     #[inline]
-    fn home(&self, id: u64) -> usize {
-        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    fn home(&self, tag: u32) -> usize {
+        // A 64-bit shift, so that a one-slot table (shift 32) is still well defined.
+        (u64::from(tag) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn free_slot(&self, tag: u32) -> usize {
+        let mut i = self.home(tag);
+        while self.entries[i].handle != NIL {
+            i = (i + 1) & self.mask;
+        }
+        i
     }
 
     /// Number of ids held.
@@ -86,52 +94,45 @@ impl OrderIndex {
         self.len >= self.max
     }
 
-    /// The handle of `id`, if present.
+    /// The handle of `id`, if present; `orders` holds the ids the tags stand for.
     #[inline]
-    pub fn get(&self, id: OrderId) -> Option<u32> {
-        let mut i = self.home(id.0);
+    pub fn get(&self, id: OrderId, orders: &Slab) -> Option<u32> {
+        let tag = tag_of(id);
+        let mut i = self.home(tag);
         loop {
             let e = self.entries[i];
             if e.handle == NIL {
                 return None;
             }
-            if e.id == id.0 {
+            if e.tag == tag && orders[e.handle].id == id {
                 return Some(e.handle);
             }
             i = (i + 1) & self.mask;
         }
     }
 
-    /// Adds `id`, which must be absent, while the index is not full.
+    /// Adds `id` at `handle`; the id must be absent and the index not full.
     #[inline]
     pub fn insert(&mut self, id: OrderId, handle: u32) {
-        debug_assert!(handle != NIL && !self.is_full() && self.get(id).is_none());
+        debug_assert!(handle != NIL && !self.is_full());
         if (self.len + 1) * 2 > self.entries.len() {
-            self.grow();
+            // Warm-up only: at most log2(max / initial) times in a book's life.
+            self.resize(self.entries.len() * 2);
         }
-        let mut i = self.home(id.0);
-        while self.entries[i].handle != NIL {
-            i = (i + 1) & self.mask;
-        }
-        self.entries[i] = Entry { id: id.0, handle };
+        let tag = tag_of(id);
+        let i = self.free_slot(tag);
+        self.entries[i] = Entry { tag, handle };
         self.len += 1;
     }
 
-    /// Removes `id`, returning its handle if it was present.
+    /// Removes `id`, which is present at `handle`.
     #[inline]
-    pub fn remove(&mut self, id: OrderId) -> Option<u32> {
-        let mut i = self.home(id.0);
-        loop {
-            let e = self.entries[i];
-            if e.handle == NIL {
-                return None;
-            }
-            if e.id == id.0 {
-                break;
-            }
+    pub fn remove(&mut self, id: OrderId, handle: u32) {
+        let mut i = self.home(tag_of(id));
+        while self.entries[i].handle != handle {
+            debug_assert!(self.entries[i].handle != NIL, "removing an absent id");
             i = (i + 1) & self.mask;
         }
-        let handle = self.entries[i].handle;
         // Backward shift: pull each later entry of the cluster into the hole unless that would
         // put it before its home slot.
         let mut j = i;
@@ -141,7 +142,7 @@ impl OrderIndex {
             if e.handle == NIL {
                 break;
             }
-            let home = self.home(e.id);
+            let home = self.home(e.tag);
             if (j.wrapping_sub(home) & self.mask) >= (j.wrapping_sub(i) & self.mask) {
                 self.entries[i] = e;
                 i = j;
@@ -149,19 +150,20 @@ impl OrderIndex {
         }
         self.entries[i] = EMPTY;
         self.len -= 1;
-        Some(handle)
     }
 
-    /// Checks that every entry is reachable from its home slot and the count is right.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    /// Checks that every entry carries its order's tag, is reachable from its home slot, and
+    /// that the count is right.
+    pub fn check_invariants(&self, orders: &Slab) -> Result<(), String> {
         let mut n = 0;
         for (i, e) in self.entries.iter().enumerate() {
             if e.handle == NIL {
                 continue;
             }
             n += 1;
-            if self.get(OrderId(e.id)) != Some(e.handle) {
-                return Err(format!("id {} in slot {i} is not reachable", e.id));
+            let id = orders[e.handle].id;
+            if tag_of(id) != e.tag || self.get(id, orders) != Some(e.handle) {
+                return Err(format!("id {id} in slot {i} is not reachable"));
             }
         }
         if n != self.len {
@@ -174,8 +176,38 @@ impl OrderIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::book::slab::OrderNode;
     use proptest::prelude::*;
     use std::collections::HashMap;
+
+    /// An index with the arena that holds its ids.
+    struct Indexed {
+        index: OrderIndex,
+        orders: Slab,
+    }
+
+    impl Indexed {
+        fn new(max: usize) -> Self {
+            Indexed { index: OrderIndex::with_max(max), orders: Slab::with_capacity(max) }
+        }
+        fn insert(&mut self, id: u64) -> u32 {
+            let handle = self.orders.insert(OrderNode { id: OrderId(id), ..OrderNode::VACANT });
+            self.index.insert(OrderId(id), handle);
+            handle
+        }
+        fn get(&self, id: u64) -> Option<u32> {
+            self.index.get(OrderId(id), &self.orders)
+        }
+        fn remove(&mut self, id: u64) -> Option<u32> {
+            let handle = self.get(id)?;
+            self.index.remove(OrderId(id), handle);
+            self.orders.remove(handle);
+            Some(handle)
+        }
+        fn check(&self) -> Result<(), String> {
+            self.index.check_invariants(&self.orders)
+        }
+    }
 
     proptest! {
         /// The index agrees with a `HashMap` under any mix of inserts and removes, including
@@ -185,60 +217,58 @@ mod tests {
             max in 1usize..200,
             ops in prop::collection::vec((any::<bool>(), 0u64..64, 0u32..5), 1..600),
         ) {
-            let mut index = OrderIndex::with_max(max);
+            let mut index = Indexed::new(max);
             let mut model: HashMap<u64, u32> = HashMap::new();
             for (insert, k, stride) in ops {
                 let id = k << (stride * 15);
                 if insert {
                     if !model.contains_key(&id) && model.len() < max {
-                        index.insert(OrderId(id), k as u32);
-                        model.insert(id, k as u32);
+                        let handle = index.insert(id);
+                        model.insert(id, handle);
                     }
                 } else {
-                    prop_assert_eq!(index.remove(OrderId(id)), model.remove(&id));
+                    prop_assert_eq!(index.remove(id), model.remove(&id));
                 }
-                prop_assert_eq!(index.len(), model.len());
-                prop_assert_eq!(index.is_full(), model.len() >= max);
-                index.check_invariants().map_err(TestCaseError::fail)?;
+                prop_assert_eq!(index.index.len(), model.len());
+                prop_assert_eq!(index.index.is_full(), model.len() >= max);
+                index.check().map_err(TestCaseError::fail)?;
                 for (id, h) in &model {
-                    prop_assert_eq!(index.get(OrderId(*id)), Some(*h));
+                    prop_assert_eq!(index.get(*id), Some(*h));
                 }
-                prop_assert_eq!(index.get(OrderId(id)), model.get(&id).copied());
+                prop_assert_eq!(index.get(id), model.get(&id).copied());
             }
         }
     }
 
     #[test]
     fn grows_from_small_to_its_maximum() {
-        let mut index = OrderIndex::with_max(100_000);
-        assert_eq!(index.entries.len(), INDEX_SLOTS_INITIAL);
-        for k in 0..100_000u64 {
-            index.insert(OrderId(k * 7919 + (k << 40)), k as u32);
-        }
-        assert!(index.is_full());
-        assert_eq!(index.entries.len(), OrderIndex::slots_for(100_000));
-        index.check_invariants().unwrap();
+        let id = |k: u64| k * 7919 + (k << 40);
+        let mut index = Indexed::new(100_000);
+        assert_eq!(index.index.entries.len(), INDEX_SLOTS_INITIAL);
+        let handles: Vec<u32> = (0..100_000).map(|k| index.insert(id(k))).collect();
+        assert!(index.index.is_full());
+        assert_eq!(index.index.entries.len(), OrderIndex::slots_for(100_000));
+        index.check().unwrap();
         for k in (0..100_000u64).step_by(2) {
-            assert_eq!(index.remove(OrderId(k * 7919 + (k << 40))), Some(k as u32));
+            assert_eq!(index.remove(id(k)), Some(handles[k as usize]));
         }
-        index.check_invariants().unwrap();
+        index.check().unwrap();
         for k in 0..100_000u64 {
-            let want = (k % 2 == 1).then_some(k as u32);
-            assert_eq!(index.get(OrderId(k * 7919 + (k << 40))), want);
+            assert_eq!(index.get(id(k)), (k % 2 == 1).then_some(handles[k as usize]));
         }
     }
 
     #[test]
     fn churn_does_not_fill_the_table() {
-        // Far more inserts and removes than slots: without tombstones every probe stays short.
-        let mut index = OrderIndex::with_max(1000);
+        // Far more inserts and removes than slots: without tombstones the table stays usable.
+        let mut index = Indexed::new(1000);
         for id in 0..1_000_000u64 {
-            index.insert(OrderId(id), (id % 1000) as u32);
+            index.insert(id);
             if id >= 999 {
-                assert!(index.remove(OrderId(id - 999)).is_some());
+                assert!(index.remove(id - 999).is_some());
             }
         }
-        assert_eq!(index.len(), 999);
-        index.check_invariants().unwrap();
+        assert_eq!(index.index.len(), 999);
+        index.check().unwrap();
     }
 }

@@ -23,7 +23,7 @@ pub struct OrderNode {
 }
 
 impl OrderNode {
-    const VACANT: OrderNode = OrderNode {
+    pub(super) const VACANT: OrderNode = OrderNode {
         id: OrderId(0),
         leaves: 0,
         filled: 0,
