@@ -27,18 +27,24 @@ const EMPTY: Entry = Entry { tag: 0, handle: NIL };
 /// Slots a new index starts with (32 KiB).
 const INDEX_SLOTS_INITIAL: usize = 4096;
 
-/// Fibonacci hashing: the top 32 bits of `id * 2^64 / phi`. Consecutive ids get tags far apart
-/// and evenly spread; a slot's home is the tag's top bits.
+/// Ids per block: a block of consecutive ids shares one 64-byte line of slots.
+const BLOCK_IDS_LOG2: u32 = 3;
+
+/// The 32-bit tag of an id: the Fibonacci hash of its block (`id >> 3`) in the top 29 bits, the
+/// id's place in its block in the low 3. A slot's home is the block hash's top bits (which
+/// line) and the place (which slot of the line): consecutive ids, as a sequencer assigns them,
+/// fill a line before touching the next, while strided or scattered ids still spread evenly.
 #[inline]
 fn tag_of(id: OrderId) -> u32 {
-    (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+    let block = (id.0 >> BLOCK_IDS_LOG2).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (block as u32 & !7) | (id.0 as u32 & 7)
 }
 
 /// Order id to arena handle, for at most a fixed number of orders.
 pub struct OrderIndex {
     entries: Vec<Entry>,
     mask: usize,
-    /// `32 - log2(slots)`: a tag shifted right by this is its home slot.
+    /// `32 - log2(slots)`: a tag's top bits shifted right by this are its home line.
     shift: u32,
     len: usize,
     max: usize,
@@ -69,8 +75,8 @@ impl OrderIndex {
 
     #[inline]
     fn home(&self, tag: u32) -> usize {
-        // A 64-bit shift, so that a one-slot table (shift 32) is still well defined.
-        (u64::from(tag) >> self.shift) as usize
+        let line = u64::from(tag) >> self.shift >> BLOCK_IDS_LOG2;
+        ((line << BLOCK_IDS_LOG2) as usize | (tag & 7) as usize) & self.mask
     }
 
     #[inline]
