@@ -85,6 +85,7 @@ pub trait OrderBook {
     /// Number of resting orders.
     fn order_count(&self) -> usize;
 
-    /// Checks the book's internal invariants; `Err` names the first one broken.
+    /// Checks the book's internal invariants, among them that the book is not crossed (best
+    /// bid below best ask); `Err` names the first one broken.
     fn check_invariants(&self) -> Result<(), String>;
 }
