@@ -1,0 +1,281 @@
+//! Appending to a journal.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+use memmap2::{Advice, MmapMut};
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::IntoBytes;
+
+use super::record::{
+    command_payload, seal_payload, RecordBytes, SegmentHeader, FORMAT_VERSION, HEADER_BYTES, RECORD_BYTES,
+    SEGMENT_MAGIC,
+};
+use super::scan::{chain_hash, scan, ScanReport};
+use super::{
+    segment_files, segment_name, Durability, JournalConfig, JournalError, SEAL_EVERY, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
+};
+use crate::message::Command;
+
+/// The open end of a journal: appends commands, seals blocks, rolls segments, syncs.
+pub struct JournalWriter {
+    config: JournalConfig,
+    map: MmapMut,
+    segment_no: u64,
+    /// Where the next record goes in the current segment.
+    offset: usize,
+    /// Everything before this offset of the current segment is on stable storage.
+    synced_offset: usize,
+    block_start: usize,
+    unsealed: u32,
+    head: [u8; 32],
+    last_seq: u64,
+    durable_seq: u64,
+    last_sync: Instant,
+}
+
+impl JournalWriter {
+    /// Opens (or creates) the journal in `config.dir`, replaying every command in it through
+    /// `apply` (see [`scan`]). A torn last record is cut off; the report says so.
+    pub fn open(
+        config: JournalConfig,
+        apply: impl FnMut(u64, &Command),
+    ) -> Result<(JournalWriter, ScanReport), JournalError> {
+        let seg = config.segment_bytes;
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&seg) || !seg.is_multiple_of(RECORD_BYTES as u64)
+        {
+            return Err(JournalError::Config(format!(
+                "segment size {seg} must be a multiple of 64 in {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}"
+            )));
+        }
+        let dir = &config.dir;
+        std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
+        let report = scan(dir, config.genesis, apply)?;
+        let writer = match report.segments.last() {
+            None => JournalWriter::create_first(config)?,
+            Some(path) => JournalWriter::reopen(config, path.clone(), &report)?,
+        };
+        Ok((writer, report))
+    }
+
+    fn create_first(config: JournalConfig) -> Result<JournalWriter, JournalError> {
+        let genesis = config.genesis;
+        let map = create_segment(&config, 0, 1, genesis)?;
+        Ok(JournalWriter {
+            config,
+            map,
+            segment_no: 0,
+            offset: HEADER_BYTES,
+            synced_offset: HEADER_BYTES,
+            block_start: HEADER_BYTES,
+            unsealed: 0,
+            head: genesis,
+            last_seq: 0,
+            durable_seq: 0,
+            last_sync: Instant::now(),
+        })
+    }
+
+    fn reopen(
+        config: JournalConfig,
+        path: std::path::PathBuf,
+        report: &ScanReport,
+    ) -> Result<Self, JournalError> {
+        let file =
+            OpenOptions::new().read(true).write(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| JournalError::io(&path, e))?.len();
+        let whole = (report.end_offset + 2 * RECORD_BYTES as u64).max(config.segment_bytes);
+        if len < whole || !len.is_multiple_of(RECORD_BYTES as u64) {
+            // A segment cut short (inside its last record, say) gets its zeroed tail back.
+            let fixed = len.max(whole).next_multiple_of(RECORD_BYTES as u64);
+            file.set_len(fixed).and_then(|_| file.sync_all()).map_err(|e| JournalError::io(&path, e))?;
+        }
+        // SAFETY: the journal directory belongs to this writer; nothing else maps or writes its
+        // segments while it is open.
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| JournalError::io(&path, e))?;
+        let end = report.end_offset as usize;
+        if let Some(torn) = &report.torn_tail {
+            // Cut the torn record off: zero it and make the cut durable before writing on.
+            let at = torn.offset as usize;
+            let len = RECORD_BYTES.min(map.len() - at);
+            map[at..at + len].fill(0);
+            map.flush_range(at, len).map_err(|e| JournalError::io(&path, e))?;
+        }
+        let segment_no = segment_files(&config.dir)?.last().map_or(0, |(n, _)| *n);
+        Ok(JournalWriter {
+            config,
+            map,
+            segment_no,
+            offset: end,
+            synced_offset: end,
+            block_start: report.block_start as usize,
+            unsealed: report.unsealed,
+            head: report.head,
+            last_seq: report.last_seq,
+            durable_seq: report.last_seq,
+            last_sync: Instant::now(),
+        })
+    }
+
+    /// Sequence of the last command appended.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Sequence of the last command the journal holds at its configured durability.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// Chain hash of the newest seal.
+    pub fn head(&self) -> [u8; 32] {
+        self.head
+    }
+
+    /// Appends a command and returns its sequence number. With `Every` durability the record
+    /// is on stable storage when this returns; with `Batch`, once [`Self::durable_seq`] reaches it.
+    #[inline]
+    pub fn append(&mut self, cmd: &Command) -> Result<u64, JournalError> {
+        if self.offset + 2 * RECORD_BYTES > self.map.len() {
+            self.roll()?;
+        }
+        let seq = self.last_seq + 1;
+        self.write_record(&RecordBytes::new(seq, command_payload(cmd)));
+        self.last_seq = seq;
+        self.unsealed += 1;
+        if self.unsealed == SEAL_EVERY {
+            self.seal();
+        }
+        match self.config.durability {
+            Durability::None => self.durable_seq = seq,
+            Durability::Every => self.sync()?,
+            Durability::Batch { records, .. } => {
+                if seq - self.durable_seq >= u64::from(records) {
+                    self.sync()?;
+                } else {
+                    self.sync_if_due()?;
+                }
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Syncs a pending batch whose interval has passed (the server calls it when idle).
+    pub fn sync_if_due(&mut self) -> Result<(), JournalError> {
+        if let Durability::Batch { interval_us, .. } = self.config.durability {
+            if self.durable_seq < self.last_seq
+                && self.last_sync.elapsed() >= Duration::from_micros(interval_us)
+            {
+                self.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forces everything appended so far to stable storage.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if self.offset > self.synced_offset {
+            let path = self.segment_path();
+            self.map
+                .flush_range(self.synced_offset, self.offset - self.synced_offset)
+                .map_err(|e| JournalError::io(&path, e))?;
+            self.synced_offset = self.offset;
+        }
+        self.durable_seq = self.last_seq;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Seals the open block and syncs: the end of a clean run.
+    pub fn close(mut self) -> Result<(), JournalError> {
+        if self.unsealed > 0 {
+            self.seal();
+        }
+        self.sync()
+    }
+
+    #[inline]
+    fn write_record(&mut self, rec: &RecordBytes) {
+        let at = self.offset;
+        let bytes = rec.as_bytes();
+        self.map[at + 4..at + RECORD_BYTES].copy_from_slice(&bytes[4..]);
+        // The length word goes last: a reader that sees it sees the whole record.
+        fence(Ordering::Release);
+        self.map[at..at + 4].copy_from_slice(&bytes[..4]);
+        self.offset += RECORD_BYTES;
+    }
+
+    fn seal(&mut self) {
+        self.head = chain_hash(&self.head, &self.map[self.block_start..self.offset]);
+        let rec = RecordBytes::new(self.last_seq, seal_payload(self.unsealed, self.head));
+        self.write_record(&rec);
+        self.block_start = self.offset;
+        self.unsealed = 0;
+    }
+
+    /// Seals and closes the current segment and starts the next.
+    #[cold]
+    fn roll(&mut self) -> Result<(), JournalError> {
+        if self.unsealed > 0 {
+            self.seal();
+        }
+        if self.config.durability != Durability::None {
+            self.sync()?;
+        }
+        let next = self.segment_no + 1;
+        self.map = create_segment(&self.config, next, self.last_seq + 1, self.head)?;
+        self.segment_no = next;
+        (self.offset, self.synced_offset, self.block_start) = (HEADER_BYTES, HEADER_BYTES, HEADER_BYTES);
+        Ok(())
+    }
+
+    fn segment_path(&self) -> std::path::PathBuf {
+        self.config.dir.join(segment_name(self.segment_no))
+    }
+}
+
+/// Creates segment `number` atomically (temporary file with its header, synced, renamed, the
+/// directory synced) and maps it, its pages faulted in ahead of the writes.
+fn create_segment(
+    config: &JournalConfig,
+    number: u64,
+    first_seq: u64,
+    chain_start: [u8; 32],
+) -> Result<MmapMut, JournalError> {
+    let dir = &config.dir;
+    let path = dir.join(segment_name(number));
+    let tmp = dir.join(format!("{}.tmp", segment_name(number)));
+    let header = SegmentHeader {
+        magic: SEGMENT_MAGIC,
+        version: U32::new(FORMAT_VERSION),
+        header_bytes: U32::new(HEADER_BYTES as u32),
+        segment_no: U64::new(number),
+        first_seq: U64::new(first_seq),
+        chain_start,
+    };
+    {
+        use std::io::Write;
+        let mut file = File::create(&tmp).map_err(|e| JournalError::io(&tmp, e))?;
+        file.write_all(header.as_bytes()).map_err(|e| JournalError::io(&tmp, e))?;
+        file.set_len(config.segment_bytes).map_err(|e| JournalError::io(&tmp, e))?;
+        file.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
+    sync_dir(dir)?;
+    let file =
+        OpenOptions::new().read(true).write(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
+    // SAFETY: the segment was just created by this writer, which owns the journal directory.
+    let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| JournalError::io(&path, e))?;
+    // Fault the pages in now rather than one per 64 commands later; an old kernel without
+    // MADV_POPULATE_WRITE just faults them lazily.
+    let _ = map.advise(Advice::PopulateWrite);
+    Ok(map)
+}
+
+/// Makes a directory's entries (a created or renamed file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| JournalError::io(dir, e))
+}
