@@ -11,6 +11,7 @@
 
 pub mod book;
 pub mod engine;
+pub mod journal;
 pub mod message;
 pub mod reference;
 pub mod types;
