@@ -10,15 +10,20 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use cccx_engine::journal::scan;
+use cccx_engine::recovery::read_instruments;
 use cccx_engine::{Book, Engine, OrderBook, ReferenceBook};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::flow::Flow;
+use crate::journaled::{bench_dir, bench_writer, JournalArgs};
 
 /// What to measure.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// Also run the flow through the journal (in fresh directories under this one) and replay it.
+    pub journal: Option<(std::path::PathBuf, JournalArgs)>,
     /// Throughput passes per book; the fastest counts.
     pub repeat: usize,
     /// Also measure the naive reference book and report the ratio.
@@ -49,6 +54,22 @@ pub struct NaiveFigures {
     pub ratio: f64,
 }
 
+/// The journal's figures on the same flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalFigures {
+    /// The durability policy, as given.
+    pub durability: String,
+    /// Commands per second through journal and engine (best pass, final sync included).
+    pub commands_per_s: f64,
+    /// `commands_per_s` divided by the engine alone's.
+    pub ratio_to_engine: f64,
+    /// Commands per second replaying the journal just written (scan, CRC and chain checks and
+    /// engine; best pass).
+    pub replay_commands_per_s: f64,
+    /// `replay_commands_per_s` divided by the engine alone's.
+    pub replay_ratio_to_engine: f64,
+}
+
 /// The result of `cccx bench`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -64,6 +85,8 @@ pub struct BenchReport {
     pub latency_ns: Option<Latency>,
     /// The naive book's figures (with `--compare-naive`).
     pub naive: Option<NaiveFigures>,
+    /// The journal's figures (with `--journal`).
+    pub journal: Option<JournalFigures>,
     /// Peak resident memory of the whole process (flow in memory included), if known.
     pub peak_rss_bytes: Option<u64>,
     /// Resident memory before the first engine was built (the parsed flow, mostly), if known:
@@ -72,17 +95,23 @@ pub struct BenchReport {
 }
 
 /// Runs the measurements.
-pub fn run(flow: &Flow, opts: BenchOptions) -> anyhow::Result<BenchReport> {
+pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let repeat = opts.repeat.max(1);
     let flow_rss_bytes = proc_status_bytes("VmRSS:");
     let (mut fast_best, mut naive_best) = (Duration::MAX, Duration::MAX);
+    let (mut journal_best, mut replay_best) = (Duration::MAX, Duration::MAX);
     let mut events = 0;
-    for _ in 0..repeat {
+    for pass in 0..repeat {
         let (elapsed, n) = throughput_pass::<Book>(flow)?;
         fast_best = fast_best.min(elapsed);
         events = n;
         if opts.compare_naive {
             naive_best = naive_best.min(throughput_pass::<ReferenceBook>(flow)?.0);
+        }
+        if let Some((root, args)) = &opts.journal {
+            let (written, replayed) = journal_pass(flow, root, args, pass)?;
+            journal_best = journal_best.min(written);
+            replay_best = replay_best.min(replayed);
         }
     }
     let per_s = |d: Duration| flow.commands.len() as f64 / d.as_secs_f64().max(1e-9);
@@ -90,6 +119,13 @@ pub fn run(flow: &Flow, opts: BenchOptions) -> anyhow::Result<BenchReport> {
     let naive = opts.compare_naive.then(|| {
         let naive = per_s(naive_best);
         NaiveFigures { commands_per_s: naive, ratio: commands_per_s / naive }
+    });
+    let journal = opts.journal.as_ref().map(|(_, args)| JournalFigures {
+        durability: format!("{:?}", args.durability()),
+        commands_per_s: per_s(journal_best),
+        ratio_to_engine: per_s(journal_best) / commands_per_s,
+        replay_commands_per_s: per_s(replay_best),
+        replay_ratio_to_engine: per_s(replay_best) / commands_per_s,
     });
     let latency_ns = if opts.latency { Some(latency_pass(flow)?) } else { None };
     Ok(BenchReport {
@@ -99,6 +135,7 @@ pub fn run(flow: &Flow, opts: BenchOptions) -> anyhow::Result<BenchReport> {
         passes: repeat,
         latency_ns,
         naive,
+        journal,
         peak_rss_bytes: proc_status_bytes("VmHWM:"),
         flow_rss_bytes,
     })
@@ -118,6 +155,45 @@ fn throughput_pass<B: OrderBook>(flow: &Flow) -> anyhow::Result<(Duration, usize
     let elapsed = start.elapsed();
     black_box(&engine);
     Ok((elapsed, black_box(count)))
+}
+
+/// Journals and applies every command in a fresh directory (final sync included), then replays
+/// that journal into a fresh engine; returns both times. The directory is removed afterwards.
+fn journal_pass(
+    flow: &Flow,
+    root: &std::path::Path,
+    args: &JournalArgs,
+    pass: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let dir = bench_dir(root, pass)?;
+    let (mut engine, mut writer) = bench_writer(flow, &dir, args)?;
+    let mut events = Vec::with_capacity(4096);
+    let start = Instant::now();
+    for cmd in &flow.commands {
+        writer.append(cmd)?;
+        events.clear();
+        engine.apply(cmd, &mut events);
+    }
+    writer.close()?;
+    let written = start.elapsed();
+    drop(engine);
+    // Replay: a new engine built first (as the engine-alone pass does), then scan and apply.
+    let (specs, genesis) = read_instruments(&dir)?;
+    let mut engine = Engine::<Book>::new(specs)?;
+    let start = Instant::now();
+    let report = scan(&dir, genesis, |_, cmd| {
+        events.clear();
+        engine.apply(cmd, &mut events);
+    })?;
+    let replayed = start.elapsed();
+    anyhow::ensure!(
+        report.commands == flow.commands.len() as u64,
+        "replay read {} commands",
+        report.commands
+    );
+    black_box(&engine);
+    std::fs::remove_dir_all(&dir)?;
+    Ok((written, replayed))
 }
 
 fn latency_pass(flow: &Flow) -> anyhow::Result<Latency> {
@@ -166,6 +242,17 @@ impl BenchReport {
             s += &format!(
                 "naive book      {:.0} commands/s\nratio           {:.2}x the naive book\n",
                 n.commands_per_s, n.ratio
+            );
+        }
+        if let Some(j) = &self.journal {
+            s += &format!(
+                "journal         {:.0} commands/s with durability {} ({:.2}x the engine alone)\n\
+                 replay          {:.0} commands/s ({:.2}x the engine alone)\n",
+                j.commands_per_s,
+                j.durability,
+                j.ratio_to_engine,
+                j.replay_commands_per_s,
+                j.replay_ratio_to_engine
             );
         }
         if let Some(peak) = self.peak_rss_bytes {

@@ -5,3 +5,4 @@ pub mod bench;
 pub mod canonical;
 pub mod flow;
 pub mod genflow;
+pub mod journaled;

@@ -11,6 +11,7 @@ use cccx::bench::{self, BenchOptions};
 use cccx::canonical;
 use cccx::flow::{read_flow, Flow};
 use cccx::genflow::{write_flow, GenFlowArgs};
+use cccx::journaled::{self, JournalArgs};
 use cccx_engine::{Book, ReferenceBook};
 
 /// cccx: an exchange core for carbon credit certificate (CCC) markets.
@@ -36,6 +37,47 @@ enum Cmd {
     /// Without --flow, the workload is generated in memory from the generator options
     /// (--profile, --ops, --seed, ...), as `cccx gen-flow` would write it.
     Bench(BenchArgs),
+    /// Run a workload through the journal and the engine, restartably.
+    ///
+    /// Recovers the journal in --journal (the newest valid snapshot plus the journal after it),
+    /// or creates it for the flow's instruments, then journals and applies the flow's commands
+    /// after the last one the journal holds. Prints `recovered ...`, then `ack SEQ` as each
+    /// command becomes durable, then `state HASH` and `last seq=N`.
+    Run(RunArgs),
+    /// Rebuild the state from a journal directory (snapshot plus journal) and print its
+    /// canonical state hash and statistics. Writes nothing.
+    Replay {
+        /// The journal directory.
+        dir: PathBuf,
+    },
+    /// Journal maintenance.
+    #[command(subcommand)]
+    Journal(JournalCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalCmd {
+    /// Check a journal's framing, CRCs, sequence continuity and hash chain; name the first bad
+    /// record, or print the head hash to anchor.
+    Verify {
+        /// The journal directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The workload CSV (command N of the file is journal sequence N).
+    #[arg(long, value_name = "FILE")]
+    flow: PathBuf,
+    /// The journal directory.
+    #[arg(long, value_name = "DIR")]
+    journal: PathBuf,
+    /// Write a snapshot every N commands (0: never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    snapshot_every: u64,
+    #[command(flatten)]
+    journal_args: JournalArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +104,12 @@ struct BenchArgs {
     /// Print one JSON object instead of the text summary.
     #[arg(long)]
     json: bool,
+    /// Also run the flow through the journal, in fresh directories under DIR (removed after
+    /// each pass), and replay it; print both speeds as ratios to the engine alone.
+    #[arg(long, value_name = "DIR")]
+    journal: Option<PathBuf>,
+    #[command(flatten)]
+    journal_args: JournalArgs,
     #[command(flatten)]
     gen: GenFlowArgs,
 }
@@ -71,6 +119,10 @@ fn main() {
     let result = match cli.command {
         Cmd::GenFlow { gen, out } => gen_flow(&gen, out.as_deref()),
         Cmd::Bench(args) => run_bench(&args),
+        Cmd::Run(args) => load_file(&args.flow)
+            .and_then(|flow| journaled::run(&flow, &args.journal, &args.journal_args, args.snapshot_every)),
+        Cmd::Replay { dir } => journaled::replay(&dir),
+        Cmd::Journal(JournalCmd::Verify { dir }) => journaled::verify(&dir),
     };
     if let Err(e) = result {
         eprintln!("cccx: {e:#}");
@@ -88,12 +140,14 @@ fn gen_flow(gen: &GenFlowArgs, out: Option<&Path>) -> anyhow::Result<()> {
     }
 }
 
+fn load_file(path: &Path) -> anyhow::Result<Flow> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    read_flow(BufReader::with_capacity(1 << 20, file)).with_context(|| path.display().to_string())
+}
+
 fn load_flow(args: &BenchArgs) -> anyhow::Result<Flow> {
     match &args.flow {
-        Some(path) => {
-            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            read_flow(BufReader::with_capacity(1 << 20, file)).with_context(|| path.display().to_string())
-        }
+        Some(path) => load_file(path),
         None => {
             let mut bytes = Vec::new();
             write_flow(&args.gen, &mut bytes).context("generating the workload")?;
@@ -117,11 +171,12 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         check_naive_agrees(&flow)?;
     }
     let opts = BenchOptions {
+        journal: args.journal.clone().map(|dir| (dir, args.journal_args.clone())),
         repeat: args.repeat as usize,
         compare_naive: args.compare_naive,
         latency: !args.no_latency,
     };
-    let report = bench::run(&flow, opts)?;
+    let report = bench::run(&flow, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -1,8 +1,10 @@
 //! The engine: a deterministic state machine over many instruments' books.
 
-use crate::book::{Book, OrderBook};
+use serde::{Deserialize, Serialize};
+
+use crate::book::{Book, OrderBook, RestingOrder};
 use crate::message::{Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind};
-use crate::types::{InstrumentId, InstrumentSpec, OrderId, OrderType, Price, Qty, TimeInForce};
+use crate::types::{InstrumentId, InstrumentSpec, OrderId, OrderType, Price, Qty, Side, TimeInForce};
 
 /// Why an engine could not be built from a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +18,42 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The whole state of an engine as plain values: what a snapshot stores.
+///
+/// Independent of the book implementation: an image taken from an `Engine<Book>` rebuilds an
+/// `Engine<ReferenceBook>` and the other way round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineImage {
+    /// One entry per instrument, in id order (entry `i` is `InstrumentId(i)`).
+    pub instruments: Vec<InstrumentImage>,
+}
+
+/// One instrument's rules and resting orders.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstrumentImage {
+    /// The instrument's specification.
+    pub spec: InstrumentSpec,
+    /// Resting buy orders in priority order (best price first, then time).
+    pub bids: Vec<RestingOrder>,
+    /// Resting sell orders in priority order (best price first, then time).
+    pub asks: Vec<RestingOrder>,
+    /// Trading totals so far.
+    pub totals: TradeTotals,
+}
+
+/// An instrument's trading totals since the engine's journal began: market statistics, and
+/// part of the state, so that a command applied twice (a trade executed twice) shows in the
+/// state hash even when the books end up the same.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeTotals {
+    /// Number of trades.
+    pub trades: u64,
+    /// Certificates traded.
+    pub volume: Qty,
+    /// Price of the last trade.
+    pub last_price: Option<Price>,
+}
+
 /// The matching engine: one book per instrument, `apply(command) -> events`.
 ///
 /// Generic over the book so that the fast [`Book`] and the
@@ -23,6 +61,7 @@ impl std::error::Error for ConfigError {}
 pub struct Engine<B: OrderBook = Book> {
     specs: Vec<InstrumentSpec>,
     books: Vec<B>,
+    totals: Vec<TradeTotals>,
 }
 
 impl<B: OrderBook> Engine<B> {
@@ -41,11 +80,27 @@ impl<B: OrderBook> Engine<B> {
             return Err(ConfigError("too many instruments".into()));
         }
         let books = specs.iter().enumerate().map(|(i, spec)| B::new(InstrumentId(i as u32), spec)).collect();
-        Ok(Engine { specs, books })
+        let totals = vec![TradeTotals::default(); specs.len()];
+        Ok(Engine { specs, books, totals })
     }
 
     /// Applies one command and appends the events it causes to `out` (which is not cleared).
+    #[inline]
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
+        let start = out.len();
+        self.dispatch(cmd, out);
+        for event in &out[start..] {
+            if let Event::Trade(t) = event {
+                let totals = &mut self.totals[t.instrument.0 as usize];
+                totals.trades += 1;
+                totals.volume = totals.volume.saturating_add(t.qty);
+                totals.last_price = Some(t.price);
+            }
+        }
+    }
+
+    #[inline]
+    fn dispatch(&mut self, cmd: &Command, out: &mut Vec<Event>) {
         match cmd.body {
             CommandBody::New(ref order) => self.new_order(order, cmd.ts_ns, out),
             CommandBody::Cancel { instrument, order_id, participant } => {
@@ -125,9 +180,61 @@ impl<B: OrderBook> Engine<B> {
         &self.specs
     }
 
+    /// The trading totals of an instrument.
+    pub fn totals(&self, instrument: InstrumentId) -> Option<&TradeTotals> {
+        self.totals.get(instrument.0 as usize)
+    }
+
     /// The book of an instrument.
     pub fn book(&self, instrument: InstrumentId) -> Option<&B> {
         self.books.get(instrument.0 as usize)
+    }
+
+    /// The engine's whole state: every instrument's specification and resting orders.
+    ///
+    /// Allocates; for snapshots and tests, not for the hot path.
+    pub fn image(&self) -> EngineImage {
+        let instruments = self
+            .specs
+            .iter()
+            .zip(&self.books)
+            .map(|(spec, book)| {
+                let mut bids = Vec::new();
+                let mut asks = Vec::new();
+                book.for_each_order(Side::Buy, &mut |o| bids.push(*o));
+                book.for_each_order(Side::Sell, &mut |o| asks.push(*o));
+                (spec.clone(), bids, asks)
+            })
+            .zip(&self.totals)
+            .map(|((spec, bids, asks), totals)| InstrumentImage { spec, bids, asks, totals: *totals })
+            .collect();
+        EngineImage { instruments }
+    }
+
+    /// Rebuilds an engine from an image: for the same commands it then emits the same events
+    /// as the engine the image was taken from.
+    ///
+    /// Refuses (never panics on) an image that no engine could have produced: a specification
+    /// [`Engine::new`] refuses, or an order on the wrong side, out of priority order, outside
+    /// the instrument's rules, with `filled + open` beyond `u64`, or that its book refuses
+    /// ([`OrderBook::restore`]).
+    pub fn from_image(image: EngineImage) -> Result<Self, ConfigError> {
+        let specs = image.instruments.iter().map(|i| i.spec.clone()).collect();
+        let mut engine = Engine::<B>::new(specs)?;
+        for ((spec, book), inst) in engine.specs.iter().zip(&mut engine.books).zip(&image.instruments) {
+            for (side, orders) in [(Side::Buy, &inst.bids), (Side::Sell, &inst.asks)] {
+                let mut previous = None;
+                for order in orders {
+                    check_restored(spec, side, previous, order)
+                        .and_then(|()| book.restore(order))
+                        .map_err(|e| ConfigError(format!("{}: {e}", spec.symbol)))?;
+                    previous = Some(order.price);
+                }
+            }
+        }
+        engine.totals = image.instruments.iter().map(|i| i.totals).collect();
+        engine.check_invariants().map_err(ConfigError)?;
+        Ok(engine)
     }
 
     /// Checks every book's invariants (each book checks that it is not crossed).
@@ -137,6 +244,35 @@ impl<B: OrderBook> Engine<B> {
         }
         Ok(())
     }
+}
+
+/// The checks of a restored order that need only the instrument's rules (the ones every order
+/// passed on its way into the book), and that it comes in priority order: its price is not
+/// better than the `previous` one of its side.
+fn check_restored(
+    spec: &InstrumentSpec,
+    side: Side,
+    previous: Option<Price>,
+    order: &RestingOrder,
+) -> Result<(), String> {
+    let id = order.order_id;
+    if order.side != side {
+        return Err(format!("order {id} is a {:?} order among the {side:?} orders", order.side));
+    }
+    let better = |previous: Price| match side {
+        Side::Buy => order.price > previous,
+        Side::Sell => order.price < previous,
+    };
+    if previous.is_some_and(better) {
+        return Err(format!("order {id} at {} is out of priority order", order.price));
+    }
+    if let Err(reason) = check_qty(spec, order.leaves_qty).and_then(|()| check_price(spec, order.price)) {
+        return Err(format!("order {id}: {}", reason.text()));
+    }
+    if order.filled_qty.checked_add(order.leaves_qty).is_none() {
+        return Err(format!("order {id}: filled plus open quantity overflows"));
+    }
+    Ok(())
 }
 
 fn unknown_instrument(request: RequestKind, order_id: OrderId, instrument: InstrumentId) -> Event {

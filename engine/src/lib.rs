@@ -8,16 +8,21 @@
 //! - [`message`]: commands, events, reject reason codes.
 //! - [`book`]: the [`OrderBook`] interface and the fast [`Book`].
 //! - [`reference`]: the naive reference book the tests and `cccx bench --compare-naive` use.
+//! - [`journal`]: the memory-mapped write-ahead command journal.
+//! - [`recovery`]: an engine rebuilt from the newest snapshot and the journal after it.
+//! - [`snapshot`]: whole-engine snapshot files and the canonical state hash.
 
 pub mod book;
 pub mod engine;
 pub mod journal;
 pub mod message;
+pub mod recovery;
 pub mod reference;
+pub mod snapshot;
 pub mod types;
 
 pub use book::{Book, OrderBook, RestingOrder};
-pub use engine::{ConfigError, Engine};
+pub use engine::{ConfigError, Engine, EngineImage, InstrumentImage, TradeTotals};
 pub use message::{
     CancelReason, Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind, Trade,
 };

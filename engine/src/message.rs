@@ -27,10 +27,12 @@
 //! Mass cancel and day expiry emit one event per order, instruments in id order, bids in priority
 //! order then asks in priority order.
 
+use serde::{Deserialize, Serialize};
+
 use crate::types::{InstrumentId, OrderId, OrderType, ParticipantId, Price, Qty, Side, TimeInForce};
 
 /// A sequenced command: what a participant or the operator asks for, stamped with a time.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Time the sequencer stamped on the command, in nanoseconds since the Unix epoch.
     pub ts_ns: u64,
@@ -39,7 +41,7 @@ pub struct Command {
 }
 
 /// The request inside a [`Command`].
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandBody {
     /// Enter an order.
     New(NewOrder),
@@ -75,7 +77,7 @@ pub enum CommandBody {
 }
 
 /// Which orders a mass cancel removes.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MassCancelScope {
     /// Every resting order of the instrument (an operator action).
     Instrument(InstrumentId),
@@ -86,7 +88,7 @@ pub enum MassCancelScope {
 }
 
 /// A new order as the participant entered it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewOrder {
     /// Unique id of the order within its book.
     pub order_id: OrderId,
@@ -109,7 +111,7 @@ pub struct NewOrder {
 }
 
 /// A fact the engine reports. The stream of events is a pure function of the commands.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A new order passed every check and entered matching.
     Accepted {
@@ -167,7 +169,7 @@ pub enum Event {
 }
 
 /// One fill between a buy and a sell order.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trade {
     /// The book.
     pub instrument: InstrumentId,
@@ -194,7 +196,7 @@ pub struct Trade {
 }
 
 /// The kind of command a [`Event::Rejected`] refers to.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RequestKind {
     /// A NEW.
     New,
@@ -210,7 +212,7 @@ pub enum RequestKind {
 
 /// Why a command was refused. The codes are stable: they are declared in the order the checks
 /// run, are never renumbered, and a test pins them. The gateway maps them onto FIX and HTTP.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u16)]
 pub enum RejectReason {
     /// The instrument id names no configured instrument.
@@ -286,7 +288,7 @@ impl RejectReason {
 }
 
 /// Why an order (or its remainder) was cancelled.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum CancelReason {
     /// The owner asked (CANCEL).

@@ -9,7 +9,7 @@
 use std::collections::btree_map::OccupiedEntry;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use crate::book::{OrderBook, RestingOrder};
+use crate::book::{check_restorable, OrderBook, RestingOrder};
 use crate::message::{CancelReason, Event, NewOrder, RejectReason, RequestKind, Trade};
 use crate::types::{
     InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Price, Qty, Side, StpMode, TimeInForce,
@@ -456,6 +456,12 @@ impl OrderBook for ReferenceBook {
 
     fn order_count(&self) -> usize {
         self.index.len()
+    }
+
+    fn restore(&mut self, order: &RestingOrder) -> Result<(), String> {
+        check_restorable(self, order, self.index.len() >= self.resting_orders_max)?;
+        self.rest(*order);
+        Ok(())
     }
 
     fn check_invariants(&self) -> Result<(), String> {

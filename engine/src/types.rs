@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A price in the instrument's price unit. Always positive on a valid order.
 pub type Price = i64;
 /// A quantity of certificates.
@@ -16,15 +18,15 @@ pub type Qty = u64;
 ///
 /// The sequencer in front of the engine assigns them; the engine rejects a NEW whose id is still
 /// resting in the same book.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct OrderId(pub u64);
 
 /// A trading participant (an obligated entity's or trader's account at the exchange).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct ParticipantId(pub u32);
 
 /// Index of an instrument in the engine's configuration (0, 1, 2 ...).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct InstrumentId(pub u32);
 
 impl fmt::Display for OrderId {
@@ -40,7 +42,7 @@ impl fmt::Display for ParticipantId {
 }
 
 /// Buy or sell.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Side {
     /// A bid.
     Buy,
@@ -78,7 +80,7 @@ impl Side {
 }
 
 /// How long an order stays in the book.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TimeInForce {
     /// Good till cancelled.
     Gtc,
@@ -99,7 +101,7 @@ impl TimeInForce {
 }
 
 /// Limit or market.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum OrderType {
     /// Trades at the limit price or better.
     Limit,
@@ -109,7 +111,7 @@ pub enum OrderType {
 
 /// What the engine does when an incoming order would trade with a resting order of the same
 /// participant (self-trade prevention), configured per instrument.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum StpMode {
     /// Self-trades are allowed.
     #[default]
@@ -123,7 +125,7 @@ pub enum StpMode {
 }
 
 /// The trading rules of one instrument: a CCC vintage in a market segment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstrumentSpec {
     /// The instrument's name, e.g. `CCC-2026-COMPLIANCE`.
     pub symbol: String,

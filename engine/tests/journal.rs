@@ -24,7 +24,7 @@ fn command(i: u64) -> Command {
             i,
             (i % 7) as u32,
             0,
-            if i % 2 == 0 { Side::Buy } else { Side::Sell },
+            if i.is_multiple_of(2) { Side::Buy } else { Side::Sell },
             TimeInForce::Gtc,
             1000 + (i % 13) as i64,
             1 + i % 50,

@@ -5,7 +5,7 @@
 use super::index::OrderIndex;
 use super::ladder::{Ladder, Level, NIL};
 use super::slab::{OrderNode, Slab};
-use super::{OrderBook, RestingOrder};
+use super::{check_restorable, OrderBook, RestingOrder};
 use crate::message::{CancelReason, Event, NewOrder, RejectReason, RequestKind, Trade};
 use crate::types::{
     InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Price, Qty, Side, StpMode, TimeInForce,
@@ -563,6 +563,40 @@ impl OrderBook for Book {
 
     fn order_count(&self) -> usize {
         self.index.len()
+    }
+
+    fn restore(&mut self, order: &RestingOrder) -> Result<(), String> {
+        check_restorable(self, order, self.index.is_full())?;
+        let id = order.order_id;
+        if order.price % self.tick != 0 {
+            return Err(format!(
+                "order {id}: price {} is not a multiple of the tick {}",
+                order.price, self.tick
+            ));
+        }
+        let key = key_of(order.side, order.price, self.tick);
+        let level_qty = self.ladder(order.side).get(key).map_or(0, |l| l.qty);
+        if level_qty.checked_add(order.leaves_qty).is_none() {
+            return Err(format!("order {id}: the open quantity at {} overflows", order.price));
+        }
+        let i = self.orders.insert(OrderNode {
+            id,
+            leaves: order.leaves_qty,
+            filled: order.filled_qty,
+            price: order.price,
+            priority: 0,
+            prev: NIL,
+            next: NIL,
+            participant: order.participant,
+            side: order.side,
+            tif: order.tif,
+            post_only: order.post_only,
+        });
+        self.index.insert(id, i);
+        self.link_back(i);
+        // Ids above the largest entered skip the duplicate lookup in `submit`.
+        self.max_order_id = self.max_order_id.max(id);
+        Ok(())
     }
 
     fn check_invariants(&self) -> Result<(), String> {

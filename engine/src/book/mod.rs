@@ -13,11 +13,13 @@ mod slab;
 
 pub use fast::Book;
 
+use serde::{Deserialize, Serialize};
+
 use crate::message::{Event, NewOrder};
 use crate::types::{InstrumentId, InstrumentSpec, OrderId, ParticipantId, Price, Qty, Side, TimeInForce};
 
-/// A read-only view of an order resting in a book.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// A read-only view of an order resting in a book; also what a snapshot records of it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestingOrder {
     /// The order.
     pub order_id: OrderId,
@@ -85,7 +87,49 @@ pub trait OrderBook {
     /// Number of resting orders.
     fn order_count(&self) -> usize;
 
+    /// Puts `order` back at the back of its price level, as it was: no matching, no events.
+    /// Rebuilds a book from a snapshot, which feeds each side's orders in priority order.
+    ///
+    /// `Err` (and the book unchanged) when the order would break the book: its id is already
+    /// resting, it has nothing open, its time in force does not rest, its price is not a
+    /// positive price the book can hold, it crosses the other side, or the book is full. The
+    /// instrument's rules (tick, lot, band, maximum quantity) are the engine's to check.
+    fn restore(&mut self, order: &RestingOrder) -> Result<(), String>;
+
     /// Checks the book's internal invariants, among them that the book is not crossed (best
     /// bid below best ask); `Err` names the first one broken.
     fn check_invariants(&self) -> Result<(), String>;
+}
+
+/// The checks of [`OrderBook::restore`] that every book makes alike; `full` tells whether the
+/// book already holds its maximum number of orders.
+pub(crate) fn check_restorable<B: OrderBook>(
+    book: &B,
+    order: &RestingOrder,
+    full: bool,
+) -> Result<(), String> {
+    let id = order.order_id;
+    if book.order(id).is_some() {
+        return Err(format!("order {id} is already in the book"));
+    }
+    if order.leaves_qty == 0 {
+        return Err(format!("order {id} has nothing open"));
+    }
+    if !order.tif.rests() {
+        return Err(format!("order {id} has time in force {:?}, which does not rest", order.tif));
+    }
+    if order.price <= 0 {
+        return Err(format!("order {id} has price {}, which is not positive", order.price));
+    }
+    let opposite = order.side.opposite();
+    if let Some(best) = book.best_price(opposite).filter(|best| order.side.crosses(order.price, *best)) {
+        return Err(format!(
+            "order {id} ({:?} at {}) crosses the best {opposite:?} at {best}",
+            order.side, order.price
+        ));
+    }
+    if full {
+        return Err(format!("order {id}: the book is full"));
+    }
+    Ok(())
 }
