@@ -72,7 +72,7 @@ fn at(i: usize) -> usize {
 #[test]
 fn round_trip_with_seals_and_rolls() {
     let dir = tempfile::tempdir().unwrap();
-    // 40 records per segment: rolls every 39 commands or so, seals every 63 commands and at rolls.
+    // 40 records per segment: rolls every 39 commands or so, with a seal at every roll.
     let writer = write(dir.path(), 64 * 41, 1..1001, true);
     let report = expect_commands(dir.path(), 1000);
     assert!(report.segments.len() > 20, "{} segments", report.segments.len());
@@ -150,7 +150,7 @@ fn an_edited_record_with_a_good_crc_breaks_the_chain() {
     bytes[r + 4..r + 8].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, bytes).unwrap();
     let (_, offset, reason) = corrupt_at(read(dir.path()));
-    assert_eq!(offset, at(63) as u64, "the first seal after the edit");
+    assert_eq!(offset, at(200) as u64, "the seal after the edit (written on close)");
     assert!(reason.contains("seal"), "{reason}");
 }
 

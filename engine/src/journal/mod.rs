@@ -12,8 +12,9 @@
 //! A record's length word is written after the rest of it, and the unwritten part of a segment
 //! is zero: a reader takes a zero length as the end, and a record whose length is set but whose
 //! CRC fails as torn. Every [`SEAL_EVERY`] commands (and before a segment rolls, and on close)
-//! a seal record carries BLAKE3(previous chain hash ‖ the records since the previous seal), so
-//! editing, removing or reordering any sealed record breaks the chain at the next seal. The
+//! a seal record closes the block of records since the previous seal with
+//! BLAKE3(previous chain hash ‖ BLAKE3(the block's records)), so editing, removing or
+//! reordering any sealed record breaks the chain at the next seal. The
 //! newest seal's hash (the *head*) is what an operator publishes to anchor the log; records
 //! after it are protected by their CRC only until the next seal.
 //!
@@ -30,8 +31,9 @@ use std::path::{Path, PathBuf};
 pub use scan::{scan, ScanReport, TornTail};
 pub use writer::JournalWriter;
 
-/// Commands per sealed block: with the seal, 64 records (one 4 KiB page).
-pub const SEAL_EVERY: u32 = 63;
+/// Commands per sealed block: with the seal, 1024 records (64 KiB, which BLAKE3 hashes 16
+/// chunks at a time).
+pub const SEAL_EVERY: u32 = 1023;
 /// Default segment size: one million records.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Smallest segment: the header, one command and its seal.

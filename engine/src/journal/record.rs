@@ -19,8 +19,8 @@
 //!  16 kind u8 (255)  17 reserved [3]  20 commands covered u32  24 chain hash [32]  56 reserved [8]
 //! ```
 //!
-//! A seal's chain hash is BLAKE3(previous chain hash ‖ the bytes of the command records since
-//! the previous seal); the chain starts from BLAKE3 of the journal's instrument file.
+//! A seal's chain hash is BLAKE3(previous chain hash ‖ BLAKE3(the bytes of the command records
+//! since the previous seal)); the chain starts from BLAKE3 of the journal's instrument file.
 
 use zerocopy::little_endian::{I64, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};

@@ -189,12 +189,17 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// Seals the open block and syncs: the end of a clean run.
+    /// Seals the open block and, unless the durability is `None`, syncs: the end of a clean
+    /// run. (With `None` the page cache is the configured level; call [`Self::sync`] first to
+    /// force the data out anyway.)
     pub fn close(mut self) -> Result<(), JournalError> {
         if self.unsealed > 0 {
             self.seal();
         }
-        self.sync()
+        match self.config.durability {
+            Durability::None => Ok(()),
+            _ => self.sync(),
+        }
     }
 
     #[inline]
