@@ -76,10 +76,17 @@ pub fn recovery_line(r: &Recovery) -> String {
 /// journals and applies the flow's commands after the last one the journal holds, printing
 /// `ack SEQ` as each becomes durable, and finally the state hash.
 pub fn run(flow: &Flow, dir: &Path, args: &JournalArgs, snapshot_every: u64) -> anyhow::Result<()> {
-    let specs = flow.canonical_specs();
     let (mut engine, mut writer, rec) =
-        recovery::open::<Book>(dir, &specs, args.segment_bytes, args.durability())
+        recovery::open::<Book>(dir, &run_specs(flow), args.segment_bytes, args.durability())
             .with_context(|| format!("recovering {}", dir.display()))?;
+    let journaled: Vec<&str> = engine.instruments().iter().map(|s| s.symbol.as_str()).collect();
+    if journaled != flow.instruments {
+        bail!(
+            "{} was created for instruments {journaled:?}, the flow names {:?}",
+            dir.display(),
+            flow.instruments
+        );
+    }
     let out = std::io::stdout();
     let mut out = out.lock();
     writeln!(out, "{}", recovery_line(&rec))?;
@@ -108,6 +115,17 @@ pub fn run(flow: &Flow, dir: &Path, args: &JournalArgs, snapshot_every: u64) -> 
     writeln!(out, "state {}", hex(&state_hash(&engine)))?;
     writeln!(out, "last seq={last}")?;
     Ok(())
+}
+
+/// The instruments a new journal for `flow` is created with: the canonical ones, with room for
+/// at least the default number of resting orders, so that a longer flow continuing the same
+/// journal keeps the canonical semantics.
+fn run_specs(flow: &Flow) -> Vec<cccx_engine::InstrumentSpec> {
+    let mut specs = flow.canonical_specs();
+    for spec in &mut specs {
+        spec.resting_orders_max = spec.resting_orders_max.max(cccx_engine::RESTING_ORDERS_DEFAULT);
+    }
+    specs
 }
 
 fn ack(out: &mut impl Write, acked: &mut u64, durable: u64) -> std::io::Result<()> {

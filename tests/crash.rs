@@ -92,7 +92,7 @@ fn killed_at_random_points_loses_nothing_and_repeats_nothing() {
 
     let journal = dir.path().join("crashy");
     let mut rng = Rng(20261129);
-    let mut acked = 0;
+    let (mut acked, mut kills) = (0, 0);
     for round in 0..12 {
         let options: &[&str] = match round % 3 {
             0 => &["--durability", "every"],
@@ -107,7 +107,9 @@ fn killed_at_random_points_loses_nothing_and_repeats_nothing() {
         if out.max_ack >= total {
             break;
         }
+        kills += 1;
     }
+    assert!(kills >= 6, "only {kills} runs were killed before the end");
     let last = run(&flow, &journal, &["--durability", "every"], None);
     assert!(last.recovered.unwrap() >= acked);
     assert_eq!(last.last_seq, Some(total), "every command journaled exactly once");

@@ -102,26 +102,21 @@ fn write_instruments(dir: &Path, specs: &[InstrumentSpec]) -> Result<(), Recover
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-/// Opens the journal in `dir` for writing, creating it with `specs` when there is none, and
+/// Opens the journal in `dir` for writing, creating it with `new_specs` when there is none, and
 /// rebuilds the engine from the newest valid snapshot and the journal after it. An existing
-/// journal must have been created with the same `specs`.
+/// journal keeps the instruments it was created with (the engine's
+/// [`Engine::instruments`] tells which).
 pub fn open<B: OrderBook>(
     dir: &Path,
-    specs: &[InstrumentSpec],
+    new_specs: &[InstrumentSpec],
     segment_bytes: u64,
     durability: Durability,
 ) -> Result<(Engine<B>, JournalWriter, Recovery), RecoveryError> {
     std::fs::create_dir_all(dir).map_err(|e| JournalError::Io { path: dir.to_path_buf(), source: e })?;
     if !dir.join(INSTRUMENTS_FILE).exists() {
-        write_instruments(dir, specs)?;
+        write_instruments(dir, new_specs)?;
     }
     let (existing, genesis) = read_instruments(dir)?;
-    if existing != specs {
-        return Err(RecoveryError::Instruments {
-            path: dir.join(INSTRUMENTS_FILE),
-            reason: "the journal was created with other instruments than this configuration".into(),
-        });
-    }
     let (mut engine, mut recovery) = from_snapshot::<B>(dir, &existing)?;
     let skip = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
     let (mut replayed, mut events) = (0, Vec::with_capacity(1024));
