@@ -28,7 +28,11 @@ fn goldens() -> Vec<PathBuf> {
 
 /// The `state ...` and `last seq=...` lines of a run or replay.
 fn state_lines(stdout: &str) -> String {
-    stdout.lines().filter(|l| l.starts_with("state ") || l.starts_with("last seq=")).collect::<Vec<_>>().join("\n")
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("state ") || l.starts_with("last seq="))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -64,7 +68,8 @@ fn golden_journals_are_rebuilt_byte_for_byte() {
         let commands = std::fs::read_to_string(dir.join("commands.txt")).unwrap();
         let mut last = String::new();
         for line in commands.lines().filter(|l| !l.trim().is_empty()) {
-            let line = line.replace("$FLOW", flow.to_str().unwrap()).replace("$JOURNAL", journal.to_str().unwrap());
+            let line =
+                line.replace("$FLOW", flow.to_str().unwrap()).replace("$JOURNAL", journal.to_str().unwrap());
             let args: Vec<&str> = line.split_whitespace().collect();
             let out = cccx(&args);
             assert!(out.status.success(), "{line}: {}", text(&out.stderr));

@@ -24,6 +24,7 @@
 
 pub mod record;
 mod scan;
+mod syncer;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -47,9 +48,11 @@ pub enum Durability {
     /// Never: records are in the page cache when the command is applied (they survive a crash
     /// of the process, not of the machine).
     None,
-    /// Group commit: one `msync` per `records` commands or once `interval_us` has passed since
-    /// the last one, whichever comes first (checked on each append and by
-    /// [`JournalWriter::sync_if_due`]).
+    /// Group commit: a sync thread makes the journal durable once `records` commands or
+    /// `interval_us` have passed since the last request, whichever comes first (checked on
+    /// appends and by [`JournalWriter::sync_if_due`]), while the engine goes on. One sync is in
+    /// flight at most: while the disk is busy the next batch grows. [`JournalWriter::durable_seq`]
+    /// says which commands may be reported.
     Batch {
         /// Commands per sync at most.
         records: u32,

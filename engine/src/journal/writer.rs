@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memmap2::{Advice, MmapMut};
@@ -14,6 +15,7 @@ use super::record::{
     SEGMENT_MAGIC,
 };
 use super::scan::{chain_hash, scan, ScanReport};
+use super::syncer::Syncer;
 use super::{
     segment_files, segment_name, Durability, JournalConfig, JournalError, SEAL_EVERY, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
@@ -24,6 +26,8 @@ use crate::message::Command;
 pub struct JournalWriter {
     config: JournalConfig,
     map: MmapMut,
+    /// The current segment's file, shared with the sync thread.
+    file: Arc<File>,
     segment_no: u64,
     /// Where the next record goes in the current segment.
     offset: usize,
@@ -35,6 +39,9 @@ pub struct JournalWriter {
     last_seq: u64,
     durable_seq: u64,
     last_sync: Instant,
+    /// With `Batch` durability: the thread that syncs, and the last sequence asked of it.
+    syncer: Option<Syncer>,
+    requested_seq: u64,
 }
 
 impl JournalWriter {
@@ -63,10 +70,12 @@ impl JournalWriter {
 
     fn create_first(config: JournalConfig) -> Result<JournalWriter, JournalError> {
         let genesis = config.genesis;
-        let map = create_segment(&config, 0, 1, genesis)?;
+        let (file, map) = create_segment(&config, 0, 1, genesis)?;
+        let syncer = start_syncer(&config, 0)?;
         Ok(JournalWriter {
             config,
             map,
+            file,
             segment_no: 0,
             offset: HEADER_BYTES,
             synced_offset: HEADER_BYTES,
@@ -76,6 +85,8 @@ impl JournalWriter {
             last_seq: 0,
             durable_seq: 0,
             last_sync: Instant::now(),
+            syncer,
+            requested_seq: 0,
         })
     }
 
@@ -105,9 +116,11 @@ impl JournalWriter {
             map.flush_range(at, len).map_err(|e| JournalError::io(&path, e))?;
         }
         let segment_no = segment_files(&config.dir)?.last().map_or(0, |(n, _)| *n);
+        let syncer = start_syncer(&config, report.last_seq)?;
         Ok(JournalWriter {
             config,
             map,
+            file: Arc::new(file),
             segment_no,
             offset: end,
             synced_offset: end,
@@ -117,6 +130,8 @@ impl JournalWriter {
             last_seq: report.last_seq,
             durable_seq: report.last_seq,
             last_sync: Instant::now(),
+            syncer,
+            requested_seq: report.last_seq,
         })
     }
 
@@ -125,9 +140,14 @@ impl JournalWriter {
         self.last_seq
     }
 
-    /// Sequence of the last command the journal holds at its configured durability.
+    /// Sequence of the last command the journal holds at its configured durability: a command
+    /// may be reported as accepted once this covers it.
+    #[inline]
     pub fn durable_seq(&self) -> u64 {
-        self.durable_seq
+        match &self.syncer {
+            Some(syncer) => syncer.durable().max(self.durable_seq),
+            None => self.durable_seq,
+        }
     }
 
     /// Chain hash of the newest seal.
@@ -153,30 +173,58 @@ impl JournalWriter {
             Durability::None => self.durable_seq = seq,
             Durability::Every => self.sync()?,
             Durability::Batch { records, .. } => {
-                if seq - self.durable_seq >= u64::from(records) {
-                    self.sync()?;
-                } else {
-                    self.sync_if_due()?;
+                // One sync in flight at most: while the disk is busy the next batch grows (group
+                // commit) instead of queueing. The clock is read once per 64 commands.
+                let idle = self.syncer.as_ref().is_some_and(|s| s.durable() >= self.requested_seq);
+                if idle
+                    && (seq - self.requested_seq >= u64::from(records) || (seq % 64 == 0 && self.batch_due()))
+                {
+                    self.request_sync()?;
                 }
             }
         }
         Ok(seq)
     }
 
-    /// Syncs a pending batch whose interval has passed (the server calls it when idle).
-    pub fn sync_if_due(&mut self) -> Result<(), JournalError> {
-        if let Durability::Batch { interval_us, .. } = self.config.durability {
-            if self.durable_seq < self.last_seq
-                && self.last_sync.elapsed() >= Duration::from_micros(interval_us)
-            {
-                self.sync()?;
+    fn batch_due(&self) -> bool {
+        match self.config.durability {
+            Durability::Batch { interval_us, .. } => {
+                self.requested_seq < self.last_seq
+                    && self.last_sync.elapsed() >= Duration::from_micros(interval_us)
             }
+            _ => false,
+        }
+    }
+
+    /// Asks the sync thread to make everything appended so far durable (`Batch` durability).
+    fn request_sync(&mut self) -> Result<(), JournalError> {
+        if let Some(syncer) = &self.syncer {
+            syncer.request(&self.file, self.segment_path(), self.segment_no, self.last_seq)?;
+            self.requested_seq = self.last_seq;
+            self.last_sync = Instant::now();
         }
         Ok(())
     }
 
-    /// Forces everything appended so far to stable storage.
+    /// Starts a sync of a pending batch whose interval has passed (the server calls it when
+    /// idle, so that a quiet market still gets its acknowledgements).
+    pub fn sync_if_due(&mut self) -> Result<(), JournalError> {
+        if self.batch_due() {
+            self.request_sync()?;
+        }
+        Ok(())
+    }
+
+    /// Forces everything appended so far to stable storage, and waits for it.
     pub fn sync(&mut self) -> Result<(), JournalError> {
+        if self.syncer.is_some() {
+            self.request_sync()?;
+            if let Some(syncer) = &self.syncer {
+                syncer.wait_for(self.last_seq)?;
+            }
+            self.durable_seq = self.last_seq;
+            return Ok(());
+        }
         if self.offset > self.synced_offset {
             let path = self.segment_path();
             self.map
@@ -227,11 +275,14 @@ impl JournalWriter {
         if self.unsealed > 0 {
             self.seal();
         }
-        if self.config.durability != Durability::None {
-            self.sync()?;
+        match self.config.durability {
+            Durability::None => {}
+            Durability::Every => self.sync()?,
+            // The old segment's last records are synced by the sync thread.
+            Durability::Batch { .. } => self.request_sync()?,
         }
         let next = self.segment_no + 1;
-        self.map = create_segment(&self.config, next, self.last_seq + 1, self.head)?;
+        (self.file, self.map) = create_segment(&self.config, next, self.last_seq + 1, self.head)?;
         self.segment_no = next;
         (self.offset, self.synced_offset, self.block_start) = (HEADER_BYTES, HEADER_BYTES, HEADER_BYTES);
         Ok(())
@@ -249,7 +300,7 @@ fn create_segment(
     number: u64,
     first_seq: u64,
     chain_start: [u8; 32],
-) -> Result<MmapMut, JournalError> {
+) -> Result<(Arc<File>, MmapMut), JournalError> {
     let dir = &config.dir;
     let path = dir.join(segment_name(number));
     let tmp = dir.join(format!("{}.tmp", segment_name(number)));
@@ -274,10 +325,22 @@ fn create_segment(
         OpenOptions::new().read(true).write(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
     // SAFETY: the segment was just created by this writer, which owns the journal directory.
     let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| JournalError::io(&path, e))?;
-    // Fault the pages in now rather than one per 64 commands later; an old kernel without
-    // MADV_POPULATE_WRITE just faults them lazily.
-    let _ = map.advise(Advice::PopulateWrite);
-    Ok(map)
+    // Fault the pages in now rather than one per 64 commands later (an old kernel without
+    // MADV_POPULATE_* just faults them lazily). Populating for write also marks every page
+    // dirty, so a sync would write the whole segment, zeros included: only without syncs.
+    let advice = match config.durability {
+        Durability::None => Advice::PopulateWrite,
+        _ => Advice::PopulateRead,
+    };
+    let _ = map.advise(advice);
+    Ok((Arc::new(file), map))
+}
+
+fn start_syncer(config: &JournalConfig, durable: u64) -> Result<Option<Syncer>, JournalError> {
+    match config.durability {
+        Durability::Batch { .. } => Syncer::start(durable).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Makes a directory's entries (a created or renamed file) durable.
