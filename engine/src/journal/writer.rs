@@ -177,7 +177,8 @@ impl JournalWriter {
                 // commit) instead of queueing. The clock is read once per 64 commands.
                 let idle = self.syncer.as_ref().is_some_and(|s| s.durable() >= self.requested_seq);
                 if idle
-                    && (seq - self.requested_seq >= u64::from(records) || (seq % 64 == 0 && self.batch_due()))
+                    && (seq - self.requested_seq >= u64::from(records)
+                        || (seq.is_multiple_of(64) && self.batch_due()))
                 {
                     self.request_sync()?;
                 }
