@@ -1,13 +1,14 @@
 //! cccx engine: the deterministic matching core of a carbon credit certificate exchange.
 //!
 //! A state machine: [`Engine::apply`] takes a sequenced [`Command`] and appends the [`Event`]s it
-//! causes. No clocks, threads, randomness or I/O: time arrives inside the command, and the same
-//! commands always give the same events.
+//! causes. No clocks, threads, randomness or I/O in matching: time arrives inside the command,
+//! and the same commands always give the same events. The journal, snapshots and recovery sit
+//! beside the engine and do the I/O.
 //!
 //! - [`types`]: identifiers, prices, quantities, instrument specifications.
 //! - [`message`]: commands, events, reject reason codes.
 //! - [`book`]: the [`OrderBook`] interface and the fast [`Book`].
-//! - [`reference`]: the naive reference book the tests and `cccx bench --compare-naive` use.
+//! - [the reference module](crate::reference): the naive reference book the tests and `cccx bench --compare-naive` use.
 //! - [`journal`]: the memory-mapped write-ahead command journal.
 //! - [`recovery`]: an engine rebuilt from the newest snapshot and the journal after it.
 //! - [`snapshot`]: whole-engine snapshot files and the canonical state hash.
