@@ -141,10 +141,53 @@ fn bench_flows(c: &mut Criterion) {
     }
 }
 
+/// The journal alone: appending a flow's commands (durability none) and scanning them back
+/// (CRC, sequence and chain checks), without the engine.
+fn bench_journal(c: &mut Criterion) {
+    use cccx_engine::journal::{scan, Durability, JournalConfig, JournalWriter};
+    let flow = generated(&["--profile", "continuous", "--ops", "200000"]);
+    let n = flow.commands.len() as u64;
+    let config = |dir: &std::path::Path| JournalConfig {
+        dir: dir.to_path_buf(),
+        segment_bytes: 32 << 20,
+        durability: Durability::None,
+        genesis: [0; 32],
+    };
+    let mut group = c.benchmark_group("journal");
+    group.throughput(Throughput::Elements(n));
+    group.sample_size(20);
+    group.bench_function(BenchmarkId::new("append", n), |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let (writer, _) = JournalWriter::open(config(dir.path()), |_, _| {}).expect("journal opens");
+                (dir, writer)
+            },
+            |(dir, mut writer)| {
+                for cmd in &flow.commands {
+                    black_box(writer.append(cmd).expect("append"));
+                }
+                (dir, writer)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (mut writer, _) = JournalWriter::open(config(dir.path()), |_, _| {}).expect("journal opens");
+    for cmd in &flow.commands {
+        writer.append(cmd).expect("append");
+    }
+    writer.close().expect("close");
+    group.bench_function(BenchmarkId::new("scan", n), |b| {
+        b.iter(|| scan(dir.path(), [0; 32], |_, cmd| drop(black_box(cmd))).expect("scan"))
+    });
+    group.finish();
+}
+
 fn bench_books(c: &mut Criterion) {
     bench_book::<Book>(c, "fast");
     bench_book::<ReferenceBook>(c, "naive");
 }
 
-criterion_group!(benches, bench_books, bench_flows);
+criterion_group!(benches, bench_books, bench_flows, bench_journal);
 criterion_main!(benches);
