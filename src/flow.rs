@@ -74,16 +74,20 @@ pub fn read_flow(input: impl Read) -> Result<Flow, FlowError> {
     let mut record = csv::ByteRecord::new();
     let mut flow = Flow::default();
     let mut names: HashMap<Vec<u8>, InstrumentId> = HashMap::new();
-    let mut line = 0u64;
+    let header = FLOW_HEADER.replace(',', "");
+    let mut records = 0u64;
     loop {
-        line += 1;
-        match reader.read_byte_record(&mut record) {
+        let line = match reader.read_byte_record(&mut record) {
             Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(err(line, format!("unreadable CSV: {e}"))),
-        }
-        if line == 1 {
-            if record.as_slice() != FLOW_HEADER.replace(',', "").as_bytes() || record.len() != 10 {
+            Ok(true) => record.position().map_or(records + 1, |p| p.line()),
+            Err(e) => {
+                let line = e.position().map_or(records + 1, |p| p.line());
+                return Err(err(line, format!("unreadable CSV: {e}")));
+            }
+        };
+        records += 1;
+        if records == 1 {
+            if record.as_slice() != header.as_bytes() || record.len() != 10 {
                 return Err(err(line, format!("expected the header `{FLOW_HEADER}`")));
             }
             continue;
@@ -91,7 +95,7 @@ pub fn read_flow(input: impl Read) -> Result<Flow, FlowError> {
         let cmd = parse_record(&record, &mut names, &mut flow.instruments).map_err(|m| err(line, m))?;
         flow.commands.push(cmd);
     }
-    if line == 1 {
+    if records == 0 {
         return Err(err(1, "empty file: expected a header line"));
     }
     Ok(flow)
@@ -241,6 +245,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever bytes follow the header, reading never panics: a flow or an error that
+        /// names a line of the input.
+        #[test]
+        fn arbitrary_input_never_panics(body in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(b',' ),
+                proptest::strategy::Just(b'\n'),
+                proptest::strategy::Just(b'"'),
+                proptest::prelude::any::<u8>(),
+                proptest::sample::select(b"NEWCANCELAMENDBUYSELLLIMITMARKETGTCIOCFOKDAY0123456789-".to_vec()),
+            ],
+            0..400,
+        )) {
+            let mut input = format!("{FLOW_HEADER}\n").into_bytes();
+            input.extend(body);
+            let lines = input.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            if let Err(e) = read_flow(input.as_slice()) {
+                proptest::prop_assert!(e.line >= 2 && e.line <= lines, "{e}");
+            }
+        }
+    }
+
     #[test]
     fn bad_input_names_the_line() {
         let cases = [
@@ -262,5 +289,9 @@ mod tests {
         }
         assert_eq!(read_flow("seq,op\n".as_bytes()).unwrap_err().line, 1);
         assert_eq!(read_flow("".as_bytes()).unwrap_err().line, 1);
+        // A quoted field spanning lines: the error names the line the record starts on.
+        let e =
+            parse("1,NEW,1,7,\"CCC\n0\",BUY,LIMIT,GTC,5,5\n2,NEW,2,7,CCC0,BUY,LIMIT,GTC,x,5\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 }
