@@ -303,3 +303,66 @@ mod damage {
         }
     }
 }
+
+/// Regressions from the review of the journal (each once a confirmed bug).
+mod review {
+    use super::*;
+    use cccx_engine::journal::SEAL_EVERY;
+
+    fn zero(path: &Path, from: usize, to: usize) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[from..to].fill(0);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// A crash between the 1023rd command of a block and its seal must not switch sealing off.
+    #[test]
+    fn sealing_resumes_after_a_crash_before_a_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write(dir.path(), 1 << 20, 1..u64::from(SEAL_EVERY) + 1, false));
+        let seal = at(SEAL_EVERY as usize);
+        zero(&segment(dir.path(), 0), seal, seal + 64);
+        drop(write(dir.path(), 1 << 20, u64::from(SEAL_EVERY) + 1..5001, false));
+        let report = expect_commands(dir.path(), 5000);
+        assert!(report.unsealed <= SEAL_EVERY, "{} commands after the last seal", report.unsealed);
+    }
+
+    /// Lost pages in the middle of the last segment, with records after them: refused, not
+    /// taken for the end of the journal.
+    #[test]
+    fn a_hole_before_later_records_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1 << 20, 1..1001, true);
+        zero(&segment(dir.path(), 0), at(100), at(100) + 8192);
+        let (_, offset, _) = corrupt_at(read(dir.path()));
+        assert_eq!(offset, at(100) as u64);
+    }
+
+    /// Restarting on a full segment rolls on; it never grows the segment.
+    #[test]
+    fn a_full_segment_is_not_extended_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 64 * 5; // the header and four records
+        for i in 1..=40u64 {
+            drop(write(dir.path(), size, i..i + 1, false));
+        }
+        expect_commands(dir.path(), 40);
+        for (_, path) in cccx_engine::journal::segment_files(dir.path()).unwrap() {
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "{}", path.display());
+        }
+    }
+
+    /// Under batch durability a segment is durable before the next one is created.
+    #[test]
+    fn batch_durability_syncs_a_segment_before_rolling() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Durability::Batch { records: 1_000_000, interval_us: 1_000_000_000 };
+        let (mut w, _) = JournalWriter::open(config(dir.path(), 16384, policy), |_, _| {}).unwrap();
+        for i in 1..=300 {
+            w.append(&command(i)).unwrap();
+        }
+        assert!(w.durable_seq() >= 254, "the first segment's commands are durable ({})", w.durable_seq());
+        w.close().unwrap();
+        expect_commands(dir.path(), 300);
+    }
+}

@@ -40,7 +40,7 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Smallest segment: the header, one command and its seal.
 pub const SEGMENT_BYTES_MIN: u64 = 3 * record::RECORD_BYTES as u64;
 /// Largest segment.
-pub const SEGMENT_BYTES_MAX: u64 = 1 << 36;
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 
 /// When the journal forces its writes to stable storage.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

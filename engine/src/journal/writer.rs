@@ -42,6 +42,8 @@ pub struct JournalWriter {
     /// With `Batch` durability: the thread that syncs, and the last sequence asked of it.
     syncer: Option<Syncer>,
     requested_seq: u64,
+    /// With `None` durability: segments rolled over without a sync, for [`Self::sync`].
+    unsynced: Vec<Arc<File>>,
 }
 
 impl JournalWriter {
@@ -87,6 +89,7 @@ impl JournalWriter {
             last_sync: Instant::now(),
             syncer,
             requested_seq: 0,
+            unsynced: Vec::new(),
         })
     }
 
@@ -98,10 +101,12 @@ impl JournalWriter {
         let file =
             OpenOptions::new().read(true).write(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
         let len = file.metadata().map_err(|e| JournalError::io(&path, e))?.len();
-        let whole = (report.end_offset + 2 * RECORD_BYTES as u64).max(config.segment_bytes);
-        if len < whole || !len.is_multiple_of(RECORD_BYTES as u64) {
-            // A segment cut short (inside its last record, say) gets its zeroed tail back.
-            let fixed = len.max(whole).next_multiple_of(RECORD_BYTES as u64);
+        // Room for what must still be written here: the seal of unsealed records (a full segment
+        // ends with a seal and just rolls on the next append).
+        let needed = report.end_offset + if report.unsealed > 0 { RECORD_BYTES as u64 } else { 0 };
+        if len < needed || !len.is_multiple_of(RECORD_BYTES as u64) {
+            // A segment cut short (inside its last record, say) gets a zeroed tail back.
+            let fixed = len.next_multiple_of(RECORD_BYTES as u64).max(needed);
             file.set_len(fixed).and_then(|_| file.sync_all()).map_err(|e| JournalError::io(&path, e))?;
         }
         // SAFETY: the journal directory belongs to this writer; nothing else maps or writes its
@@ -116,6 +121,13 @@ impl JournalWriter {
             map.flush_range(at, len).map_err(|e| JournalError::io(&path, e))?;
         }
         let segment_no = segment_files(&config.dir)?.last().map_or(0, |(n, _)| *n);
+        // What an earlier run wrote may still be only in the page cache (it may have run with
+        // durability none): make it all durable before calling any of it durable.
+        for segment in &report.segments {
+            let f = File::open(segment).map_err(|e| JournalError::io(segment, e))?;
+            f.sync_data().map_err(|e| JournalError::io(segment, e))?;
+        }
+        sync_dir(&config.dir)?;
         let syncer = start_syncer(&config, report.last_seq)?;
         Ok(JournalWriter {
             config,
@@ -132,6 +144,7 @@ impl JournalWriter {
             last_sync: Instant::now(),
             syncer,
             requested_seq: report.last_seq,
+            unsynced: Vec::new(),
         })
     }
 
@@ -166,7 +179,7 @@ impl JournalWriter {
         self.write_record(&RecordBytes::new(seq, command_payload(cmd)));
         self.last_seq = seq;
         self.unsealed += 1;
-        if self.unsealed == SEAL_EVERY {
+        if self.unsealed >= SEAL_EVERY {
             self.seal();
         }
         match self.config.durability {
@@ -226,6 +239,10 @@ impl JournalWriter {
             self.durable_seq = self.last_seq;
             return Ok(());
         }
+        for file in self.unsynced.drain(..) {
+            let path = self.config.dir.clone();
+            file.sync_data().map_err(|e| JournalError::io(&path, e))?;
+        }
         if self.offset > self.synced_offset {
             let path = self.segment_path();
             self.map
@@ -277,10 +294,11 @@ impl JournalWriter {
             self.seal();
         }
         match self.config.durability {
-            Durability::None => {}
-            Durability::Every => self.sync()?,
-            // The old segment's last records are synced by the sync thread.
-            Durability::Batch { .. } => self.request_sync()?,
+            // Synced if and when someone calls `sync` (before a snapshot, say).
+            Durability::None => self.unsynced.push(self.file.clone()),
+            // The old segment must be durable before the next one exists: a journal whose
+            // next segment survives a power loss while the end of this one does not is damaged.
+            Durability::Every | Durability::Batch { .. } => self.sync()?,
         }
         let next = self.segment_no + 1;
         (self.file, self.map) = create_segment(&self.config, next, self.last_seq + 1, self.head)?;
@@ -333,7 +351,7 @@ fn create_segment(
         Durability::None => Advice::PopulateWrite,
         _ => Advice::PopulateRead,
     };
-    let _ = map.advise(advice);
+    let _ = map.advise_range(advice, 0, map.len().min(SEGMENT_POPULATE_BYTES));
     Ok((Arc::new(file), map))
 }
 
@@ -343,6 +361,9 @@ fn start_syncer(config: &JournalConfig, durable: u64) -> Result<Option<Syncer>, 
         _ => Ok(None),
     }
 }
+
+/// The part of a new segment faulted in ahead of the writes (the rest faults in as it fills).
+const SEGMENT_POPULATE_BYTES: usize = 64 << 20;
 
 /// Makes a directory's entries (a created or renamed file) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
