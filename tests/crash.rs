@@ -66,10 +66,13 @@ fn run(flow: &Path, journal: &Path, extra: &[&str], kill_after: Option<u64>) -> 
         }
     }
     let status = child.wait().unwrap();
-    if kill_after.is_none() {
+    if kill_after.is_none() || out.recovered.is_none() {
         let mut err = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-        assert!(status.success(), "cccx run failed: {err}");
+        assert!(
+            out.recovered.is_some() && (kill_after.is_some() || status.success()),
+            "cccx run failed: {err}"
+        );
     }
     out
 }

@@ -112,7 +112,7 @@ pub fn open<B: OrderBook>(
     segment_bytes: u64,
     durability: Durability,
 ) -> Result<(Engine<B>, JournalWriter, Recovery), RecoveryError> {
-    std::fs::create_dir_all(dir).map_err(|e| JournalError::Io { path: dir.to_path_buf(), source: e })?;
+    std::fs::create_dir_all(dir).map_err(|e| JournalError::Io { path: dir.to_path_buf(), error: e })?;
     if !dir.join(INSTRUMENTS_FILE).exists() {
         write_instruments(dir, new_specs)?;
     }

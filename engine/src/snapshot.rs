@@ -80,14 +80,14 @@ const HASHED_HEADER_SIZE: usize = 28;
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// A file system operation failed.
-    #[error("{path}: cannot {action}: {source}")]
+    #[error("{path}: cannot {action}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What was being done, e.g. `rename the temporary file into place`.
         action: &'static str,
         /// The operating system's error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file ends inside its fixed header.
     #[error("{path}: snapshot truncated: {len} bytes is shorter than its header")]
@@ -130,12 +130,12 @@ pub enum SnapshotError {
         path: PathBuf,
     },
     /// The payload could not be encoded or decoded.
-    #[error("{path}: snapshot payload: {source}")]
+    #[error("{path}: snapshot payload: {error}")]
     Payload {
         /// The file.
         path: PathBuf,
         /// The postcard error.
-        source: postcard::Error,
+        error: postcard::Error,
     },
     /// The payload decodes but leaves bytes over.
     #[error("{path}: snapshot payload has {count} bytes after the engine image")]
@@ -146,12 +146,12 @@ pub enum SnapshotError {
         count: usize,
     },
     /// The image decodes but no engine could hold it.
-    #[error("{path}: snapshot image refused: {source}")]
+    #[error("{path}: snapshot image refused: {error}")]
     Image {
         /// The file.
         path: PathBuf,
         /// Why the engine refused it.
-        source: ConfigError,
+        error: ConfigError,
     },
     /// The sequence number in the file name disagrees with the one in the header.
     #[error("{path}: file name says sequence {named}, header says {recorded}")]
@@ -328,7 +328,7 @@ fn parse_snapshot_name(name: &str) -> Option<u64> {
 /// A snapshot file's bytes: header and payload.
 fn encode(path: &Path, last_seq: u64, engine_image: &EngineImage) -> Result<Vec<u8>, SnapshotError> {
     let payload = postcard::to_allocvec(engine_image)
-        .map_err(|source| SnapshotError::Payload { path: path.to_path_buf(), source })?;
+        .map_err(|error| SnapshotError::Payload { path: path.to_path_buf(), error })?;
     let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_SIZE + payload.len());
     bytes.extend_from_slice(&SNAPSHOT_MAGIC);
     bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
@@ -377,12 +377,12 @@ fn decode<B: OrderBook>(path: &Path, bytes: &[u8]) -> Result<(u64, Engine<B>), S
         return Err(SnapshotError::HashMismatch { path: path_buf() });
     }
     let (engine_image, rest) = postcard::take_from_bytes::<EngineImage>(payload)
-        .map_err(|source| SnapshotError::Payload { path: path_buf(), source })?;
+        .map_err(|error| SnapshotError::Payload { path: path_buf(), error })?;
     if !rest.is_empty() {
         return Err(SnapshotError::TrailingBytes { path: path_buf(), count: rest.len() });
     }
-    let engine = Engine::from_image(engine_image)
-        .map_err(|source| SnapshotError::Image { path: path_buf(), source })?;
+    let engine =
+        Engine::from_image(engine_image).map_err(|error| SnapshotError::Image { path: path_buf(), error })?;
     Ok((last_seq, engine))
 }
 
@@ -410,7 +410,7 @@ pub fn write_snapshot<B: OrderBook>(
 
 /// Wraps an I/O error with the file and what was being done to it.
 fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
-    move |source| SnapshotError::Io { path: path.to_path_buf(), action, source }
+    move |error| SnapshotError::Io { path: path.to_path_buf(), action, error }
 }
 
 /// Writes `bytes` to a new (or truncated) file at `path` and syncs it to the disk.

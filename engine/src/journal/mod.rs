@@ -80,12 +80,12 @@ pub struct JournalConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// An I/O operation on a journal file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A record or header is damaged, out of sequence, or does not match the chain.
     #[error("{segment}, offset {offset}: {reason}")]
@@ -103,8 +103,8 @@ pub enum JournalError {
 }
 
 impl JournalError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
-        JournalError::Io { path: path.to_path_buf(), source }
+    fn io(path: &Path, error: std::io::Error) -> Self {
+        JournalError::Io { path: path.to_path_buf(), error }
     }
 
     fn corrupt(segment: &Path, offset: usize, reason: impl Into<String>) -> Self {

@@ -1,10 +1,11 @@
-//! Group commit off the engine thread: with `Batch` durability the writer hands "make the
-//! segment durable up to sequence N" to this thread, which calls `fdatasync` and publishes the
-//! durable sequence. The engine goes on applying commands meanwhile; what it may not do is
+//! Group commit off the engine thread: with `Batch` durability the writer hands "make this
+//! byte range of the segment durable; it ends with sequence N" to this thread, which `msync`s
+//! the range and publishes the durable sequence. The engine goes on applying commands meanwhile; what it may not do is
 //! *report* a command before [`Syncer::durable`] covers it (the caller holds the replies back).
 
-use std::fs::File;
 use std::path::PathBuf;
+
+use memmap2::MmapRaw;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -17,9 +18,11 @@ use super::JournalError;
 const SYNC_REQUESTS_MAX: usize = 64;
 
 struct Request {
-    file: Arc<File>,
+    map: Arc<MmapRaw>,
     path: PathBuf,
     segment: u64,
+    from: usize,
+    to: usize,
     seq: u64,
 }
 
@@ -45,16 +48,19 @@ impl Syncer {
         Ok(Syncer { tx: Some(tx), durable, failure, thread: Some(thread) })
     }
 
-    /// Asks for `file` (segment `segment`) to be made durable; it then covers sequence `seq`.
+    /// Asks for bytes `from..to` of segment `segment` to be made durable; they end with
+    /// sequence `seq`.
     pub(super) fn request(
         &self,
-        file: &Arc<File>,
+        map: &Arc<MmapRaw>,
         path: PathBuf,
         segment: u64,
+        from: usize,
+        to: usize,
         seq: u64,
     ) -> Result<(), JournalError> {
         self.check()?;
-        let request = Request { file: file.clone(), path, segment, seq };
+        let request = Request { map: map.clone(), path, segment, from, to, seq };
         match &self.tx {
             Some(tx) if tx.send(request).is_ok() => Ok(()),
             _ => Err(JournalError::Config("the journal sync thread has stopped".into())),
@@ -82,7 +88,7 @@ impl Syncer {
         let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         match &*failure {
             Some((path, message)) => {
-                Err(JournalError::Io { path: path.clone(), source: std::io::Error::other(message.clone()) })
+                Err(JournalError::Io { path: path.clone(), error: std::io::Error::other(message.clone()) })
             }
             None => Ok(()),
         }
@@ -105,19 +111,24 @@ fn run(rx: Receiver<Request>, durable: Arc<AtomicU64>, failure: Arc<Mutex<Option
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        // One fdatasync per segment in the batch, in order: the last request of each segment
-        // covers the earlier ones.
+        // One msync per run of requests for the same segment, over the union of their ranges,
+        // in order.
         let mut covered = None;
-        for (i, request) in batch.iter().enumerate() {
-            if batch.get(i + 1).is_some_and(|next| next.segment == request.segment) {
-                continue;
+        let mut i = 0;
+        while i < batch.len() {
+            let (segment, mut from, mut to) = (batch[i].segment, batch[i].from, batch[i].to);
+            let mut j = i;
+            while j + 1 < batch.len() && batch[j + 1].segment == segment {
+                j += 1;
+                (from, to) = (from.min(batch[j].from), to.max(batch[j].to));
             }
-            if let Err(e) = request.file.sync_data() {
+            if let Err(e) = batch[j].map.flush_range(from, to - from) {
                 let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
-                *slot = Some((request.path.clone(), format!("fdatasync failed: {e}")));
+                *slot = Some((batch[j].path.clone(), format!("msync failed: {e}")));
                 return;
             }
-            covered = Some(request.seq);
+            covered = Some(batch[j].seq);
+            i = j + 1;
         }
         if let Some(seq) = covered {
             durable.fetch_max(seq, Ordering::AcqRel);

@@ -6,7 +6,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memmap2::{Advice, MmapMut};
+use memmap2::{Advice, MmapMut, MmapRaw};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::IntoBytes;
 
@@ -26,12 +26,18 @@ use crate::message::Command;
 pub struct JournalWriter {
     config: JournalConfig,
     map: MmapMut,
-    /// The current segment's file, shared with the sync thread.
+    /// The current segment's file.
     file: Arc<File>,
+    /// A second mapping of the current segment, for the sync thread's `msync`s.
+    raw: Arc<MmapRaw>,
+    /// The last page boundary the writer crossed and the last command below it: a batch sync
+    /// stops there, so that the page being written is never write-protected under the writer.
+    page_boundary: (usize, u64),
     segment_no: u64,
     /// Where the next record goes in the current segment.
     offset: usize,
-    /// Everything before this offset of the current segment is on stable storage.
+    /// Everything before this offset of the current segment is on stable storage (or, under
+    /// `Batch`, asked of the sync thread).
     synced_offset: usize,
     block_start: usize,
     unsealed: u32,
@@ -42,8 +48,9 @@ pub struct JournalWriter {
     /// With `Batch` durability: the thread that syncs, and the last sequence asked of it.
     syncer: Option<Syncer>,
     requested_seq: u64,
-    /// With `None` durability: segments rolled over without a sync, for [`Self::sync`].
-    unsynced: Vec<Arc<File>>,
+    /// With `None` durability: segments rolled over without a sync (their mapping and written
+    /// length), for [`Self::sync`].
+    unsynced: Vec<(Arc<MmapRaw>, usize)>,
 }
 
 impl JournalWriter {
@@ -73,11 +80,14 @@ impl JournalWriter {
     fn create_first(config: JournalConfig) -> Result<JournalWriter, JournalError> {
         let genesis = config.genesis;
         let (file, map) = create_segment(&config, 0, 1, genesis)?;
+        let raw = map_raw(&file, &config.dir.join(segment_name(0)))?;
         let syncer = start_syncer(&config, 0)?;
         Ok(JournalWriter {
             config,
             map,
             file,
+            raw,
+            page_boundary: (HEADER_BYTES, 0),
             segment_no: 0,
             offset: HEADER_BYTES,
             synced_offset: HEADER_BYTES,
@@ -123,16 +133,26 @@ impl JournalWriter {
         let segment_no = segment_files(&config.dir)?.last().map_or(0, |(n, _)| *n);
         // What an earlier run wrote may still be only in the page cache (it may have run with
         // durability none): make it all durable before calling any of it durable.
-        for segment in &report.segments {
-            let f = File::open(segment).map_err(|e| JournalError::io(segment, e))?;
-            f.sync_data().map_err(|e| JournalError::io(segment, e))?;
+        // (Only the written part: the rest may be dirty zeros from the pre-faulting.)
+        for (i, segment) in report.segments.iter().enumerate() {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(segment)
+                .map_err(|e| JournalError::io(segment, e))?;
+            let written = if i + 1 == report.segments.len() { end } else { usize::MAX };
+            let raw = map_raw(&f, segment)?;
+            raw.flush_range(0, written.min(raw.len())).map_err(|e| JournalError::io(segment, e))?;
         }
         sync_dir(&config.dir)?;
         let syncer = start_syncer(&config, report.last_seq)?;
+        let raw = map_raw(&file, &path)?;
         Ok(JournalWriter {
             config,
             map,
             file: Arc::new(file),
+            raw,
+            page_boundary: (end, report.last_seq),
             segment_no,
             offset: end,
             synced_offset: end,
@@ -176,8 +196,8 @@ impl JournalWriter {
             self.roll()?;
         }
         let seq = self.last_seq + 1;
-        self.write_record(&RecordBytes::new(seq, command_payload(cmd)));
         self.last_seq = seq;
+        self.write_record(&RecordBytes::new(seq, command_payload(cmd)));
         self.unsealed += 1;
         if self.unsealed >= SEAL_EVERY {
             self.seal();
@@ -210,11 +230,26 @@ impl JournalWriter {
         }
     }
 
-    /// Asks the sync thread to make everything appended so far durable (`Batch` durability).
+    /// Asks the sync thread to make the records up to the last page boundary durable (`Batch`
+    /// durability), so that the page being written is not write-protected under the writer;
+    /// when no new record lies below that boundary, everything appended so far.
     fn request_sync(&mut self) -> Result<(), JournalError> {
+        let (to, seq) = if self.page_boundary.1 > self.requested_seq {
+            self.page_boundary
+        } else {
+            (self.offset, self.last_seq)
+        };
+        self.request_range(to, seq)
+    }
+
+    fn request_range(&mut self, to: usize, seq: u64) -> Result<(), JournalError> {
         if let Some(syncer) = &self.syncer {
-            syncer.request(&self.file, self.segment_path(), self.segment_no, self.last_seq)?;
-            self.requested_seq = self.last_seq;
+            if to > self.synced_offset {
+                let path = self.segment_path();
+                syncer.request(&self.raw, path, self.segment_no, self.synced_offset, to, seq)?;
+                self.synced_offset = to;
+            }
+            self.requested_seq = self.requested_seq.max(seq);
             self.last_sync = Instant::now();
         }
         Ok(())
@@ -232,16 +267,16 @@ impl JournalWriter {
     /// Forces everything appended so far to stable storage, and waits for it.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         if self.syncer.is_some() {
-            self.request_sync()?;
+            self.request_range(self.offset, self.last_seq)?;
             if let Some(syncer) = &self.syncer {
                 syncer.wait_for(self.last_seq)?;
             }
             self.durable_seq = self.last_seq;
             return Ok(());
         }
-        for file in self.unsynced.drain(..) {
+        for (raw, written) in self.unsynced.drain(..) {
             let path = self.config.dir.clone();
-            file.sync_data().map_err(|e| JournalError::io(&path, e))?;
+            raw.flush_range(0, written).map_err(|e| JournalError::io(&path, e))?;
         }
         if self.offset > self.synced_offset {
             let path = self.segment_path();
@@ -277,6 +312,9 @@ impl JournalWriter {
         fence(Ordering::Release);
         self.map[at..at + 4].copy_from_slice(&bytes[..4]);
         self.offset += RECORD_BYTES;
+        if self.offset.is_multiple_of(SYNC_PAGE_BYTES) {
+            self.page_boundary = (self.offset, self.last_seq);
+        }
     }
 
     fn seal(&mut self) {
@@ -295,13 +333,15 @@ impl JournalWriter {
         }
         match self.config.durability {
             // Synced if and when someone calls `sync` (before a snapshot, say).
-            Durability::None => self.unsynced.push(self.file.clone()),
+            Durability::None => self.unsynced.push((self.raw.clone(), self.offset)),
             // The old segment must be durable before the next one exists: a journal whose
             // next segment survives a power loss while the end of this one does not is damaged.
             Durability::Every | Durability::Batch { .. } => self.sync()?,
         }
         let next = self.segment_no + 1;
         (self.file, self.map) = create_segment(&self.config, next, self.last_seq + 1, self.head)?;
+        self.raw = map_raw(&self.file, &self.config.dir.join(segment_name(next)))?;
+        self.page_boundary = (HEADER_BYTES, self.last_seq);
         self.segment_no = next;
         (self.offset, self.synced_offset, self.block_start) = (HEADER_BYTES, HEADER_BYTES, HEADER_BYTES);
         Ok(())
@@ -344,13 +384,10 @@ fn create_segment(
         OpenOptions::new().read(true).write(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
     // SAFETY: the segment was just created by this writer, which owns the journal directory.
     let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| JournalError::io(&path, e))?;
-    // Fault the pages in now rather than one per 64 commands later (an old kernel without
-    // MADV_POPULATE_* just faults them lazily). Populating for write also marks every page
-    // dirty, so a sync would write the whole segment, zeros included: only without syncs.
-    let advice = match config.durability {
-        Durability::None => Advice::PopulateWrite,
-        _ => Advice::PopulateRead,
-    };
+    // Fault the pages in, writable, now rather than one per 64 commands later (an old kernel
+    // without MADV_POPULATE_WRITE just faults them lazily). This marks the pages dirty; the
+    // syncs are `msync`s of the written range only, so the zeros beyond are not waited for.
+    let advice = Advice::PopulateWrite;
     let _ = map.advise_range(advice, 0, map.len().min(SEGMENT_POPULATE_BYTES));
     Ok((Arc::new(file), map))
 }
@@ -360,6 +397,14 @@ fn start_syncer(config: &JournalConfig, durable: u64) -> Result<Option<Syncer>, 
         Durability::Batch { .. } => Syncer::start(durable).map(Some),
         _ => Ok(None),
     }
+}
+
+/// The page size batch syncs are aligned to.
+const SYNC_PAGE_BYTES: usize = 4096;
+
+/// A second, raw mapping of a segment: what the sync thread `msync`s.
+fn map_raw(file: &File, path: &Path) -> Result<Arc<MmapRaw>, JournalError> {
+    MmapRaw::map_raw(file).map(Arc::new).map_err(|e| JournalError::io(path, e))
 }
 
 /// The part of a new segment faulted in ahead of the writes (the rest faults in as it fills).
