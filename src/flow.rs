@@ -6,8 +6,8 @@ use std::fmt;
 use std::io::Read;
 
 use cccx_engine::{
-    Command, CommandBody, InstrumentId, InstrumentSpec, NewOrder, OrderId, OrderType, ParticipantId, Price,
-    Qty, Side, TimeInForce, RESTING_ORDERS_MAX,
+    Command, CommandBody, InstrumentId, InstrumentSpec, NewOrder, OrderId, OrderType, ParticipantId, Phase,
+    Price, Qty, Side, TimeInForce, RESTING_ORDERS_MAX,
 };
 
 /// The header line every workload file starts with.
@@ -24,8 +24,9 @@ pub struct Flow {
 
 impl Flow {
     /// The instrument specifications of the canonical semantics: tick 1, lot 1, no band, no
-    /// self-trade prevention, no quantity limit, and room in each book for every resting order
-    /// the flow enters (so that no order is ever refused for want of room).
+    /// self-trade prevention, no quantity limit, room in each book for every resting order the
+    /// flow enters (so that no order is ever refused for want of room), and the call phase for
+    /// a file that contains an UNCROSS.
     pub fn canonical_specs(&self) -> Vec<InstrumentSpec> {
         let mut resting = vec![0u64; self.instruments.len()];
         for cmd in &self.commands {
@@ -36,11 +37,15 @@ impl Flow {
             }
         }
         let room = |n: u64| n.clamp(1, u64::from(RESTING_ORDERS_MAX)) as u32;
+        // A file with an UNCROSS is a call auction: every instrument is in its call phase.
+        let auction = self.commands.iter().any(|c| matches!(c.body, CommandBody::Uncross { .. }));
+        let phase = if auction { Phase::Call } else { Phase::Continuous };
         self.instruments
             .iter()
             .zip(resting)
             .map(|(name, n)| InstrumentSpec {
                 resting_orders_max: room(n),
+                initial_phase: phase,
                 ..InstrumentSpec::canonical(name)
             })
             .collect()
@@ -112,7 +117,8 @@ fn parse_record(
     let seq: u64 = number(r, 0, "seq")?;
     let op = &r[1];
     if op == b"UNCROSS" {
-        return Err("UNCROSS (the call auction) is not supported by this engine yet".into());
+        let instrument = instrument(r, names, instruments)?;
+        return Ok(Command { ts_ns: seq, body: CommandBody::Uncross { instrument } });
     }
     let order_id = OrderId(number(r, 2, "order_id")?);
     let participant = ParticipantId(number(r, 3, "participant")?);
@@ -280,7 +286,7 @@ mod tests {
             ("1,NEW,1,7,CCC0,BUY,STOP,GTC,5,5\n", 2, "type"),
             ("1,NEW,,7,CCC0,BUY,LIMIT,GTC,5,5\n", 2, "order_id: missing"),
             ("1,NEW,1,7,CCC0,BUY,LIMIT,GTC,5,-5\n", 2, "qty"),
-            ("1,UNCROSS,,,CCC0,,,,,\n", 2, "UNCROSS"),
+            ("1,UNCROSS,,,,,,,,\n", 2, "instrument"),
         ];
         for (body, line, needle) in cases {
             let e = parse(body).unwrap_err();

@@ -2,9 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auction::{self, AuctionOrder};
 use crate::book::{Book, OrderBook, RestingOrder};
-use crate::message::{Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind};
-use crate::types::{InstrumentId, InstrumentSpec, OrderId, OrderType, Price, Qty, Side, TimeInForce};
+use crate::message::{
+    Aggressor, Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind, Trade,
+};
+use crate::types::{InstrumentId, InstrumentSpec, OrderId, OrderType, Phase, Price, Qty, Side, TimeInForce};
 
 /// Why an engine could not be built from a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +65,18 @@ pub struct Engine<B: OrderBook = Book> {
     specs: Vec<InstrumentSpec>,
     books: Vec<B>,
     totals: Vec<TradeTotals>,
+    /// Reused buffers of the uncross.
+    auction: AuctionScratch,
+}
+
+/// The uncross's working memory, kept between uncrosses.
+#[derive(Default)]
+struct AuctionScratch {
+    bids: Vec<AuctionOrder>,
+    asks: Vec<AuctionOrder>,
+    buy_alloc: Vec<Qty>,
+    sell_alloc: Vec<Qty>,
+    trades: Vec<(usize, usize, Qty)>,
 }
 
 impl<B: OrderBook> Engine<B> {
@@ -81,7 +96,7 @@ impl<B: OrderBook> Engine<B> {
         }
         let books = specs.iter().enumerate().map(|(i, spec)| B::new(InstrumentId(i as u32), spec)).collect();
         let totals = vec![TradeTotals::default(); specs.len()];
-        Ok(Engine { specs, books, totals })
+        Ok(Engine { specs, books, totals, auction: AuctionScratch::default() })
     }
 
     /// Applies one command and appends the events it causes to `out` (which is not cleared).
@@ -125,6 +140,72 @@ impl<B: OrderBook> Engine<B> {
                 Some(book) => book.expire_day(out),
                 None => out.push(unknown_instrument(RequestKind::ExpireDay, OrderId(0), instrument)),
             },
+            CommandBody::Uncross { instrument } => self.uncross(instrument, cmd.ts_ns, out),
+        }
+    }
+
+    /// Crosses an instrument's curves once at a uniform price (see [`crate::auction`]).
+    fn uncross(&mut self, instrument: InstrumentId, ts_ns: u64, out: &mut Vec<Event>) {
+        let (Some(spec), Some(book)) =
+            (self.specs.get(instrument.0 as usize), self.books.get_mut(instrument.0 as usize))
+        else {
+            out.push(unknown_instrument(RequestKind::Uncross, OrderId(0), instrument));
+            return;
+        };
+        if book.phase() != Phase::Call {
+            let reason = RejectReason::NotAllowedInPhase;
+            out.push(Event::Rejected {
+                request: RequestKind::Uncross,
+                order_id: OrderId(0),
+                instrument,
+                reason,
+            });
+            return;
+        }
+        let a = &mut self.auction;
+        for (side, orders) in [(Side::Buy, &mut a.bids), (Side::Sell, &mut a.asks)] {
+            orders.clear();
+            book.for_each_order(side, &mut |o| {
+                orders.push(AuctionOrder {
+                    order_id: o.order_id,
+                    participant: o.participant,
+                    price: o.price,
+                    qty: o.leaves_qty,
+                })
+            });
+        }
+        let Some(clearing) = auction::clearing_price(&a.bids, &a.asks, spec.tick_size) else {
+            out.push(Event::Uncrossed { instrument, price: None, volume: 0 });
+            return;
+        };
+        let p = clearing.price;
+        auction::allocate(&a.bids, clearing.volume, |limit| limit >= p, &mut a.buy_alloc);
+        auction::allocate(&a.asks, clearing.volume, |limit| limit <= p, &mut a.sell_alloc);
+        a.trades.clear();
+        auction::pair(&a.buy_alloc, &a.sell_alloc, |b, s, q| a.trades.push((b, s, q)));
+        out.push(Event::Uncrossed { instrument, price: Some(p), volume: clearing.volume });
+        for &(b, s, qty) in &a.trades {
+            let (buy, sell) = (a.bids[b], a.asks[s]);
+            // The allocation never exceeds an order's open quantity, so these fills succeed.
+            let (Ok(after_buy), Ok(after_sell)) =
+                (book.fill_resting(buy.order_id, qty), book.fill_resting(sell.order_id, qty))
+            else {
+                debug_assert!(false, "an uncross allocated more than an order holds");
+                continue;
+            };
+            out.push(Event::Trade(Trade {
+                instrument,
+                price: p,
+                qty,
+                buy_order_id: buy.order_id,
+                sell_order_id: sell.order_id,
+                buyer: buy.participant,
+                seller: sell.participant,
+                aggressor: Aggressor::Auction,
+                buy_leaves_qty: after_buy.leaves_qty,
+                sell_leaves_qty: after_sell.leaves_qty,
+                ts_ns,
+            }));
         }
     }
 
@@ -142,7 +223,8 @@ impl<B: OrderBook> Engine<B> {
             out.push(unknown_instrument(RequestKind::New, order.order_id, instrument));
             return;
         };
-        if let Err(reason) = check_new(spec, order) {
+        let call = self.books[instrument.0 as usize].phase() == Phase::Call;
+        if let Err(reason) = check_new(spec, order, call) {
             out.push(Event::Rejected {
                 request: RequestKind::New,
                 order_id: order.order_id,
@@ -279,8 +361,9 @@ fn unknown_instrument(request: RequestKind, order_id: OrderId, instrument: Instr
     Event::Rejected { request, order_id, instrument, reason: RejectReason::UnknownInstrument }
 }
 
-/// The checks of a NEW that need only the instrument's rules, in reason-code order.
-fn check_new(spec: &InstrumentSpec, order: &NewOrder) -> Result<(), RejectReason> {
+/// The checks of a NEW that need only the instrument's rules and phase, in reason-code order
+/// (the phase check, a later code, runs last).
+fn check_new(spec: &InstrumentSpec, order: &NewOrder, call: bool) -> Result<(), RejectReason> {
     let type_ok = match order.order_type {
         OrderType::Market => matches!(order.tif, TimeInForce::Ioc | TimeInForce::Fok) && !order.post_only,
         OrderType::Limit => !order.post_only || order.tif.rests(),
@@ -291,6 +374,9 @@ fn check_new(spec: &InstrumentSpec, order: &NewOrder) -> Result<(), RejectReason
     check_qty(spec, order.qty)?;
     if order.order_type == OrderType::Limit {
         check_price(spec, order.price)?;
+    }
+    if call && !(order.order_type == OrderType::Limit && order.tif.rests()) {
+        return Err(RejectReason::NotAllowedInPhase);
     }
     Ok(())
 }

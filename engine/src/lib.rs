@@ -8,11 +8,13 @@
 //! - [`types`]: identifiers, prices, quantities, instrument specifications.
 //! - [`message`]: commands, events, reject reason codes.
 //! - [`book`]: the [`OrderBook`] interface and the fast [`Book`].
+//! - [`auction`]: the uniform-price uncross of the call auction.
 //! - [the reference module](crate::reference): the naive reference book the tests and `cccx bench --compare-naive` use.
 //! - [`journal`]: the memory-mapped write-ahead command journal.
 //! - [`recovery`]: an engine rebuilt from the newest snapshot and the journal after it.
 //! - [`snapshot`]: whole-engine snapshot files and the canonical state hash.
 
+pub mod auction;
 pub mod book;
 pub mod engine;
 pub mod journal;
@@ -25,10 +27,12 @@ pub mod types;
 pub use book::{Book, OrderBook, RestingOrder};
 pub use engine::{ConfigError, Engine, EngineImage, InstrumentImage, TradeTotals};
 pub use message::{
-    CancelReason, Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind, Trade,
+    Aggressor, CancelReason, Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason,
+    RequestKind, Trade,
 };
 pub use reference::ReferenceBook;
 pub use types::{
-    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Price, Qty, Side, StpMode, TimeInForce,
-    LADDER_WINDOW_TICKS_DEFAULT, LADDER_WINDOW_TICKS_MAX, RESTING_ORDERS_DEFAULT, RESTING_ORDERS_MAX,
+    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, StpMode,
+    TimeInForce, LADDER_WINDOW_TICKS_DEFAULT, LADDER_WINDOW_TICKS_MAX, RESTING_ORDERS_DEFAULT,
+    RESTING_ORDERS_MAX,
 };

@@ -24,6 +24,14 @@
 //! new price, exactly like step 3 above without `Accepted`; its remainder rests at the back of
 //! its level.
 //!
+//! `UNCROSS` (call phase only, else `Rejected(NotAllowedInPhase)`): [`Event::Uncrossed`] with
+//! the clearing price and volume, then one `Trade` (aggressor `Auction`) per pair of allocated
+//! buy and sell orders (see [`crate::auction`]).
+//!
+//! In the call phase, NEW (limit GTC or DAY only; IOC, FOK and market are
+//! `Rejected(NotAllowedInPhase)`) and AMEND never match: an order rests, an amendment that
+//! loses priority goes to the back of its new level.
+//!
 //! Mass cancel and day expiry emit one event per order, instruments in id order, bids in priority
 //! order then asks in priority order.
 
@@ -71,6 +79,11 @@ pub enum CommandBody {
     MassCancel(MassCancelScope),
     /// End of the trading day for an instrument: every resting DAY order expires.
     ExpireDay {
+        /// The instrument.
+        instrument: InstrumentId,
+    },
+    /// Cross the curves of an instrument in its call phase once, at a uniform price.
+    Uncross {
         /// The instrument.
         instrument: InstrumentId,
     },
@@ -157,6 +170,16 @@ pub enum Event {
         /// Whether the order kept its time priority.
         priority_kept: bool,
     },
+    /// An uncross ran: its clearing price (MCP) and volume (MCV). Its trades follow. With no
+    /// crossing volume, `price` is `None` and `volume` 0.
+    Uncrossed {
+        /// The instrument.
+        instrument: InstrumentId,
+        /// The market clearing price.
+        price: Option<Price>,
+        /// The market clearing volume.
+        volume: Qty,
+    },
     /// A DAY order reached the end of its day.
     Expired {
         /// The order.
@@ -185,14 +208,45 @@ pub struct Trade {
     pub buyer: ParticipantId,
     /// The seller.
     pub seller: ParticipantId,
-    /// Which side took liquidity.
-    pub aggressor: Side,
+    /// Which side took liquidity, or the auction.
+    pub aggressor: Aggressor,
     /// Open quantity of the buy order after this fill.
     pub buy_leaves_qty: Qty,
     /// Open quantity of the sell order after this fill.
     pub sell_leaves_qty: Qty,
     /// Time of the command that caused the trade.
     pub ts_ns: u64,
+}
+
+/// What caused a trade: an incoming order on one side, or an uncross.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Aggressor {
+    /// A buy order took liquidity.
+    Buy,
+    /// A sell order took liquidity.
+    Sell,
+    /// An uncross of the call auction.
+    Auction,
+}
+
+impl From<Side> for Aggressor {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Buy => Aggressor::Buy,
+            Side::Sell => Aggressor::Sell,
+        }
+    }
+}
+
+impl Aggressor {
+    /// `BUY`, `SELL` or `AUCTION`, as the canonical outputs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggressor::Buy => "BUY",
+            Aggressor::Sell => "SELL",
+            Aggressor::Auction => "AUCTION",
+        }
+    }
 }
 
 /// The kind of command a [`Event::Rejected`] refers to.
@@ -208,6 +262,8 @@ pub enum RequestKind {
     MassCancel,
     /// A day expiry.
     ExpireDay,
+    /// An uncross.
+    Uncross,
 }
 
 /// Why a command was refused. The codes are stable: they are declared in the order the checks
@@ -242,11 +298,14 @@ pub enum RejectReason {
     PostOnlyWouldCross = 12,
     /// A FOK order cannot be filled in full now.
     FokNotFillable = 13,
+    /// The instrument's phase does not allow this: an IOC, FOK or market order in the call
+    /// phase, or an uncross outside it.
+    NotAllowedInPhase = 14,
 }
 
 impl RejectReason {
     /// Every reason, in code order.
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::UnknownInstrument,
         RejectReason::InvalidOrderType,
         RejectReason::ZeroQuantity,
@@ -260,6 +319,7 @@ impl RejectReason {
         RejectReason::NotOwner,
         RejectReason::PostOnlyWouldCross,
         RejectReason::FokNotFillable,
+        RejectReason::NotAllowedInPhase,
     ];
 
     /// The stable numeric code.
@@ -283,6 +343,7 @@ impl RejectReason {
             RejectReason::NotOwner => "order belongs to another participant",
             RejectReason::PostOnlyWouldCross => "post-only order would trade",
             RejectReason::FokNotFillable => "fill-or-kill order cannot be filled in full",
+            RejectReason::NotAllowedInPhase => "not allowed in the instrument's trading phase",
         }
     }
 }
@@ -370,6 +431,7 @@ mod tests {
                 (11, "order belongs to another participant"),
                 (12, "post-only order would trade"),
                 (13, "fill-or-kill order cannot be filled in full"),
+                (14, "not allowed in the instrument's trading phase"),
             ]
         );
         let cancels: Vec<u8> = [

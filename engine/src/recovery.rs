@@ -21,7 +21,7 @@ use crate::types::InstrumentSpec;
 /// Name of the instrument file in a journal directory.
 pub const INSTRUMENTS_FILE: &str = "instruments.cccxi";
 const INSTRUMENTS_MAGIC: [u8; 8] = *b"CCCXINST";
-const INSTRUMENTS_VERSION: u32 = 1;
+const INSTRUMENTS_VERSION: u32 = 2;
 
 /// Why an engine could not be recovered.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,9 @@ pub fn read_instruments(dir: &Path) -> Result<(Vec<InstrumentSpec>, [u8; 32]), R
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version != INSTRUMENTS_VERSION {
-        return Err(bad(format!("instrument file version {version} is not supported (this build reads 1)")));
+        return Err(bad(format!(
+            "instrument file version {version} is not supported (this build reads {INSTRUMENTS_VERSION})"
+        )));
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[12..20]);

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use crate::book::{check_restorable, OrderBook, RestingOrder};
 use crate::message::{CancelReason, Event, NewOrder, RejectReason, RequestKind, Trade};
 use crate::types::{
-    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Price, Qty, Side, StpMode, TimeInForce,
+    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, StpMode,
+    TimeInForce,
 };
 
 /// The orders at one price, oldest first.
@@ -40,6 +41,8 @@ pub struct ReferenceBook {
     index: HashMap<OrderId, (Side, Price)>,
     /// The most orders the book may hold.
     resting_orders_max: usize,
+    /// Continuous (orders match on entry) or call (orders only rest).
+    phase: Phase,
 }
 
 /// How matching an aggressor ended.
@@ -93,7 +96,7 @@ fn trade(
         sell_order_id: sell.order_id,
         buyer: buy.participant,
         seller: sell.participant,
-        aggressor: aggressor.side,
+        aggressor: aggressor.side.into(),
         buy_leaves_qty: buy.leaves_qty,
         sell_leaves_qty: sell.leaves_qty,
         ts_ns,
@@ -235,7 +238,7 @@ impl ReferenceBook {
         if self.index.contains_key(&order.order_id) {
             return Err(RejectReason::DuplicateOrderId);
         }
-        if order.post_only && self.would_cross(order.side, limit) {
+        if order.post_only && self.phase == Phase::Continuous && self.would_cross(order.side, limit) {
             return Err(RejectReason::PostOnlyWouldCross);
         }
         if order.tif == TimeInForce::Fok && !self.fok_fillable(order, limit) {
@@ -349,6 +352,7 @@ impl OrderBook for ReferenceBook {
             asks: Levels::new(),
             index: HashMap::new(),
             resting_orders_max: spec.resting_orders_max as usize,
+            phase: spec.initial_phase,
         }
     }
 
@@ -362,6 +366,7 @@ impl OrderBook for ReferenceBook {
             return;
         }
         out.push(Event::Accepted { order_id: order.order_id, instrument: self.instrument });
+        let call = self.phase == Phase::Call;
         let mut incoming = RestingOrder {
             order_id: order.order_id,
             participant: order.participant,
@@ -372,7 +377,8 @@ impl OrderBook for ReferenceBook {
             tif: order.tif,
             post_only: order.post_only,
         };
-        let end = self.match_aggressor(&mut incoming, limit, ts_ns, out);
+        // In the call phase nothing matches: the order only rests.
+        let end = if call { MatchEnd::Open } else { self.match_aggressor(&mut incoming, limit, ts_ns, out) };
         let rests = order.order_type == OrderType::Limit && order.tif.rests();
         self.finish(incoming, end, rests, out);
     }
@@ -410,14 +416,16 @@ impl OrderBook for ReferenceBook {
             out.push(self.amended(order_id, price, qty, true));
             return;
         }
-        if current.post_only && self.would_cross(current.side, Some(price)) {
+        let call = self.phase == Phase::Call;
+        if !call && current.post_only && self.would_cross(current.side, Some(price)) {
             out.push(self.rejected(RequestKind::Amend, order_id, RejectReason::PostOnlyWouldCross));
             return;
         }
         self.remove(order_id);
         out.push(self.amended(order_id, price, qty, false));
         let mut order = RestingOrder { price, leaves_qty: qty, ..current };
-        let end = self.match_aggressor(&mut order, Some(price), ts_ns, out);
+        let end =
+            if call { MatchEnd::Open } else { self.match_aggressor(&mut order, Some(price), ts_ns, out) };
         self.finish(order, end, true, out);
     }
 
@@ -480,11 +488,29 @@ impl OrderBook for ReferenceBook {
             return Err(format!("the index holds {} orders, the levels {}", self.index.len(), seen.len()));
         }
         if let (Some(bid), Some(ask)) = (self.best_price(Side::Buy), self.best_price(Side::Sell)) {
-            if bid >= ask {
+            if bid >= ask && self.phase == Phase::Continuous {
                 return Err(format!("book crossed: bid {bid} >= ask {ask}"));
             }
         }
         Ok(())
+    }
+
+    fn fill_resting(&mut self, order_id: OrderId, qty: Qty) -> Result<RestingOrder, String> {
+        let order = self.get_mut(order_id).ok_or_else(|| format!("order {order_id} is not resting"))?;
+        if qty == 0 || qty > order.leaves_qty {
+            return Err(format!("cannot fill {qty} of order {order_id} with {} open", order.leaves_qty));
+        }
+        order.leaves_qty -= qty;
+        order.filled_qty += qty;
+        let after = *order;
+        if after.leaves_qty == 0 {
+            self.remove(order_id);
+        }
+        Ok(after)
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase
     }
 }
 
@@ -648,6 +674,7 @@ mod tests {
     }
     /// A trade; `buy` and `sell` are (order id, participant, leaves after the fill).
     fn trade(aggressor: Side, price: Price, qty: Qty, buy: (u64, u32, Qty), sell: (u64, u32, Qty)) -> Event {
+        let aggressor = aggressor.into();
         Event::Trade(Trade {
             instrument: InstrumentId(0),
             price,
@@ -1279,7 +1306,7 @@ mod tests {
             Event::Amended { order_id, leaves_qty, .. } => {
                 assert!(open.insert(order_id, leaves_qty).is_some(), "amended {order_id} is open");
             }
-            Event::Rejected { .. } => {}
+            Event::Rejected { .. } | Event::Uncrossed { .. } => {}
         }
     }
 

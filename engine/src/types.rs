@@ -109,6 +109,17 @@ pub enum OrderType {
     Market,
 }
 
+/// How an instrument trades.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub enum Phase {
+    /// Continuous trading: an order matches on entry.
+    #[default]
+    Continuous,
+    /// Call phase of a call auction: orders only rest (the book may be crossed) until an
+    /// uncross crosses the curves once at a uniform price.
+    Call,
+}
+
 /// What the engine does when an incoming order would trade with a resting order of the same
 /// participant (self-trade prevention), configured per instrument.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -145,6 +156,8 @@ pub struct InstrumentSpec {
     /// (no allocation while trading); a remainder that would rest in a full book is cancelled
     /// ([`crate::CancelReason::BookFull`]).
     pub resting_orders_max: u32,
+    /// The phase the book starts in (until trading phases are scheduled by commands).
+    pub initial_phase: Phase,
     /// Width, in ticks, of the dense price ladder each side of the book keeps. Prices outside
     /// the window are still correct, only slower (see `book::ladder`).
     pub ladder_window_ticks: u32,
@@ -172,6 +185,7 @@ impl InstrumentSpec {
             max_order_qty: Qty::MAX,
             stp: StpMode::None,
             resting_orders_max: RESTING_ORDERS_DEFAULT,
+            initial_phase: Phase::Continuous,
             ladder_window_ticks: LADDER_WINDOW_TICKS_DEFAULT,
         }
     }

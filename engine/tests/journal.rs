@@ -253,11 +253,11 @@ fn an_unknown_format_version_is_refused_with_a_clear_message() {
     write(dir.path(), 1 << 16, 1..5, true);
     let path = segment(dir.path(), 0);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8] = 2;
+    bytes[8] = 9;
     std::fs::write(&path, bytes).unwrap();
     let (_, offset, reason) = corrupt_at(read(dir.path()));
     assert_eq!(offset, 0);
-    assert!(reason.contains("format version 2 is not supported"), "{reason}");
+    assert!(reason.contains("format version 9 is not supported"), "{reason}");
 }
 
 #[test]

@@ -5,9 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use cccx_engine::{
-    Book, Command, CommandBody, Engine, Event, InstrumentId, InstrumentSpec, MassCancelScope, NewOrder,
-    OrderBook, OrderId, OrderType, ParticipantId, Price, Qty, ReferenceBook, RestingOrder, Side, StpMode,
-    TimeInForce,
+    Aggressor, Book, Command, CommandBody, Engine, Event, InstrumentId, InstrumentSpec, MassCancelScope,
+    NewOrder, OrderBook, OrderId, OrderType, ParticipantId, Phase, Price, Qty, ReferenceBook, RestingOrder,
+    Side, StpMode, TimeInForce,
 };
 use proptest::prelude::*;
 
@@ -20,6 +20,7 @@ enum Op {
     Amend { pick: usize, price_off: i64, qty: Qty },
     MassCancel { scope: u8, participant: u32, inst: u8 },
     ExpireDay { inst: u8 },
+    Uncross { inst: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         16 => (any::<usize>(), -6..6i64, 0..25u64).prop_map(|(pick, price_off, qty)| Op::Amend { pick, price_off, qty }),
         2 => (0..3u8, 0..4u32, 0..3u8).prop_map(|(scope, participant, inst)| Op::MassCancel { scope, participant, inst }),
         2 => (0..3u8).prop_map(|inst| Op::ExpireDay { inst }),
+        3 => (0..3u8).prop_map(|inst| Op::Uncross { inst }),
     ]
 }
 
@@ -48,16 +50,20 @@ fn spec() -> impl Strategy<Value = InstrumentSpec> {
     // Tiny ladder windows push prices into the overflow map and make windows re-centre.
     let window = prop_oneof![Just(1u32), Just(4), Just(16), Just(64), Just(1 << 15)];
     let band = prop_oneof![Just(None), Just(Some((94, 106)))];
-    (stp, window, 1..3i64, 1..3u64, band).prop_map(|(stp, window, tick, lot, band)| InstrumentSpec {
-        tick_size: tick,
-        lot_size: lot,
-        price_floor: band.map(|b: (i64, i64)| b.0 * tick),
-        price_ceiling: band.map(|b| b.1 * tick),
-        max_order_qty: 20,
-        resting_orders_max: 40,
-        stp,
-        ladder_window_ticks: window,
-        ..InstrumentSpec::canonical("X")
+    let phase = prop_oneof![3 => Just(Phase::Continuous), 1 => Just(Phase::Call)];
+    (stp, window, 1..3i64, 1..3u64, band, phase).prop_map(|(stp, window, tick, lot, band, phase)| {
+        InstrumentSpec {
+            initial_phase: phase,
+            tick_size: tick,
+            lot_size: lot,
+            price_floor: band.map(|b: (i64, i64)| b.0 * tick),
+            price_ceiling: band.map(|b| b.1 * tick),
+            max_order_qty: 20,
+            resting_orders_max: 40,
+            stp,
+            ladder_window_ticks: window,
+            ..InstrumentSpec::canonical("X")
+        }
     })
 }
 
@@ -187,6 +193,7 @@ impl Harness {
                 ),
             }),
             Op::ExpireDay { inst } => CommandBody::ExpireDay { instrument: InstrumentId(u32::from(inst)) },
+            Op::Uncross { inst } => CommandBody::Uncross { instrument: InstrumentId(u32::from(inst)) },
         })
     }
 
@@ -220,9 +227,16 @@ impl Harness {
                         k.traded += t.qty;
                         prop_assert!(k.traded <= k.original, "order {} overfilled", id);
                     }
-                    // The trade takes place at the resting order's price.
-                    let resting = if t.aggressor == Side::Buy { t.sell_order_id } else { t.buy_order_id };
-                    prop_assert_eq!(t.price, self.known[&resting].price);
+                    // A trade takes place at the resting order's price; an auction trade at a
+                    // price both orders accept.
+                    if t.aggressor == Aggressor::Auction {
+                        prop_assert!(self.known[&t.buy_order_id].price >= t.price);
+                        prop_assert!(self.known[&t.sell_order_id].price <= t.price);
+                    } else {
+                        let resting =
+                            if t.aggressor == Aggressor::Buy { t.sell_order_id } else { t.buy_order_id };
+                        prop_assert_eq!(t.price, self.known[&resting].price);
+                    }
                 }
                 Event::Cancelled { order_id, .. } | Event::Expired { order_id, .. } => {
                     self.dead.insert(order_id);
@@ -233,7 +247,7 @@ impl Harness {
                         k.original = k.traded + leaves_qty;
                     }
                 }
-                Event::Accepted { .. } | Event::Rejected { .. } => {}
+                Event::Accepted { .. } | Event::Rejected { .. } | Event::Uncrossed { .. } => {}
             }
         }
         Ok(())

@@ -8,8 +8,8 @@ use super::slab::{OrderNode, Slab};
 use super::{check_restorable, OrderBook, RestingOrder};
 use crate::message::{CancelReason, Event, NewOrder, RejectReason, RequestKind, Trade};
 use crate::types::{
-    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Price, Qty, Side, StpMode, TimeInForce,
-    LADDER_WINDOW_TICKS_MAX,
+    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, StpMode,
+    TimeInForce, LADDER_WINDOW_TICKS_MAX,
 };
 
 /// An aggressor in matching: a new order or an amended one that lost priority.
@@ -36,6 +36,8 @@ pub struct Book {
     /// Largest order id ever entered: a NEW above it cannot be a duplicate, which spares the
     /// index a lookup for the sequencer's increasing ids.
     max_order_id: OrderId,
+    /// Continuous (orders match on entry) or call (orders only rest).
+    phase: Phase,
 }
 
 /// The ladder key of a price on a side: smaller is better on both sides.
@@ -200,7 +202,7 @@ impl Book {
                     sell_order_id: sell.0,
                     buyer: buy.1,
                     seller: sell.1,
-                    aggressor: inc.side,
+                    aggressor: inc.side.into(),
                     buy_leaves_qty: buy.2,
                     sell_leaves_qty: sell.2,
                     ts_ns,
@@ -400,6 +402,7 @@ impl OrderBook for Book {
             index: OrderIndex::with_max(resting_max),
             next_priority: 0,
             max_order_id: OrderId(0),
+            phase: spec.initial_phase,
         }
     }
 
@@ -412,7 +415,8 @@ impl OrderBook for Book {
             return;
         }
         let limit = (o.order_type == OrderType::Limit).then_some(o.price);
-        if o.post_only && self.would_cross(o.side, limit) {
+        let call = self.phase == Phase::Call;
+        if o.post_only && !call && self.would_cross(o.side, limit) {
             out.push(self.reject(RequestKind::New, o.order_id, RejectReason::PostOnlyWouldCross));
             return;
         }
@@ -424,7 +428,8 @@ impl OrderBook for Book {
         let limit_key = self.limit_key(o.side, limit);
         let mut inc =
             Incoming { id: o.order_id, participant: o.participant, side: o.side, limit_key, leaves: o.qty };
-        if self.match_incoming(&mut inc, ts_ns, out) || inc.leaves == 0 {
+        // In the call phase nothing matches: the order only rests.
+        if !call && (self.match_incoming(&mut inc, ts_ns, out) || inc.leaves == 0) {
             return;
         }
         let rests = limit.is_some() && o.tif.rests();
@@ -500,7 +505,8 @@ impl OrderBook for Book {
             out.push(Event::Amended { order_id, instrument, price, leaves_qty: qty, priority_kept: true });
             return;
         }
-        if node.post_only && self.would_cross(node.side, Some(price)) {
+        let call = self.phase == Phase::Call;
+        if node.post_only && !call && self.would_cross(node.side, Some(price)) {
             out.push(self.reject(RequestKind::Amend, order_id, RejectReason::PostOnlyWouldCross));
             return;
         }
@@ -508,7 +514,7 @@ impl OrderBook for Book {
         out.push(Event::Amended { order_id, instrument, price, leaves_qty: qty, priority_kept: false });
         let limit_key = self.limit_key(node.side, Some(price));
         let mut inc = Incoming { id: order_id, participant, side: node.side, limit_key, leaves: qty };
-        let stopped = self.match_incoming(&mut inc, ts_ns, out);
+        let stopped = !call && self.match_incoming(&mut inc, ts_ns, out);
         let o = &mut self.orders[i];
         o.filled += qty - inc.leaves;
         if stopped || inc.leaves == 0 {
@@ -610,10 +616,37 @@ impl OrderBook for Book {
             ));
         }
         if let (Some(bid), Some(ask)) = (self.best_price(Side::Buy), self.best_price(Side::Sell)) {
-            if bid >= ask {
+            if bid >= ask && self.phase == Phase::Continuous {
                 return Err(format!("book crossed: bid {bid} >= ask {ask}"));
             }
         }
         Ok(())
+    }
+
+    fn fill_resting(&mut self, order_id: OrderId, qty: Qty) -> Result<RestingOrder, String> {
+        let i = self
+            .index
+            .get(order_id, &self.orders)
+            .ok_or_else(|| format!("order {order_id} is not resting"))?;
+        let node = self.orders[i];
+        if qty == 0 || qty > node.leaves {
+            return Err(format!("cannot fill {qty} of order {order_id} with {} open", node.leaves));
+        }
+        let key = key_of(node.side, node.price, self.tick);
+        if let Some(level) = self.ladder_mut(node.side).get_mut(key) {
+            level.qty -= qty;
+        }
+        let o = &mut self.orders[i];
+        o.leaves -= qty;
+        o.filled += qty;
+        let after = self.view(i);
+        if after.leaves_qty == 0 {
+            self.remove_resting(i);
+        }
+        Ok(after)
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase
     }
 }

@@ -16,7 +16,9 @@ pub use fast::Book;
 use serde::{Deserialize, Serialize};
 
 use crate::message::{Event, NewOrder};
-use crate::types::{InstrumentId, InstrumentSpec, OrderId, ParticipantId, Price, Qty, Side, TimeInForce};
+use crate::types::{
+    InstrumentId, InstrumentSpec, OrderId, ParticipantId, Phase, Price, Qty, Side, TimeInForce,
+};
 
 /// A read-only view of an order resting in a book; also what a snapshot records of it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,9 +98,17 @@ pub trait OrderBook {
     /// instrument's rules (tick, lot, band, maximum quantity) are the engine's to check.
     fn restore(&mut self, order: &RestingOrder) -> Result<(), String>;
 
-    /// Checks the book's internal invariants, among them that the book is not crossed (best
-    /// bid below best ask); `Err` names the first one broken.
+    /// Checks the book's internal invariants, among them that a book in continuous trading is
+    /// not crossed (best bid below best ask); `Err` names the first one broken.
     fn check_invariants(&self) -> Result<(), String>;
+
+    /// Fills `qty` of a resting order outside matching (an uncross allocated it), and returns
+    /// the order as it is after the fill (removed from the book when nothing is left open).
+    /// Refuses an order that is not resting or a quantity above its open quantity.
+    fn fill_resting(&mut self, order_id: OrderId, qty: Qty) -> Result<RestingOrder, String>;
+
+    /// The book's trading phase.
+    fn phase(&self) -> Phase;
 }
 
 /// The checks of [`OrderBook::restore`] that every book makes alike; `full` tells whether the

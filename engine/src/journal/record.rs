@@ -10,7 +10,7 @@
 //!   8  sequence u64 (a seal carries the sequence of the last command it covers)
 //!  16  payload (48 bytes)
 //! command payload
-//!  16 kind u8 (1 NEW, 2 CANCEL, 3 AMEND, 4 MASS CANCEL, 5 EXPIRE DAY)  17 side u8 (0 buy, 1 sell)
+//!  16 kind u8 (1 NEW, 2 CANCEL, 3 AMEND, 4 MASS CANCEL, 5 EXPIRE DAY, 6 UNCROSS)  17 side u8 (0 buy, 1 sell)
 //!  18 order type u8 (0 limit, 1 market)  19 tif u8 (0 GTC, 1 DAY, 2 IOC, 3 FOK)
 //!  20 flags u8 (bit 0 post-only)  21 mass-cancel scope u8 (0 instrument, 1 participant,
 //!     2 participant in instrument)  22 reserved [2]  24 instrument u32  28 participant u32
@@ -31,7 +31,7 @@ use crate::types::{InstrumentId, OrderId, OrderType, ParticipantId, Side, TimeIn
 /// Magic number at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CCCXJRNL";
 /// The journal format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of a segment header and of every record.
 pub const RECORD_BYTES: usize = 64;
 /// Size of the segment header.
@@ -42,6 +42,7 @@ const KIND_CANCEL: u8 = 2;
 const KIND_AMEND: u8 = 3;
 const KIND_MASS_CANCEL: u8 = 4;
 const KIND_EXPIRE_DAY: u8 = 5;
+const KIND_UNCROSS: u8 = 6;
 /// Record kind of a seal.
 pub const KIND_SEAL: u8 = 255;
 
@@ -191,6 +192,10 @@ pub fn command_payload(cmd: &Command) -> [u8; 48] {
             p.kind = KIND_EXPIRE_DAY;
             p.instrument = U32::new(instrument.0);
         }
+        CommandBody::Uncross { instrument } => {
+            p.kind = KIND_UNCROSS;
+            p.instrument = U32::new(instrument.0);
+        }
     }
     let mut out = [0u8; 48];
     out.copy_from_slice(p.as_bytes());
@@ -245,6 +250,7 @@ fn decode_command(p: &CommandPayload) -> Result<Command, String> {
             other => return Err(format!("unknown mass-cancel scope {other}")),
         }),
         KIND_EXPIRE_DAY => CommandBody::ExpireDay { instrument },
+        KIND_UNCROSS => CommandBody::Uncross { instrument },
         other => return Err(format!("unknown record kind {other}")),
     };
     Ok(Command { ts_ns: p.ts_ns.get(), body })
@@ -291,6 +297,7 @@ mod tests {
                 InstrumentId(1),
             )),
             CommandBody::ExpireDay { instrument: InstrumentId(2) },
+            CommandBody::Uncross { instrument: InstrumentId(1) },
         ];
         for (i, body) in bodies.into_iter().enumerate() {
             let cmd = Command { ts_ns: 1_700_000_000_000_000_000 + i as u64, body };
