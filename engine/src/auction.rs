@@ -57,23 +57,30 @@ impl Candidate {
     }
 }
 
-/// Finds the clearing price of `bids` (best first) and `asks` (best first) on a grid of
-/// `tick`; `None` when nothing would trade.
+/// Finds the clearing price of `bids` (best first: price descending) and `asks` (best first:
+/// price ascending) on a grid of `tick`; `None` when nothing would trade. Linear in the
+/// number of orders.
 pub fn clearing_price(bids: &[AuctionOrder], asks: &[AuctionOrder], tick: Price) -> Option<Clearing> {
-    // Price points ascending with the bid quantity at each and the ask quantity at each.
+    // Price points ascending with the bid quantity and the ask quantity at each: a merge of
+    // the two sides, which arrive sorted (bids best first, so walked from the back).
     let mut points: Vec<(Price, u128, u128)> = Vec::with_capacity(bids.len() + asks.len());
-    points.extend(bids.iter().map(|o| (o.price, u128::from(o.qty), 0)));
-    points.extend(asks.iter().map(|o| (o.price, 0, u128::from(o.qty))));
-    points.sort_unstable_by_key(|p| p.0);
-    points.dedup_by(|next, kept| {
-        if next.0 == kept.0 {
-            kept.1 += next.1;
-            kept.2 += next.2;
-            true
-        } else {
-            false
+    let (mut b, mut a) = (bids.iter().rev().peekable(), asks.iter().peekable());
+    loop {
+        let next = match (b.peek(), a.peek()) {
+            (Some(x), Some(y)) if x.price <= y.price => b.next().map(|o| (o.price, u128::from(o.qty), 0)),
+            (Some(_), Some(_)) | (None, Some(_)) => a.next().map(|o| (o.price, 0, u128::from(o.qty))),
+            (Some(_), None) => b.next().map(|o| (o.price, u128::from(o.qty), 0)),
+            (None, None) => None,
+        };
+        let Some((price, bid_qty, ask_qty)) = next else { break };
+        match points.last_mut() {
+            Some(last) if last.0 == price => {
+                last.1 += bid_qty;
+                last.2 += ask_qty;
+            }
+            _ => points.push((price, bid_qty, ask_qty)),
         }
-    });
+    }
     let total_demand: u128 = points.iter().map(|p| p.1).sum();
     // Walk upwards: demand at p = bids at or above p; supply at p = asks at or below p.
     let mut best: Option<Candidate> = None;

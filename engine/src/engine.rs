@@ -77,6 +77,8 @@ struct AuctionScratch {
     buy_alloc: Vec<Qty>,
     sell_alloc: Vec<Qty>,
     trades: Vec<(usize, usize, Qty)>,
+    buy_done: Vec<Qty>,
+    sell_done: Vec<Qty>,
 }
 
 impl<B: OrderBook> Engine<B> {
@@ -184,15 +186,16 @@ impl<B: OrderBook> Engine<B> {
         a.trades.clear();
         auction::pair(&a.buy_alloc, &a.sell_alloc, |b, s, q| a.trades.push((b, s, q)));
         out.push(Event::Uncrossed { instrument, price: Some(p), volume: clearing.volume });
+        // Leaves after each trade follow from the open quantities and what each order has
+        // traded so far; the book takes all the fills at once afterwards.
+        a.buy_done.clear();
+        a.sell_done.clear();
+        a.buy_done.resize(a.bids.len(), 0);
+        a.sell_done.resize(a.asks.len(), 0);
         for &(b, s, qty) in &a.trades {
             let (buy, sell) = (a.bids[b], a.asks[s]);
-            // The allocation never exceeds an order's open quantity, so these fills succeed.
-            let (Ok(after_buy), Ok(after_sell)) =
-                (book.fill_resting(buy.order_id, qty), book.fill_resting(sell.order_id, qty))
-            else {
-                debug_assert!(false, "an uncross allocated more than an order holds");
-                continue;
-            };
+            a.buy_done[b] += qty;
+            a.sell_done[s] += qty;
             out.push(Event::Trade(Trade {
                 instrument,
                 price: p,
@@ -202,11 +205,17 @@ impl<B: OrderBook> Engine<B> {
                 buyer: buy.participant,
                 seller: sell.participant,
                 aggressor: Aggressor::Auction,
-                buy_leaves_qty: after_buy.leaves_qty,
-                sell_leaves_qty: after_sell.leaves_qty,
+                buy_leaves_qty: buy.qty - a.buy_done[b],
+                sell_leaves_qty: sell.qty - a.sell_done[s],
                 ts_ns,
             }));
         }
+        // The allocations never exceed the open quantities they were computed from.
+        // Only the orders up to the last one allocated are walked.
+        let prefix = |alloc: &[Qty]| alloc.iter().rposition(|q| *q > 0).map_or(0, |i| i + 1);
+        let (buys, sells) = (&a.buy_alloc[..prefix(&a.buy_alloc)], &a.sell_alloc[..prefix(&a.sell_alloc)]);
+        let filled = book.fill_in_priority(Side::Buy, buys).and(book.fill_in_priority(Side::Sell, sells));
+        debug_assert!(filled.is_ok(), "uncross fills refused: {filled:?}");
     }
 
     /// Applies one command and returns its events in a new vector (allocates; for tests and

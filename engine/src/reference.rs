@@ -495,18 +495,29 @@ impl OrderBook for ReferenceBook {
         Ok(())
     }
 
-    fn fill_resting(&mut self, order_id: OrderId, qty: Qty) -> Result<RestingOrder, String> {
-        let order = self.get_mut(order_id).ok_or_else(|| format!("order {order_id} is not resting"))?;
-        if qty == 0 || qty > order.leaves_qty {
-            return Err(format!("cannot fill {qty} of order {order_id} with {} open", order.leaves_qty));
+    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) -> Result<(), String> {
+        let mut targets: Vec<(OrderId, Qty)> = Vec::new();
+        let mut n = 0;
+        self.for_each_order(side, &mut |o| {
+            if let Some(&qty) = fills.get(n) {
+                targets.push((o.order_id, qty));
+            }
+            n += 1;
+        });
+        for &(id, qty) in &targets {
+            if self.get(id).is_some_and(|o| qty > o.leaves_qty) {
+                return Err(format!("a fill above the open quantity of order {id}"));
+            }
         }
-        order.leaves_qty -= qty;
-        order.filled_qty += qty;
-        let after = *order;
-        if after.leaves_qty == 0 {
-            self.remove(order_id);
+        for (id, qty) in targets.into_iter().filter(|t| t.1 > 0) {
+            let Some(order) = self.get_mut(id) else { continue };
+            order.leaves_qty -= qty;
+            order.filled_qty += qty;
+            if order.leaves_qty == 0 {
+                self.remove(id);
+            }
         }
-        Ok(after)
+        Ok(())
     }
 
     fn phase(&self) -> Phase {

@@ -623,27 +623,43 @@ impl OrderBook for Book {
         Ok(())
     }
 
-    fn fill_resting(&mut self, order_id: OrderId, qty: Qty) -> Result<RestingOrder, String> {
-        let i = self
-            .index
-            .get(order_id, &self.orders)
-            .ok_or_else(|| format!("order {order_id} is not resting"))?;
-        let node = self.orders[i];
-        if qty == 0 || qty > node.leaves {
-            return Err(format!("cannot fill {qty} of order {order_id} with {} open", node.leaves));
+    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) -> Result<(), String> {
+        // Check first (only as far as the fills go), so that a refusal changes nothing.
+        let (mut n, mut key) = (0, self.ladder(side).best());
+        while let Some(k) = key.filter(|_| n < fills.len()) {
+            key = self.ladder(side).next_after(k);
+            let mut i = self.ladder(side).get(k).map_or(NIL, |l| l.head);
+            while i != NIL && n < fills.len() {
+                if fills[n] > self.orders[i].leaves {
+                    return Err(format!("a fill above the open quantity of order {}", self.orders[i].id));
+                }
+                (i, n) = (self.orders[i].next, n + 1);
+            }
         }
-        let key = key_of(node.side, node.price, self.tick);
-        if let Some(level) = self.ladder_mut(node.side).get_mut(key) {
-            level.qty -= qty;
+        let (mut n, mut key) = (0, self.ladder(side).best());
+        while let Some(k) = key.filter(|_| n < fills.len()) {
+            key = self.ladder(side).next_after(k);
+            let mut i = self.ladder(side).get(k).map_or(NIL, |l| l.head);
+            while i != NIL && n < fills.len() {
+                let (next, qty) = (self.orders[i].next, fills[n]);
+                n += 1;
+                if qty == 0 {
+                    i = next;
+                    continue;
+                }
+                if let Some(level) = self.ladder_mut(side).get_mut(k) {
+                    level.qty -= qty;
+                }
+                let o = &mut self.orders[i];
+                o.leaves -= qty;
+                o.filled += qty;
+                if o.leaves == 0 {
+                    self.remove_resting(i);
+                }
+                i = next;
+            }
         }
-        let o = &mut self.orders[i];
-        o.leaves -= qty;
-        o.filled += qty;
-        let after = self.view(i);
-        if after.leaves_qty == 0 {
-            self.remove_resting(i);
-        }
-        Ok(after)
+        Ok(())
     }
 
     fn phase(&self) -> Phase {

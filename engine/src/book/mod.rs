@@ -102,10 +102,11 @@ pub trait OrderBook {
     /// not crossed (best bid below best ask); `Err` names the first one broken.
     fn check_invariants(&self) -> Result<(), String>;
 
-    /// Fills `qty` of a resting order outside matching (an uncross allocated it), and returns
-    /// the order as it is after the fill (removed from the book when nothing is left open).
-    /// Refuses an order that is not resting or a quantity above its open quantity.
-    fn fill_resting(&mut self, order_id: OrderId, qty: Qty) -> Result<RestingOrder, String>;
+    /// Fills resting orders outside matching, as an uncross allocated them: `fills[i]` of the
+    /// `i`-th order of `side` in priority order (as [`OrderBook::for_each_order`] lists them;
+    /// orders past the end of `fills` are untouched). An order left with nothing open leaves
+    /// the book. Refuses (before changing anything) a fill above an order's open quantity.
+    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) -> Result<(), String>;
 
     /// The book's trading phase.
     fn phase(&self) -> Phase;
