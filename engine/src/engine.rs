@@ -7,7 +7,9 @@ use crate::book::{Book, OrderBook, RestingOrder};
 use crate::message::{
     Aggressor, Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind, Trade,
 };
-use crate::types::{InstrumentId, InstrumentSpec, OrderId, OrderType, Phase, Price, Qty, Side, TimeInForce};
+use crate::types::{
+    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, TimeInForce,
+};
 
 /// Why an engine could not be built from a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,8 @@ pub struct Engine<B: OrderBook = Book> {
 /// The uncross's working memory, kept between uncrosses.
 #[derive(Default)]
 struct AuctionScratch {
+    bid_levels: Vec<AuctionOrder>,
+    ask_levels: Vec<AuctionOrder>,
     bids: Vec<AuctionOrder>,
     asks: Vec<AuctionOrder>,
     buy_alloc: Vec<Qty>,
@@ -165,21 +169,48 @@ impl<B: OrderBook> Engine<B> {
             return;
         }
         let a = &mut self.auction;
-        for (side, orders) in [(Side::Buy, &mut a.bids), (Side::Sell, &mut a.asks)] {
+        // The clearing price needs only each level's total: no order is read for it.
+        for (side, levels) in [(Side::Buy, &mut a.bid_levels), (Side::Sell, &mut a.ask_levels)] {
+            levels.clear();
+            book.for_each_level(side, &mut |price, qty| {
+                levels.push(AuctionOrder { order_id: OrderId(0), participant: ParticipantId(0), price, qty })
+            });
+        }
+        let Some(clearing) = auction::clearing_price(&a.bid_levels, &a.ask_levels, spec.tick_size) else {
+            out.push(Event::Uncrossed { instrument, price: None, volume: 0 });
+            return;
+        };
+        // Then the orders of each side down to the marginal level (the last one allocated).
+        let marginal = |levels: &[AuctionOrder]| {
+            let mut total = 0;
+            levels
+                .iter()
+                .find(|l| {
+                    total += l.qty;
+                    total >= clearing.volume
+                })
+                .map(|l| l.price)
+        };
+        let (buy_margin, sell_margin) = (marginal(&a.bid_levels), marginal(&a.ask_levels));
+        for (side, orders, margin) in
+            [(Side::Buy, &mut a.bids, buy_margin), (Side::Sell, &mut a.asks, sell_margin)]
+        {
             orders.clear();
-            book.for_each_order(side, &mut |o| {
+            let beyond =
+                |price: Price| margin.is_none_or(|m| if side == Side::Buy { price < m } else { price > m });
+            book.for_each_order_while(side, &mut |o| {
+                if beyond(o.price) {
+                    return false;
+                }
                 orders.push(AuctionOrder {
                     order_id: o.order_id,
                     participant: o.participant,
                     price: o.price,
                     qty: o.leaves_qty,
-                })
+                });
+                true
             });
         }
-        let Some(clearing) = auction::clearing_price(&a.bids, &a.asks, spec.tick_size) else {
-            out.push(Event::Uncrossed { instrument, price: None, volume: 0 });
-            return;
-        };
         let p = clearing.price;
         auction::allocate(&a.bids, clearing.volume, |limit| limit >= p, &mut a.buy_alloc);
         auction::allocate(&a.asks, clearing.volume, |limit| limit <= p, &mut a.sell_alloc);
@@ -210,12 +241,12 @@ impl<B: OrderBook> Engine<B> {
                 ts_ns,
             }));
         }
-        // The allocations never exceed the open quantities they were computed from.
-        // Only the orders up to the last one allocated are walked.
+        // The allocations never exceed the open quantities they were computed from. Only the
+        // orders up to the last one allocated are walked.
         let prefix = |alloc: &[Qty]| alloc.iter().rposition(|q| *q > 0).map_or(0, |i| i + 1);
         let (buys, sells) = (&a.buy_alloc[..prefix(&a.buy_alloc)], &a.sell_alloc[..prefix(&a.sell_alloc)]);
-        let filled = book.fill_in_priority(Side::Buy, buys).and(book.fill_in_priority(Side::Sell, sells));
-        debug_assert!(filled.is_ok(), "uncross fills refused: {filled:?}");
+        book.fill_in_priority(Side::Buy, buys);
+        book.fill_in_priority(Side::Sell, sells);
     }
 
     /// Applies one command and returns its events in a new vector (allocates; for tests and

@@ -452,9 +452,19 @@ impl OrderBook for ReferenceBook {
         }
     }
 
-    fn for_each_order(&self, side: Side, f: &mut dyn FnMut(&RestingOrder)) {
+    fn for_each_level(&self, side: Side, f: &mut dyn FnMut(Price, Qty)) {
+        for (&price, level) in in_priority(self.levels(side), side) {
+            f(price, level.iter().map(|o| o.leaves_qty).sum());
+        }
+    }
+
+    fn for_each_order_while(&self, side: Side, f: &mut dyn FnMut(&RestingOrder) -> bool) {
         for (_, level) in in_priority(self.levels(side), side) {
-            level.iter().for_each(&mut *f);
+            for order in level {
+                if !f(order) {
+                    return;
+                }
+            }
         }
     }
 
@@ -495,29 +505,21 @@ impl OrderBook for ReferenceBook {
         Ok(())
     }
 
-    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) -> Result<(), String> {
+    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) {
         let mut targets: Vec<(OrderId, Qty)> = Vec::new();
-        let mut n = 0;
-        self.for_each_order(side, &mut |o| {
-            if let Some(&qty) = fills.get(n) {
-                targets.push((o.order_id, qty));
-            }
-            n += 1;
+        self.for_each_order_while(side, &mut |o| {
+            targets.push((o.order_id, fills[targets.len()]));
+            targets.len() < fills.len()
         });
-        for &(id, qty) in &targets {
-            if self.get(id).is_some_and(|o| qty > o.leaves_qty) {
-                return Err(format!("a fill above the open quantity of order {id}"));
-            }
-        }
-        for (id, qty) in targets.into_iter().filter(|t| t.1 > 0) {
+        for (id, qty) in targets {
             let Some(order) = self.get_mut(id) else { continue };
+            assert!(qty <= order.leaves_qty, "a fill above the open quantity of order {id}");
             order.leaves_qty -= qty;
             order.filled_qty += qty;
             if order.leaves_qty == 0 {
                 self.remove(id);
             }
         }
-        Ok(())
     }
 
     fn phase(&self) -> Phase {

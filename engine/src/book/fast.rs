@@ -553,14 +553,27 @@ impl OrderBook for Book {
         self.ladder(side).best().map(|k| price_of(side, k, self.tick))
     }
 
-    fn for_each_order(&self, side: Side, f: &mut dyn FnMut(&RestingOrder)) {
-        self.ladder(side).for_each_key(|k| {
-            let mut i = self.ladder(side).get(k).map_or(NIL, |l| l.head);
-            while i != NIL {
-                f(&self.view(i));
-                i = self.orders[i].next;
+    fn for_each_level(&self, side: Side, f: &mut dyn FnMut(Price, Qty)) {
+        let ladder = self.ladder(side);
+        ladder.for_each_key(|k| {
+            if let Some(level) = ladder.get(k) {
+                f(price_of(side, k, self.tick), level.qty);
             }
         });
+    }
+
+    fn for_each_order_while(&self, side: Side, f: &mut dyn FnMut(&RestingOrder) -> bool) {
+        let mut key = self.ladder(side).best();
+        while let Some(k) = key {
+            let mut i = self.ladder(side).get(k).map_or(NIL, |l| l.head);
+            while i != NIL {
+                if !f(&self.view(i)) {
+                    return;
+                }
+                i = self.orders[i].next;
+            }
+            key = self.ladder(side).next_after(k);
+        }
     }
 
     fn order(&self, order_id: OrderId) -> Option<RestingOrder> {
@@ -623,43 +636,30 @@ impl OrderBook for Book {
         Ok(())
     }
 
-    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) -> Result<(), String> {
-        // Check first (only as far as the fills go), so that a refusal changes nothing.
+    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) {
         let (mut n, mut key) = (0, self.ladder(side).best());
         while let Some(k) = key.filter(|_| n < fills.len()) {
             key = self.ladder(side).next_after(k);
             let mut i = self.ladder(side).get(k).map_or(NIL, |l| l.head);
             while i != NIL && n < fills.len() {
-                if fills[n] > self.orders[i].leaves {
-                    return Err(format!("a fill above the open quantity of order {}", self.orders[i].id));
-                }
-                (i, n) = (self.orders[i].next, n + 1);
-            }
-        }
-        let (mut n, mut key) = (0, self.ladder(side).best());
-        while let Some(k) = key.filter(|_| n < fills.len()) {
-            key = self.ladder(side).next_after(k);
-            let mut i = self.ladder(side).get(k).map_or(NIL, |l| l.head);
-            while i != NIL && n < fills.len() {
-                let (next, qty) = (self.orders[i].next, fills[n]);
+                let (next, leaves) = (self.orders[i].next, self.orders[i].leaves);
+                debug_assert!(fills[n] <= leaves, "a fill above the open quantity");
+                let qty = fills[n].min(leaves);
                 n += 1;
-                if qty == 0 {
-                    i = next;
-                    continue;
-                }
-                if let Some(level) = self.ladder_mut(side).get_mut(k) {
-                    level.qty -= qty;
-                }
-                let o = &mut self.orders[i];
-                o.leaves -= qty;
-                o.filled += qty;
-                if o.leaves == 0 {
-                    self.remove_resting(i);
+                if qty > 0 {
+                    if let Some(level) = self.ladder_mut(side).get_mut(k) {
+                        level.qty -= qty;
+                    }
+                    let o = &mut self.orders[i];
+                    o.leaves -= qty;
+                    o.filled += qty;
+                    if o.leaves == 0 {
+                        self.remove_resting(i);
+                    }
                 }
                 i = next;
             }
         }
-        Ok(())
     }
 
     fn phase(&self) -> Phase {

@@ -81,7 +81,18 @@ pub trait OrderBook {
 
     /// Calls `f` for every resting order of a side in priority order (best price first, then
     /// time).
-    fn for_each_order(&self, side: Side, f: &mut dyn FnMut(&RestingOrder));
+    fn for_each_order(&self, side: Side, f: &mut dyn FnMut(&RestingOrder)) {
+        self.for_each_order_while(side, &mut |o| {
+            f(o);
+            true
+        });
+    }
+
+    /// Calls `f(price, total open quantity)` for every price level of a side, best first.
+    fn for_each_level(&self, side: Side, f: &mut dyn FnMut(Price, Qty));
+
+    /// Like [`OrderBook::for_each_order`], but stops as soon as `f` returns `false`.
+    fn for_each_order_while(&self, side: Side, f: &mut dyn FnMut(&RestingOrder) -> bool);
 
     /// The resting order with this id, if any.
     fn order(&self, order_id: OrderId) -> Option<RestingOrder>;
@@ -105,8 +116,9 @@ pub trait OrderBook {
     /// Fills resting orders outside matching, as an uncross allocated them: `fills[i]` of the
     /// `i`-th order of `side` in priority order (as [`OrderBook::for_each_order`] lists them;
     /// orders past the end of `fills` are untouched). An order left with nothing open leaves
-    /// the book. Refuses (before changing anything) a fill above an order's open quantity.
-    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) -> Result<(), String>;
+    /// the book. The caller computed the fills from this book's open quantities: a fill above
+    /// an order's open quantity is a bug (debug builds panic; release builds fill what is open).
+    fn fill_in_priority(&mut self, side: Side, fills: &[Qty]);
 
     /// The book's trading phase.
     fn phase(&self) -> Phase;
