@@ -100,12 +100,12 @@ fn a_journal_of_another_format_version_is_refused_clearly() {
     }
     let first = copy.path().join("0000000000.cccxj");
     let mut bytes = std::fs::read(&first).unwrap();
-    // Version 1 is the format before UNCROSS records: an older file this build refuses.
-    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    // Version 2 is the format before SET PHASE records: an older file this build refuses.
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
     std::fs::write(&first, bytes).unwrap();
     let out = cccx(&["replay", copy.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("journal format version 1 is not supported (this build reads version 2)"), "{err}");
+    assert!(err.contains("journal format version 2 is not supported (this build reads version 3)"), "{err}");
     assert!(err.contains("0000000000.cccxj"), "{err}");
 }

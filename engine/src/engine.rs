@@ -44,6 +44,8 @@ pub struct InstrumentImage {
     pub asks: Vec<RestingOrder>,
     /// Trading totals so far.
     pub totals: TradeTotals,
+    /// The trading phase.
+    pub phase: Phase,
 }
 
 /// An instrument's trading totals since the engine's journal began: market statistics, and
@@ -126,6 +128,12 @@ impl<B: OrderBook> Engine<B> {
             CommandBody::New(ref order) => self.new_order(order, cmd.ts_ns, out),
             CommandBody::Cancel { instrument, order_id, participant } => {
                 match self.books.get_mut(instrument.0 as usize) {
+                    Some(book) if !book.phase().accepts_orders() => out.push(Event::Rejected {
+                        request: RequestKind::Cancel,
+                        order_id,
+                        instrument,
+                        reason: RejectReason::OutsideTradingWindow,
+                    }),
                     Some(book) => book.cancel(order_id, participant, out),
                     None => out.push(unknown_instrument(RequestKind::Cancel, order_id, instrument)),
                 }
@@ -135,11 +143,17 @@ impl<B: OrderBook> Engine<B> {
                     out.push(unknown_instrument(RequestKind::Amend, order_id, instrument));
                     return;
                 };
-                if let Err(reason) = check_qty(spec, qty).and_then(|_| check_price(spec, price)) {
+                let book = &mut self.books[instrument.0 as usize];
+                let window = if book.phase().accepts_orders() {
+                    Ok(())
+                } else {
+                    Err(RejectReason::OutsideTradingWindow)
+                };
+                if let Err(reason) = check_qty(spec, qty).and_then(|_| check_price(spec, price)).and(window) {
                     out.push(Event::Rejected { request: RequestKind::Amend, order_id, instrument, reason });
                     return;
                 }
-                self.books[instrument.0 as usize].amend(order_id, participant, price, qty, cmd.ts_ns, out);
+                book.amend(order_id, participant, price, qty, cmd.ts_ns, out);
             }
             CommandBody::MassCancel(scope) => self.mass_cancel(scope, out),
             CommandBody::ExpireDay { instrument } => match self.books.get_mut(instrument.0 as usize) {
@@ -147,6 +161,19 @@ impl<B: OrderBook> Engine<B> {
                 None => out.push(unknown_instrument(RequestKind::ExpireDay, OrderId(0), instrument)),
             },
             CommandBody::Uncross { instrument } => self.uncross(instrument, cmd.ts_ns, out),
+            CommandBody::SetPhase { instrument, phase } => match self.books.get_mut(instrument.0 as usize) {
+                Some(book) if book.phase().can_move_to(phase) => {
+                    book.set_phase(phase);
+                    out.push(Event::PhaseChanged { instrument, phase });
+                }
+                Some(_) => out.push(Event::Rejected {
+                    request: RequestKind::SetPhase,
+                    order_id: OrderId(0),
+                    instrument,
+                    reason: RejectReason::InvalidPhaseTransition,
+                }),
+                None => out.push(unknown_instrument(RequestKind::SetPhase, OrderId(0), instrument)),
+            },
         }
     }
 
@@ -158,7 +185,7 @@ impl<B: OrderBook> Engine<B> {
             out.push(unknown_instrument(RequestKind::Uncross, OrderId(0), instrument));
             return;
         };
-        if book.phase() != Phase::Call {
+        if !matches!(book.phase(), Phase::Call | Phase::CallClosed) {
             let reason = RejectReason::NotAllowedInPhase;
             out.push(Event::Rejected {
                 request: RequestKind::Uncross,
@@ -176,8 +203,11 @@ impl<B: OrderBook> Engine<B> {
                 levels.push(AuctionOrder { order_id: OrderId(0), participant: ParticipantId(0), price, qty })
             });
         }
+        // Whatever the result, the results are published and the book leaves the call.
+        book.set_phase(Phase::Uncrossed);
         let Some(clearing) = auction::clearing_price(&a.bid_levels, &a.ask_levels, spec.tick_size) else {
             out.push(Event::Uncrossed { instrument, price: None, volume: 0 });
+            out.push(Event::PhaseChanged { instrument, phase: Phase::Uncrossed });
             return;
         };
         // Then the orders of each side down to the marginal level (the last one allocated).
@@ -247,6 +277,7 @@ impl<B: OrderBook> Engine<B> {
         let (buys, sells) = (&a.buy_alloc[..prefix(&a.buy_alloc)], &a.sell_alloc[..prefix(&a.sell_alloc)]);
         book.fill_in_priority(Side::Buy, buys);
         book.fill_in_priority(Side::Sell, sells);
+        out.push(Event::PhaseChanged { instrument, phase: Phase::Uncrossed });
     }
 
     /// Applies one command and returns its events in a new vector (allocates; for tests and
@@ -263,8 +294,8 @@ impl<B: OrderBook> Engine<B> {
             out.push(unknown_instrument(RequestKind::New, order.order_id, instrument));
             return;
         };
-        let call = self.books[instrument.0 as usize].phase() == Phase::Call;
-        if let Err(reason) = check_new(spec, order, call) {
+        let phase = self.books[instrument.0 as usize].phase();
+        if let Err(reason) = check_new(spec, order, phase) {
             out.push(Event::Rejected {
                 request: RequestKind::New,
                 order_id: order.order_id,
@@ -325,10 +356,16 @@ impl<B: OrderBook> Engine<B> {
                 let mut asks = Vec::new();
                 book.for_each_order(Side::Buy, &mut |o| bids.push(*o));
                 book.for_each_order(Side::Sell, &mut |o| asks.push(*o));
-                (spec.clone(), bids, asks)
+                (spec.clone(), bids, asks, book.phase())
             })
             .zip(&self.totals)
-            .map(|((spec, bids, asks), totals)| InstrumentImage { spec, bids, asks, totals: *totals })
+            .map(|((spec, bids, asks, phase), totals)| InstrumentImage {
+                spec,
+                bids,
+                asks,
+                totals: *totals,
+                phase,
+            })
             .collect();
         EngineImage { instruments }
     }
@@ -344,6 +381,7 @@ impl<B: OrderBook> Engine<B> {
         let specs = image.instruments.iter().map(|i| i.spec.clone()).collect();
         let mut engine = Engine::<B>::new(specs)?;
         for ((spec, book), inst) in engine.specs.iter().zip(&mut engine.books).zip(&image.instruments) {
+            book.set_phase(inst.phase);
             for (side, orders) in [(Side::Buy, &inst.bids), (Side::Sell, &inst.asks)] {
                 let mut previous = None;
                 for order in orders {
@@ -401,9 +439,9 @@ fn unknown_instrument(request: RequestKind, order_id: OrderId, instrument: Instr
     Event::Rejected { request, order_id, instrument, reason: RejectReason::UnknownInstrument }
 }
 
-/// The checks of a NEW that need only the instrument's rules and phase, in reason-code order
-/// (the phase check, a later code, runs last).
-fn check_new(spec: &InstrumentSpec, order: &NewOrder, call: bool) -> Result<(), RejectReason> {
+/// The checks of a NEW that need only the instrument's rules and phase: type, quantity, price,
+/// then the phase (codes 14 and 15, added later, run after 2-8 and before the book's 9-13).
+fn check_new(spec: &InstrumentSpec, order: &NewOrder, phase: Phase) -> Result<(), RejectReason> {
     let type_ok = match order.order_type {
         OrderType::Market => matches!(order.tif, TimeInForce::Ioc | TimeInForce::Fok) && !order.post_only,
         OrderType::Limit => !order.post_only || order.tif.rests(),
@@ -415,8 +453,11 @@ fn check_new(spec: &InstrumentSpec, order: &NewOrder, call: bool) -> Result<(), 
     if order.order_type == OrderType::Limit {
         check_price(spec, order.price)?;
     }
-    if call && !(order.order_type == OrderType::Limit && order.tif.rests()) {
+    if phase == Phase::Call && !(order.order_type == OrderType::Limit && order.tif.rests()) {
         return Err(RejectReason::NotAllowedInPhase);
+    }
+    if !phase.accepts_orders() {
+        return Err(RejectReason::OutsideTradingWindow);
     }
     Ok(())
 }

@@ -24,9 +24,14 @@
 //! new price, exactly like step 3 above without `Accepted`; its remainder rests at the back of
 //! its level.
 //!
-//! `UNCROSS` (call phase only, else `Rejected(NotAllowedInPhase)`): [`Event::Uncrossed`] with
-//! the clearing price and volume, then one `Trade` (aggressor `Auction`) per pair of allocated
-//! buy and sell orders (see [`crate::auction`]).
+//! `UNCROSS` (in the call phase or with the bid window closed, else
+//! `Rejected(NotAllowedInPhase)`): [`Event::Uncrossed`] with the clearing price and volume, one
+//! `Trade` (aggressor `Auction`) per pair of allocated buy and sell orders (see
+//! [`crate::auction`]), then `PhaseChanged(Uncrossed)`.
+//!
+//! `SET PHASE`: `PhaseChanged`, or `Rejected(InvalidPhaseTransition)` (see
+//! [`Phase::can_move_to`]). NEW, CANCEL and AMEND in a phase that does not accept them:
+//! `Rejected(OutsideTradingWindow)`.
 //!
 //! In the call phase, NEW (limit GTC or DAY only; IOC, FOK and market are
 //! `Rejected(NotAllowedInPhase)`) and AMEND never match: an order rests, an amendment that
@@ -37,7 +42,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{InstrumentId, OrderId, OrderType, ParticipantId, Price, Qty, Side, TimeInForce};
+use crate::types::{InstrumentId, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, TimeInForce};
 
 /// A sequenced command: what a participant or the operator asks for, stamped with a time.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +91,13 @@ pub enum CommandBody {
     Uncross {
         /// The instrument.
         instrument: InstrumentId,
+    },
+    /// Move an instrument to another trading phase (an operator or the session scheduler).
+    SetPhase {
+        /// The instrument.
+        instrument: InstrumentId,
+        /// The new phase.
+        phase: Phase,
     },
 }
 
@@ -180,6 +192,13 @@ pub enum Event {
         /// The market clearing volume.
         volume: Qty,
     },
+    /// An instrument entered a new trading phase (by `SetPhase`, or by an uncross).
+    PhaseChanged {
+        /// The instrument.
+        instrument: InstrumentId,
+        /// The new phase.
+        phase: Phase,
+    },
     /// A DAY order reached the end of its day.
     Expired {
         /// The order.
@@ -264,10 +283,14 @@ pub enum RequestKind {
     ExpireDay,
     /// An uncross.
     Uncross,
+    /// A phase change.
+    SetPhase,
 }
 
-/// Why a command was refused. The codes are stable: they are declared in the order the checks
-/// run, are never renumbered, and a test pins them. The gateway maps them onto FIX and HTTP.
+/// Why a command was refused. The codes are stable: never renumbered, new reasons appended at
+/// the end, pinned by a test. Codes 1-13 are in the order the checks run; the phase checks
+/// (14, 15) run after the instrument's rules (2-8) and before the book's checks (9-13). The
+/// gateway maps them onto FIX and HTTP.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u16)]
 pub enum RejectReason {
@@ -299,13 +322,18 @@ pub enum RejectReason {
     /// A FOK order cannot be filled in full now.
     FokNotFillable = 13,
     /// The instrument's phase does not allow this: an IOC, FOK or market order in the call
-    /// phase, or an uncross outside it.
+    /// phase, or an uncross outside the call phase.
     NotAllowedInPhase = 14,
+    /// Orders, cancels and amendments are not accepted in the instrument's phase (closed, bid
+    /// window closed, results published).
+    OutsideTradingWindow = 15,
+    /// The instrument cannot move from its phase to the one asked for.
+    InvalidPhaseTransition = 16,
 }
 
 impl RejectReason {
     /// Every reason, in code order.
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::UnknownInstrument,
         RejectReason::InvalidOrderType,
         RejectReason::ZeroQuantity,
@@ -320,6 +348,8 @@ impl RejectReason {
         RejectReason::PostOnlyWouldCross,
         RejectReason::FokNotFillable,
         RejectReason::NotAllowedInPhase,
+        RejectReason::OutsideTradingWindow,
+        RejectReason::InvalidPhaseTransition,
     ];
 
     /// The stable numeric code.
@@ -344,6 +374,8 @@ impl RejectReason {
             RejectReason::PostOnlyWouldCross => "post-only order would trade",
             RejectReason::FokNotFillable => "fill-or-kill order cannot be filled in full",
             RejectReason::NotAllowedInPhase => "not allowed in the instrument's trading phase",
+            RejectReason::OutsideTradingWindow => "outside the trading window",
+            RejectReason::InvalidPhaseTransition => "invalid trading phase transition",
         }
     }
 }
@@ -432,6 +464,8 @@ mod tests {
                 (12, "post-only order would trade"),
                 (13, "fill-or-kill order cannot be filled in full"),
                 (14, "not allowed in the instrument's trading phase"),
+                (15, "outside the trading window"),
+                (16, "invalid trading phase transition"),
             ]
         );
         let cancels: Vec<u8> = [

@@ -238,7 +238,7 @@ impl ReferenceBook {
         if self.index.contains_key(&order.order_id) {
             return Err(RejectReason::DuplicateOrderId);
         }
-        if order.post_only && self.phase == Phase::Continuous && self.would_cross(order.side, limit) {
+        if order.post_only && self.phase.matches() && self.would_cross(order.side, limit) {
             return Err(RejectReason::PostOnlyWouldCross);
         }
         if order.tif == TimeInForce::Fok && !self.fok_fillable(order, limit) {
@@ -366,7 +366,7 @@ impl OrderBook for ReferenceBook {
             return;
         }
         out.push(Event::Accepted { order_id: order.order_id, instrument: self.instrument });
-        let call = self.phase == Phase::Call;
+        let call = !self.phase.matches();
         let mut incoming = RestingOrder {
             order_id: order.order_id,
             participant: order.participant,
@@ -416,7 +416,7 @@ impl OrderBook for ReferenceBook {
             out.push(self.amended(order_id, price, qty, true));
             return;
         }
-        let call = self.phase == Phase::Call;
+        let call = !self.phase.matches();
         if !call && current.post_only && self.would_cross(current.side, Some(price)) {
             out.push(self.rejected(RequestKind::Amend, order_id, RejectReason::PostOnlyWouldCross));
             return;
@@ -498,7 +498,7 @@ impl OrderBook for ReferenceBook {
             return Err(format!("the index holds {} orders, the levels {}", self.index.len(), seen.len()));
         }
         if let (Some(bid), Some(ask)) = (self.best_price(Side::Buy), self.best_price(Side::Sell)) {
-            if bid >= ask && self.phase == Phase::Continuous {
+            if bid >= ask && self.phase.matches() {
                 return Err(format!("book crossed: bid {bid} >= ask {ask}"));
             }
         }
@@ -524,6 +524,10 @@ impl OrderBook for ReferenceBook {
 
     fn phase(&self) -> Phase {
         self.phase
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
     }
 }
 
@@ -1319,7 +1323,7 @@ mod tests {
             Event::Amended { order_id, leaves_qty, .. } => {
                 assert!(open.insert(order_id, leaves_qty).is_some(), "amended {order_id} is open");
             }
-            Event::Rejected { .. } | Event::Uncrossed { .. } => {}
+            Event::Rejected { .. } | Event::Uncrossed { .. } | Event::PhaseChanged { .. } => {}
         }
     }
 

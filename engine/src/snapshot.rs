@@ -11,7 +11,7 @@
 //! little-endian; counts and lengths are `u64`; nothing comes from `Debug` output or memory.
 //!
 //! ```text
-//! state      = "cccx state v3\n"                  the 14 ASCII bytes, naming this encoding
+//! state      = "cccx state v4\n"                  the 14 ASCII bytes, naming this encoding
 //!              instrument_count:u64  instrument*  in id order
 //! instrument = id:u32  symbol_len:u64  symbol:UTF-8 bytes
 //!              tick_size:i64  lot_size:u64  price_floor:opt  price_ceiling:opt
@@ -19,12 +19,13 @@
 //!              ladder_window_ticks:u32
 //!              bid_count:u64  order*  ask_count:u64  order*   each side in priority order
 //!              trades:u64  volume:u64  last_price:opt          the trading totals
+//!              phase:u8                                     the current trading phase
 //! opt        = 0x00 (none) | 0x01 value:i64
 //! order      = order_id:u64  participant:u32  side:u8  price:i64  leaves_qty:u64
 //!              filled_qty:u64  tif:u8  post_only:u8
 //! codes      side: Buy 0, Sell 1; tif: Gtc 0, Day 1, Ioc 2, Fok 3;
 //!            stp: None 0, CancelResting 1, CancelIncoming 2, CancelBoth 3;
-//!            phase: Continuous 0, Call 1; bool: 0 or 1
+//!            phase: Continuous 0, Call 1, Closed 2, CallClosed 3, Uncrossed 4; bool: 0 or 1
 //! ```
 //!
 //! Every specification field is included, even `ladder_window_ticks`, which only affects speed:
@@ -65,16 +66,16 @@ use std::path::{Path, PathBuf};
 
 use crate::book::{OrderBook, RestingOrder};
 use crate::engine::{ConfigError, Engine, EngineImage};
-use crate::types::{InstrumentId, InstrumentSpec, Phase, Side, StpMode, TimeInForce};
+use crate::types::{InstrumentId, InstrumentSpec, Side, StpMode, TimeInForce};
 
 /// First bytes of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"CCCXSNAP";
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 /// Size of the fixed header in front of the payload.
 pub const SNAPSHOT_HEADER_SIZE: usize = 60;
 /// The bytes that start the state hash encoding (its name and version).
-const STATE_HASH_DOMAIN: &[u8] = b"cccx state v3\n";
+const STATE_HASH_DOMAIN: &[u8] = b"cccx state v4\n";
 /// The header bytes the hash covers in front of the payload: magic, version, sequence, length.
 const HASHED_HEADER_SIZE: usize = 28;
 
@@ -229,10 +230,7 @@ impl Canonical {
         self.u64(spec.max_order_qty);
         self.u8(stp_code(spec.stp));
         self.u32(spec.resting_orders_max);
-        self.u8(match spec.initial_phase {
-            Phase::Continuous => 0,
-            Phase::Call => 1,
-        });
+        self.u8(spec.initial_phase.code());
         self.u32(spec.ladder_window_ticks);
     }
 
@@ -301,6 +299,7 @@ pub fn state_hash<B: OrderBook>(engine: &Engine<B>) -> [u8; 32] {
         h.u64(totals.trades);
         h.u64(totals.volume);
         h.opt(totals.last_price);
+        h.u8(engine.book(id).map_or(0, |b| b.phase().code()));
     }
     *h.0.finalize().as_bytes()
 }
@@ -520,7 +519,7 @@ mod tests {
     /// documentation alone (Python, with the `blake3` package).
     #[test]
     fn state_hash_is_pinned() {
-        const PINNED: &str = "1b93ccc1f251cfa1a15b02bf6fc246ae08f952e52db017bae7542268a743898c";
+        const PINNED: &str = "a5f1a93e7093003872a40f1c0ed3f4eea36eec6bb16f8890e253830134c0d325";
         assert_eq!(hex(&state_hash(&fixed::<Book>())), PINNED);
         assert_eq!(hex(&state_hash(&fixed::<ReferenceBook>())), PINNED);
     }
@@ -531,7 +530,7 @@ mod tests {
     fn every_field_changes_the_hash() {
         let base = fixed::<Book>().image();
         type Change = fn(&mut EngineImage);
-        let changes: [(&str, Change); 22] = [
+        let changes: [(&str, Change); 23] = [
             ("symbol", |i| i.instruments[0].spec.symbol.push('X')),
             ("tick_size", |i| i.instruments[0].spec.tick_size = 1),
             ("lot_size", |i| i.instruments[0].spec.lot_size = 5),
@@ -541,7 +540,8 @@ mod tests {
             ("stp", |i| i.instruments[0].spec.stp = StpMode::CancelBoth),
             ("resting_orders_max", |i| i.instruments[0].spec.resting_orders_max = 17),
             ("ladder_window_ticks", |i| i.instruments[0].spec.ladder_window_ticks = 128),
-            ("initial_phase", |i| i.instruments[0].spec.initial_phase = Phase::Call),
+            ("initial_phase", |i| i.instruments[0].spec.initial_phase = crate::types::Phase::Call),
+            ("phase", |i| i.instruments[0].phase = crate::types::Phase::Closed),
             ("order_id", |i| i.instruments[0].bids[2].order_id = OrderId(30)),
             ("participant", |i| i.instruments[0].bids[2].participant = ParticipantId(6)),
             ("price", |i| i.instruments[0].bids[2].price = 1490),
@@ -660,12 +660,12 @@ mod tests {
     #[test]
     fn unknown_version_is_named() {
         let mut bytes = encode(Path::new("x"), 1, &fixed::<Book>().image()).expect("encode");
-        // Version 1: the format before instruments had an initial phase.
-        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let err = decode::<Book>(Path::new("/snapshots/v1.cccxs"), &bytes).err().expect("refused");
+        // Version 2: the format before the image carried each instrument's phase.
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let err = decode::<Book>(Path::new("/snapshots/v2.cccxs"), &bytes).err().expect("refused");
         assert_eq!(
             err.to_string(),
-            "/snapshots/v1.cccxs: snapshot format version 1 is not supported (this build reads version 2)"
+            "/snapshots/v2.cccxs: snapshot format version 2 is not supported (this build reads version 3)"
         );
     }
 

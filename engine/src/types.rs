@@ -109,15 +109,79 @@ pub enum OrderType {
     Market,
 }
 
-/// How an instrument trades.
+/// An instrument's trading phase: the session state machine of a call auction, or continuous
+/// trading. Phases change only by sequenced commands (an operator's or a scheduler's
+/// `SetPhase`, and the uncross), never by a clock inside the engine.
+///
+/// ```text
+/// Closed --> Call --> CallClosed --> (UNCROSS) --> Uncrossed --> Closed | Call | Continuous
+///   |          \___________________/ (UNCROSS)                    Continuous --> Closed
+///   +--> Continuous
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     /// Continuous trading: an order matches on entry.
     #[default]
     Continuous,
-    /// Call phase of a call auction: orders only rest (the book may be crossed) until an
-    /// uncross crosses the curves once at a uniform price.
+    /// Call phase (the bid window is open): orders, cancels and amendments are accepted and
+    /// only rest (the book may be crossed) until an uncross crosses the curves once.
     Call,
+    /// Outside trading hours: no orders, cancels or amendments.
+    Closed,
+    /// The bid window has closed (the registry's holdings check runs now): no orders, cancels
+    /// or amendments until the uncross.
+    CallClosed,
+    /// The uncross ran and its results are published: no orders, cancels or amendments until
+    /// the next phase.
+    Uncrossed,
+}
+
+impl Phase {
+    /// Whether participants may enter, cancel or amend orders.
+    #[inline]
+    pub fn accepts_orders(self) -> bool {
+        matches!(self, Phase::Continuous | Phase::Call)
+    }
+
+    /// Whether orders match on entry.
+    #[inline]
+    pub fn matches(self) -> bool {
+        self == Phase::Continuous
+    }
+
+    /// Whether an operator's `SetPhase` may move an instrument from `self` to `next` (the
+    /// uncross itself moves Call or CallClosed to Uncrossed).
+    pub fn can_move_to(self, next: Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, next),
+            (Closed, Call)
+                | (Closed, Continuous)
+                | (Call, CallClosed)
+                | (Uncrossed, Closed)
+                | (Uncrossed, Call)
+                | (Uncrossed, Continuous)
+                | (Continuous, Closed)
+        )
+    }
+
+    /// A stable one-byte code (journal records, the state hash).
+    pub fn code(self) -> u8 {
+        match self {
+            Phase::Continuous => 0,
+            Phase::Call => 1,
+            Phase::Closed => 2,
+            Phase::CallClosed => 3,
+            Phase::Uncrossed => 4,
+        }
+    }
+
+    /// The phase of a code, if any.
+    pub fn from_code(code: u8) -> Option<Phase> {
+        [Phase::Continuous, Phase::Call, Phase::Closed, Phase::CallClosed, Phase::Uncrossed]
+            .into_iter()
+            .find(|p| p.code() == code)
+    }
 }
 
 /// What the engine does when an incoming order would trade with a resting order of the same

@@ -21,6 +21,7 @@ enum Op {
     MassCancel { scope: u8, participant: u32, inst: u8 },
     ExpireDay { inst: u8 },
     Uncross { inst: u8 },
+    SetPhase { inst: u8, phase: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -37,6 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..3u8, 0..4u32, 0..3u8).prop_map(|(scope, participant, inst)| Op::MassCancel { scope, participant, inst }),
         2 => (0..3u8).prop_map(|inst| Op::ExpireDay { inst }),
         3 => (0..3u8).prop_map(|inst| Op::Uncross { inst }),
+        3 => (0..3u8, 0..5u8).prop_map(|(inst, phase)| Op::SetPhase { inst, phase }),
     ]
 }
 
@@ -50,7 +52,7 @@ fn spec() -> impl Strategy<Value = InstrumentSpec> {
     // Tiny ladder windows push prices into the overflow map and make windows re-centre.
     let window = prop_oneof![Just(1u32), Just(4), Just(16), Just(64), Just(1 << 15)];
     let band = prop_oneof![Just(None), Just(Some((94, 106)))];
-    let phase = prop_oneof![3 => Just(Phase::Continuous), 1 => Just(Phase::Call)];
+    let phase = prop_oneof![3 => Just(Phase::Continuous), 1 => Just(Phase::Call), 1 => Just(Phase::Closed)];
     (stp, window, 1..3i64, 1..3u64, band, phase).prop_map(|(stp, window, tick, lot, band, phase)| {
         InstrumentSpec {
             initial_phase: phase,
@@ -194,6 +196,10 @@ impl Harness {
             }),
             Op::ExpireDay { inst } => CommandBody::ExpireDay { instrument: InstrumentId(u32::from(inst)) },
             Op::Uncross { inst } => CommandBody::Uncross { instrument: InstrumentId(u32::from(inst)) },
+            Op::SetPhase { inst, phase } => CommandBody::SetPhase {
+                instrument: InstrumentId(u32::from(inst)),
+                phase: Phase::from_code(phase).unwrap_or_default(),
+            },
         })
     }
 
@@ -247,7 +253,10 @@ impl Harness {
                         k.original = k.traded + leaves_qty;
                     }
                 }
-                Event::Accepted { .. } | Event::Rejected { .. } | Event::Uncrossed { .. } => {}
+                Event::Accepted { .. }
+                | Event::Rejected { .. }
+                | Event::Uncrossed { .. }
+                | Event::PhaseChanged { .. } => {}
             }
         }
         Ok(())

@@ -415,7 +415,7 @@ impl OrderBook for Book {
             return;
         }
         let limit = (o.order_type == OrderType::Limit).then_some(o.price);
-        let call = self.phase == Phase::Call;
+        let call = !self.phase.matches();
         if o.post_only && !call && self.would_cross(o.side, limit) {
             out.push(self.reject(RequestKind::New, o.order_id, RejectReason::PostOnlyWouldCross));
             return;
@@ -505,7 +505,7 @@ impl OrderBook for Book {
             out.push(Event::Amended { order_id, instrument, price, leaves_qty: qty, priority_kept: true });
             return;
         }
-        let call = self.phase == Phase::Call;
+        let call = !self.phase.matches();
         if node.post_only && !call && self.would_cross(node.side, Some(price)) {
             out.push(self.reject(RequestKind::Amend, order_id, RejectReason::PostOnlyWouldCross));
             return;
@@ -629,7 +629,7 @@ impl OrderBook for Book {
             ));
         }
         if let (Some(bid), Some(ask)) = (self.best_price(Side::Buy), self.best_price(Side::Sell)) {
-            if bid >= ask && self.phase == Phase::Continuous {
+            if bid >= ask && self.phase.matches() {
                 return Err(format!("book crossed: bid {bid} >= ask {ask}"));
             }
         }
@@ -664,5 +664,9 @@ impl OrderBook for Book {
 
     fn phase(&self) -> Phase {
         self.phase
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
     }
 }

@@ -122,6 +122,10 @@ pub trait OrderBook {
 
     /// The book's trading phase.
     fn phase(&self) -> Phase;
+
+    /// Moves the book to another phase (the engine checks the transition). Only continuous
+    /// trading matches on entry; in every other phase orders only rest.
+    fn set_phase(&mut self, phase: Phase);
 }
 
 /// The checks of [`OrderBook::restore`] that every book makes alike; `full` tells whether the
@@ -145,7 +149,9 @@ pub(crate) fn check_restorable<B: OrderBook>(
         return Err(format!("order {id} has price {}, which is not positive", order.price));
     }
     let opposite = order.side.opposite();
-    if let Some(best) = book.best_price(opposite).filter(|best| order.side.crosses(order.price, *best)) {
+    // Only a book that matches on entry can never be crossed.
+    let crossing = book.best_price(opposite).filter(|best| order.side.crosses(order.price, *best));
+    if let Some(best) = crossing.filter(|_| book.phase().matches()) {
         return Err(format!(
             "order {id} ({:?} at {}) crosses the best {opposite:?} at {best}",
             order.side, order.price
