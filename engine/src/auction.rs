@@ -5,17 +5,22 @@
 //!    open buy quantity with a limit at or above P and S the sell quantity at or below; every
 //!    tick is a candidate, not only the prices orders carry.
 //! 2. Among those, the smallest surplus |D(P) - S(P)| wins.
-//! 3. The candidates left form an interval [lo, hi] of ticks; P = floor((lo + hi) / 2).
+//! 3. The candidates left form an interval [lo, hi] of ticks; P = floor((lo + hi) / 2) (or,
+//!    configured per instrument, lo or hi).
 //! 4. No uncross when V(P) = 0.
 //! 5. Each side separately: price priority first; at the marginal price level the quantity left
 //!    is shared pro rata to open quantity, rounded down, and the units left over go one each to
-//!    the largest remainders, ties to the earlier order.
+//!    the largest remainders, ties to the earlier order (or, configured per instrument, by time
+//!    priority).
+//!
+//! The clearing price always lies between order prices, so an instrument's price band (floor
+//! and forbearance price, which every order's price is checked against) bounds it too.
 //! 6. Trades pair the allocated buys and sells, each side in priority order, each trade of
 //!    min(remaining buy, remaining sell) at P.
 //!
 //! Pure functions over the orders in priority order; the engine applies the fills.
 
-use crate::types::{OrderId, ParticipantId, Price, Qty};
+use crate::types::{AuctionAllocation, AuctionPriceRule, OrderId, ParticipantId, Price, Qty};
 
 /// An order as the uncross sees it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -60,7 +65,12 @@ impl Candidate {
 /// Finds the clearing price of `bids` (best first: price descending) and `asks` (best first:
 /// price ascending) on a grid of `tick`; `None` when nothing would trade. Linear in the
 /// number of orders.
-pub fn clearing_price(bids: &[AuctionOrder], asks: &[AuctionOrder], tick: Price) -> Option<Clearing> {
+pub fn clearing_price(
+    bids: &[AuctionOrder],
+    asks: &[AuctionOrder],
+    tick: Price,
+    rule: AuctionPriceRule,
+) -> Option<Clearing> {
     // Price points ascending with the bid quantity and the ask quantity at each: a merge of
     // the two sides, which arrive sorted (bids best first, so walked from the back).
     let mut points: Vec<(Price, u128, u128)> = Vec::with_capacity(bids.len() + asks.len());
@@ -111,7 +121,11 @@ pub fn clearing_price(bids: &[AuctionOrder], asks: &[AuctionOrder], tick: Price)
         return None;
     }
     let (lo_ticks, hi_ticks) = (lo.div_euclid(tick), hi.div_euclid(tick));
-    let price = (lo_ticks + hi_ticks).div_euclid(2) * tick;
+    let price = match rule {
+        AuctionPriceRule::Midpoint => (lo_ticks + hi_ticks).div_euclid(2) * tick,
+        AuctionPriceRule::Lowest => lo,
+        AuctionPriceRule::Highest => hi,
+    };
     Some(Clearing { price, volume: best.volume() as Qty })
 }
 
@@ -136,12 +150,14 @@ fn consider(best: &mut Option<Candidate>, range: &mut Option<(Price, Price)>, c:
 }
 
 /// Allocates `volume` over one side's `orders` (best first) that trade at `price` (`eligible`
-/// says which do): price priority, pro rata at the marginal level, largest remainders. Writes
-/// each order's allocation into `alloc` (same indexing; zero for the rest).
+/// says which do): price priority, then at the marginal level pro rata with largest
+/// remainders, or time priority. Writes each order's allocation into `alloc` (same indexing;
+/// zero for the rest).
 pub fn allocate(
     orders: &[AuctionOrder],
     volume: Qty,
     eligible: impl Fn(Price) -> bool,
+    rule: AuctionAllocation,
     alloc: &mut Vec<Qty>,
 ) {
     alloc.clear();
@@ -158,7 +174,17 @@ pub fn allocate(
             }
             left -= level;
         } else {
-            pro_rata(&orders[start..end], level, left, &mut alloc[start..end]);
+            match rule {
+                AuctionAllocation::ProRata => {
+                    pro_rata(&orders[start..end], level, left, &mut alloc[start..end])
+                }
+                AuctionAllocation::TimePriority => {
+                    for i in start..end {
+                        alloc[i] = orders[i].qty.min(left);
+                        left -= alloc[i];
+                    }
+                }
+            }
             left = 0;
         }
         start = end;

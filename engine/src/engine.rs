@@ -205,7 +205,9 @@ impl<B: OrderBook> Engine<B> {
         }
         // Whatever the result, the results are published and the book leaves the call.
         book.set_phase(Phase::Uncrossed);
-        let Some(clearing) = auction::clearing_price(&a.bid_levels, &a.ask_levels, spec.tick_size) else {
+        let Some(clearing) =
+            auction::clearing_price(&a.bid_levels, &a.ask_levels, spec.tick_size, spec.auction_price_rule)
+        else {
             out.push(Event::Uncrossed { instrument, price: None, volume: 0 });
             out.push(Event::PhaseChanged { instrument, phase: Phase::Uncrossed });
             return;
@@ -242,8 +244,20 @@ impl<B: OrderBook> Engine<B> {
             });
         }
         let p = clearing.price;
-        auction::allocate(&a.bids, clearing.volume, |limit| limit >= p, &mut a.buy_alloc);
-        auction::allocate(&a.asks, clearing.volume, |limit| limit <= p, &mut a.sell_alloc);
+        auction::allocate(
+            &a.bids,
+            clearing.volume,
+            |limit| limit >= p,
+            spec.auction_allocation,
+            &mut a.buy_alloc,
+        );
+        auction::allocate(
+            &a.asks,
+            clearing.volume,
+            |limit| limit <= p,
+            spec.auction_allocation,
+            &mut a.sell_alloc,
+        );
         a.trades.clear();
         auction::pair(&a.buy_alloc, &a.sell_alloc, |b, s, q| a.trades.push((b, s, q)));
         out.push(Event::Uncrossed { instrument, price: Some(p), volume: clearing.volume });

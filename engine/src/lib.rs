@@ -32,7 +32,7 @@ pub use message::{
 };
 pub use reference::ReferenceBook;
 pub use types::{
-    InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, StpMode,
-    TimeInForce, LADDER_WINDOW_TICKS_DEFAULT, LADDER_WINDOW_TICKS_MAX, RESTING_ORDERS_DEFAULT,
-    RESTING_ORDERS_MAX,
+    AuctionAllocation, AuctionPriceRule, InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId,
+    Phase, Price, Qty, Side, StpMode, TimeInForce, LADDER_WINDOW_TICKS_DEFAULT, LADDER_WINDOW_TICKS_MAX,
+    RESTING_ORDERS_DEFAULT, RESTING_ORDERS_MAX,
 };

@@ -21,7 +21,7 @@ use crate::types::InstrumentSpec;
 /// Name of the instrument file in a journal directory.
 pub const INSTRUMENTS_FILE: &str = "instruments.cccxi";
 const INSTRUMENTS_MAGIC: [u8; 8] = *b"CCCXINST";
-const INSTRUMENTS_VERSION: u32 = 2;
+const INSTRUMENTS_VERSION: u32 = 3;
 
 /// Why an engine could not be recovered.
 #[derive(Debug, thiserror::Error)]

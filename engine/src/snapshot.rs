@@ -11,11 +11,12 @@
 //! little-endian; counts and lengths are `u64`; nothing comes from `Debug` output or memory.
 //!
 //! ```text
-//! state      = "cccx state v4\n"                  the 14 ASCII bytes, naming this encoding
+//! state      = "cccx state v5\n"                  the 14 ASCII bytes, naming this encoding
 //!              instrument_count:u64  instrument*  in id order
 //! instrument = id:u32  symbol_len:u64  symbol:UTF-8 bytes
 //!              tick_size:i64  lot_size:u64  price_floor:opt  price_ceiling:opt
 //!              max_order_qty:u64  stp:u8  resting_orders_max:u32  initial_phase:u8
+//!              auction_allocation:u8  auction_price_rule:u8
 //!              ladder_window_ticks:u32
 //!              bid_count:u64  order*  ask_count:u64  order*   each side in priority order
 //!              trades:u64  volume:u64  last_price:opt          the trading totals
@@ -25,7 +26,9 @@
 //!              filled_qty:u64  tif:u8  post_only:u8
 //! codes      side: Buy 0, Sell 1; tif: Gtc 0, Day 1, Ioc 2, Fok 3;
 //!            stp: None 0, CancelResting 1, CancelIncoming 2, CancelBoth 3;
-//!            phase: Continuous 0, Call 1, Closed 2, CallClosed 3, Uncrossed 4; bool: 0 or 1
+//!            phase: Continuous 0, Call 1, Closed 2, CallClosed 3, Uncrossed 4;
+//!            allocation: ProRata 0, TimePriority 1; price rule: Midpoint 0, Lowest 1, Highest 2;
+//!            bool: 0 or 1
 //! ```
 //!
 //! Every specification field is included, even `ladder_window_ticks`, which only affects speed:
@@ -71,11 +74,11 @@ use crate::types::{InstrumentId, InstrumentSpec, Side, StpMode, TimeInForce};
 /// First bytes of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"CCCXSNAP";
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 4;
 /// Size of the fixed header in front of the payload.
 pub const SNAPSHOT_HEADER_SIZE: usize = 60;
 /// The bytes that start the state hash encoding (its name and version).
-const STATE_HASH_DOMAIN: &[u8] = b"cccx state v4\n";
+const STATE_HASH_DOMAIN: &[u8] = b"cccx state v5\n";
 /// The header bytes the hash covers in front of the payload: magic, version, sequence, length.
 const HASHED_HEADER_SIZE: usize = 28;
 
@@ -231,6 +234,15 @@ impl Canonical {
         self.u8(stp_code(spec.stp));
         self.u32(spec.resting_orders_max);
         self.u8(spec.initial_phase.code());
+        self.u8(match spec.auction_allocation {
+            crate::types::AuctionAllocation::ProRata => 0,
+            crate::types::AuctionAllocation::TimePriority => 1,
+        });
+        self.u8(match spec.auction_price_rule {
+            crate::types::AuctionPriceRule::Midpoint => 0,
+            crate::types::AuctionPriceRule::Lowest => 1,
+            crate::types::AuctionPriceRule::Highest => 2,
+        });
         self.u32(spec.ladder_window_ticks);
     }
 
@@ -519,7 +531,7 @@ mod tests {
     /// documentation alone (Python, with the `blake3` package).
     #[test]
     fn state_hash_is_pinned() {
-        const PINNED: &str = "a5f1a93e7093003872a40f1c0ed3f4eea36eec6bb16f8890e253830134c0d325";
+        const PINNED: &str = "8b55cecd14c8331d855cf9fa3f352bc5d662a70152e6bdbf9b6b922681527be0";
         assert_eq!(hex(&state_hash(&fixed::<Book>())), PINNED);
         assert_eq!(hex(&state_hash(&fixed::<ReferenceBook>())), PINNED);
     }
@@ -530,7 +542,7 @@ mod tests {
     fn every_field_changes_the_hash() {
         let base = fixed::<Book>().image();
         type Change = fn(&mut EngineImage);
-        let changes: [(&str, Change); 23] = [
+        let changes: [(&str, Change); 25] = [
             ("symbol", |i| i.instruments[0].spec.symbol.push('X')),
             ("tick_size", |i| i.instruments[0].spec.tick_size = 1),
             ("lot_size", |i| i.instruments[0].spec.lot_size = 5),
@@ -542,6 +554,12 @@ mod tests {
             ("ladder_window_ticks", |i| i.instruments[0].spec.ladder_window_ticks = 128),
             ("initial_phase", |i| i.instruments[0].spec.initial_phase = crate::types::Phase::Call),
             ("phase", |i| i.instruments[0].phase = crate::types::Phase::Closed),
+            ("auction_allocation", |i| {
+                i.instruments[0].spec.auction_allocation = crate::types::AuctionAllocation::TimePriority
+            }),
+            ("auction_price_rule", |i| {
+                i.instruments[0].spec.auction_price_rule = crate::types::AuctionPriceRule::Highest
+            }),
             ("order_id", |i| i.instruments[0].bids[2].order_id = OrderId(30)),
             ("participant", |i| i.instruments[0].bids[2].participant = ParticipantId(6)),
             ("price", |i| i.instruments[0].bids[2].price = 1490),
@@ -660,12 +678,12 @@ mod tests {
     #[test]
     fn unknown_version_is_named() {
         let mut bytes = encode(Path::new("x"), 1, &fixed::<Book>().image()).expect("encode");
-        // Version 2: the format before the image carried each instrument's phase.
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let err = decode::<Book>(Path::new("/snapshots/v2.cccxs"), &bytes).err().expect("refused");
+        // Version 3: the format before instruments had auction rules.
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let err = decode::<Book>(Path::new("/snapshots/v3.cccxs"), &bytes).err().expect("refused");
         assert_eq!(
             err.to_string(),
-            "/snapshots/v2.cccxs: snapshot format version 2 is not supported (this build reads version 3)"
+            "/snapshots/v3.cccxs: snapshot format version 3 is not supported (this build reads version 4)"
         );
     }
 

@@ -184,6 +184,30 @@ impl Phase {
     }
 }
 
+/// How an uncross shares the quantity left at the marginal price level of a side.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub enum AuctionAllocation {
+    /// Pro rata to open quantity, rounded down, leftover units to the largest remainders
+    /// (ties to the earlier order): the certificate markets' rule.
+    #[default]
+    ProRata,
+    /// Time priority: the earlier orders of the level are filled first.
+    TimePriority,
+}
+
+/// Which price of the candidate interval [lo, hi] (best volume, then least surplus) an uncross
+/// takes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub enum AuctionPriceRule {
+    /// floor((lo + hi) / 2), on the tick grid.
+    #[default]
+    Midpoint,
+    /// lo: the buyers' best price.
+    Lowest,
+    /// hi: the sellers' best price.
+    Highest,
+}
+
 /// What the engine does when an incoming order would trade with a resting order of the same
 /// participant (self-trade prevention), configured per instrument.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -222,6 +246,10 @@ pub struct InstrumentSpec {
     pub resting_orders_max: u32,
     /// The phase the book starts in (until trading phases are scheduled by commands).
     pub initial_phase: Phase,
+    /// How an uncross shares the marginal price level.
+    pub auction_allocation: AuctionAllocation,
+    /// Which price of the best candidate interval an uncross takes.
+    pub auction_price_rule: AuctionPriceRule,
     /// Width, in ticks, of the dense price ladder each side of the book keeps. Prices outside
     /// the window are still correct, only slower (see `book::ladder`).
     pub ladder_window_ticks: u32,
@@ -250,6 +278,8 @@ impl InstrumentSpec {
             stp: StpMode::None,
             resting_orders_max: RESTING_ORDERS_DEFAULT,
             initial_phase: Phase::Continuous,
+            auction_allocation: AuctionAllocation::ProRata,
+            auction_price_rule: AuctionPriceRule::Midpoint,
             ladder_window_ticks: LADDER_WINDOW_TICKS_DEFAULT,
         }
     }

@@ -3,11 +3,16 @@
 //! books, several levels at the margin.
 
 use cccx_engine::auction::{allocate, clearing_price, pair, AuctionOrder, Clearing};
-use cccx_engine::{OrderId, ParticipantId, Price, Qty};
+use cccx_engine::{AuctionAllocation, AuctionPriceRule, OrderId, ParticipantId, Price, Qty};
 use proptest::prelude::*;
 
 /// The clearing price by brute force over every tick from the lowest to the highest price.
-fn reference_clearing(bids: &[AuctionOrder], asks: &[AuctionOrder], tick: Price) -> Option<Clearing> {
+fn reference_clearing(
+    bids: &[AuctionOrder],
+    asks: &[AuctionOrder],
+    tick: Price,
+    rule: AuctionPriceRule,
+) -> Option<Clearing> {
     let prices = bids.iter().chain(asks).map(|o| o.price);
     let (lo, hi) = (prices.clone().min()?, prices.max()?);
     let mut best: Option<(u64, u64)> = None; // (volume, surplus)
@@ -31,15 +36,33 @@ fn reference_clearing(bids: &[AuctionOrder], asks: &[AuctionOrder], tick: Price)
         return None;
     }
     let (first, last) = (span[0] / tick, span[span.len() - 1] / tick);
-    Some(Clearing { price: (first + last).div_euclid(2) * tick, volume })
+    let price = match rule {
+        AuctionPriceRule::Midpoint => (first + last).div_euclid(2) * tick,
+        AuctionPriceRule::Lowest => first * tick,
+        AuctionPriceRule::Highest => last * tick,
+    };
+    Some(Clearing { price, volume })
 }
 
 /// Allocation by handing out one unit at a time: whole better levels first; at the margin each
 /// order's exact share is computed, rounded down, and the rest handed out one unit at a time to
 /// the largest remainder, the earlier order first.
-fn reference_allocation(orders: &[AuctionOrder], volume: Qty, eligible: impl Fn(Price) -> bool) -> Vec<Qty> {
+fn reference_allocation(
+    orders: &[AuctionOrder],
+    volume: Qty,
+    eligible: impl Fn(Price) -> bool,
+    rule: AuctionAllocation,
+) -> Vec<Qty> {
     let mut alloc = vec![0; orders.len()];
     let mut left = volume;
+    if rule == AuctionAllocation::TimePriority {
+        // Price priority then time priority is simply the priority order.
+        for (i, o) in orders.iter().enumerate().filter(|(_, o)| eligible(o.price)) {
+            alloc[i] = o.qty.min(left);
+            left -= alloc[i];
+        }
+        return alloc;
+    }
     let mut prices: Vec<Price> = Vec::new();
     for o in orders.iter().filter(|o| eligible(o.price)) {
         if !prices.contains(&o.price) {
@@ -119,18 +142,24 @@ proptest! {
     fn uncross_matches_brute_force(
         (raw_bids, raw_asks) in prop_oneof![book(12, 12), book(20, 3), book(6, 1), book(30, 40)],
         tick in prop_oneof![Just(1i64), Just(5)],
+        price_rule in prop_oneof![
+            4 => Just(AuctionPriceRule::Midpoint),
+            1 => Just(AuctionPriceRule::Lowest),
+            1 => Just(AuctionPriceRule::Highest)
+        ],
+        allocation in prop_oneof![4 => Just(AuctionAllocation::ProRata), 1 => Just(AuctionAllocation::TimePriority)],
     ) {
         let scale = |v: RawSide| v.into_iter().map(|(p, q)| (p * tick, q)).collect::<Vec<_>>();
         let bids = side(scale(raw_bids), true, 1);
         let asks = side(scale(raw_asks), false, 1000);
-        let fast = clearing_price(&bids, &asks, tick);
-        prop_assert_eq!(fast, reference_clearing(&bids, &asks, tick));
+        let fast = clearing_price(&bids, &asks, tick, price_rule);
+        prop_assert_eq!(fast, reference_clearing(&bids, &asks, tick, price_rule));
         let Some(Clearing { price, volume }) = fast else { return Ok(()) };
         let (mut buy_alloc, mut sell_alloc) = (Vec::new(), Vec::new());
-        allocate(&bids, volume, |p| p >= price, &mut buy_alloc);
-        allocate(&asks, volume, |p| p <= price, &mut sell_alloc);
-        prop_assert_eq!(&buy_alloc, &reference_allocation(&bids, volume, |p| p >= price));
-        prop_assert_eq!(&sell_alloc, &reference_allocation(&asks, volume, |p| p <= price));
+        allocate(&bids, volume, |p| p >= price, allocation, &mut buy_alloc);
+        allocate(&asks, volume, |p| p <= price, allocation, &mut sell_alloc);
+        prop_assert_eq!(&buy_alloc, &reference_allocation(&bids, volume, |p| p >= price, allocation));
+        prop_assert_eq!(&sell_alloc, &reference_allocation(&asks, volume, |p| p <= price, allocation));
         prop_assert_eq!(buy_alloc.iter().sum::<Qty>(), volume);
         prop_assert_eq!(sell_alloc.iter().sum::<Qty>(), volume);
         let mut trades = Vec::new();
@@ -138,6 +167,8 @@ proptest! {
         prop_assert_eq!(trades, reference_pairs(&buy_alloc, &sell_alloc));
     }
 }
+
+const MID: AuctionPriceRule = AuctionPriceRule::Midpoint;
 
 #[test]
 fn worked_examples() {
@@ -147,18 +178,29 @@ fn worked_examples() {
     // surplus 0 over 103..=105 -> the middle, 104.
     let bids = [order(1, 105, 10)];
     let asks = [order(2, 100, 4), order(3, 103, 6)];
-    assert_eq!(clearing_price(&bids, &asks, 1), Some(Clearing { price: 104, volume: 10 }));
+    assert_eq!(clearing_price(&bids, &asks, 1, MID), Some(Clearing { price: 104, volume: 10 }));
+    assert_eq!(
+        clearing_price(&bids, &asks, 1, AuctionPriceRule::Lowest),
+        Some(Clearing { price: 103, volume: 10 })
+    );
+    assert_eq!(
+        clearing_price(&bids, &asks, 1, AuctionPriceRule::Highest),
+        Some(Clearing { price: 105, volume: 10 })
+    );
     // An even width: candidates 103..=104 -> floor(103.5) = 103.
     let bids = [order(1, 104, 10)];
-    assert_eq!(clearing_price(&bids, &asks, 1), Some(Clearing { price: 103, volume: 10 }));
+    assert_eq!(clearing_price(&bids, &asks, 1, MID), Some(Clearing { price: 103, volume: 10 }));
     // One-sided: nothing.
-    assert_eq!(clearing_price(&bids, &[], 1), None);
+    assert_eq!(clearing_price(&bids, &[], 1, MID), None);
     // Not crossing: nothing.
-    assert_eq!(clearing_price(&[order(1, 99, 5)], &asks, 1), None);
+    assert_eq!(clearing_price(&[order(1, 99, 5)], &asks, 1, MID), None);
     // Pro rata at the margin: 10 to share over 7, 7 and 6 (level 20): 3.5, 3.5, 3 -> 3, 3, 3
     // and one unit left to the largest remainder (a tie between the first two: the earlier).
     let level = [order(1, 100, 7), order(2, 100, 7), order(3, 100, 6)];
     let mut alloc = Vec::new();
-    allocate(&level, 10, |_| true, &mut alloc);
+    allocate(&level, 10, |_| true, AuctionAllocation::ProRata, &mut alloc);
     assert_eq!(alloc, vec![4, 3, 3]);
+    // Time priority: the earlier orders first.
+    allocate(&level, 10, |_| true, AuctionAllocation::TimePriority, &mut alloc);
+    assert_eq!(alloc, vec![7, 3, 0]);
 }

@@ -5,9 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use cccx_engine::{
-    Aggressor, Book, Command, CommandBody, Engine, Event, InstrumentId, InstrumentSpec, MassCancelScope,
-    NewOrder, OrderBook, OrderId, OrderType, ParticipantId, Phase, Price, Qty, ReferenceBook, RestingOrder,
-    Side, StpMode, TimeInForce,
+    Aggressor, AuctionAllocation, AuctionPriceRule, Book, Command, CommandBody, Engine, Event, InstrumentId,
+    InstrumentSpec, MassCancelScope, NewOrder, OrderBook, OrderId, OrderType, ParticipantId, Phase, Price,
+    Qty, ReferenceBook, RestingOrder, Side, StpMode, TimeInForce,
 };
 use proptest::prelude::*;
 
@@ -53,9 +53,20 @@ fn spec() -> impl Strategy<Value = InstrumentSpec> {
     let window = prop_oneof![Just(1u32), Just(4), Just(16), Just(64), Just(1 << 15)];
     let band = prop_oneof![Just(None), Just(Some((94, 106)))];
     let phase = prop_oneof![3 => Just(Phase::Continuous), 1 => Just(Phase::Call), 1 => Just(Phase::Closed)];
-    (stp, window, 1..3i64, 1..3u64, band, phase).prop_map(|(stp, window, tick, lot, band, phase)| {
-        InstrumentSpec {
+    let rules = (any::<bool>(), 0..3usize);
+    (stp, window, 1..3i64, 1..3u64, band, phase, rules).prop_map(
+        |(stp, window, tick, lot, band, phase, rules)| InstrumentSpec {
             initial_phase: phase,
+            auction_allocation: if rules.0 {
+                AuctionAllocation::ProRata
+            } else {
+                AuctionAllocation::TimePriority
+            },
+            auction_price_rule: [
+                AuctionPriceRule::Midpoint,
+                AuctionPriceRule::Lowest,
+                AuctionPriceRule::Highest,
+            ][rules.1],
             tick_size: tick,
             lot_size: lot,
             price_floor: band.map(|b: (i64, i64)| b.0 * tick),
@@ -65,8 +76,8 @@ fn spec() -> impl Strategy<Value = InstrumentSpec> {
             stp,
             ladder_window_ticks: window,
             ..InstrumentSpec::canonical("X")
-        }
-    })
+        },
+    )
 }
 
 /// What the test knows of an order from the commands and events.
