@@ -44,6 +44,35 @@ pub struct Clearing {
     pub volume: Qty,
 }
 
+/// One point of the aggregate curves an operator plots: at `price`, the open buy quantity with
+/// a limit at or above it and the open sell quantity with a limit at or below it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CurvePoint {
+    /// A price some order carries.
+    pub price: Price,
+    /// D(price).
+    pub demand: u128,
+    /// S(price).
+    pub supply: u128,
+}
+
+/// The aggregate demand and supply curves of `bids` (best first) and `asks` (best first), one
+/// point per price that an order carries, ascending.
+pub fn curves(bids: &[AuctionOrder], asks: &[AuctionOrder]) -> Vec<CurvePoint> {
+    let points = price_points(bids, asks);
+    let mut demand: u128 = points.iter().map(|p| p.1).sum();
+    let mut supply = 0u128;
+    points
+        .iter()
+        .map(|&(price, bid_qty, ask_qty)| {
+            supply += ask_qty;
+            let point = CurvePoint { price, demand, supply };
+            demand -= bid_qty;
+            point
+        })
+        .collect()
+}
+
 /// One candidate price range with its demand and supply.
 #[derive(Copy, Clone, Debug)]
 struct Candidate {
@@ -71,26 +100,7 @@ pub fn clearing_price(
     tick: Price,
     rule: AuctionPriceRule,
 ) -> Option<Clearing> {
-    // Price points ascending with the bid quantity and the ask quantity at each: a merge of
-    // the two sides, which arrive sorted (bids best first, so walked from the back).
-    let mut points: Vec<(Price, u128, u128)> = Vec::with_capacity(bids.len() + asks.len());
-    let (mut b, mut a) = (bids.iter().rev().peekable(), asks.iter().peekable());
-    loop {
-        let next = match (b.peek(), a.peek()) {
-            (Some(x), Some(y)) if x.price <= y.price => b.next().map(|o| (o.price, u128::from(o.qty), 0)),
-            (Some(_), Some(_)) | (None, Some(_)) => a.next().map(|o| (o.price, 0, u128::from(o.qty))),
-            (Some(_), None) => b.next().map(|o| (o.price, u128::from(o.qty), 0)),
-            (None, None) => None,
-        };
-        let Some((price, bid_qty, ask_qty)) = next else { break };
-        match points.last_mut() {
-            Some(last) if last.0 == price => {
-                last.1 += bid_qty;
-                last.2 += ask_qty;
-            }
-            _ => points.push((price, bid_qty, ask_qty)),
-        }
-    }
+    let points = price_points(bids, asks);
     let total_demand: u128 = points.iter().map(|p| p.1).sum();
     // Walk upwards: demand at p = bids at or above p; supply at p = asks at or below p.
     let mut best: Option<Candidate> = None;
@@ -127,6 +137,30 @@ pub fn clearing_price(
         AuctionPriceRule::Highest => hi,
     };
     Some(Clearing { price, volume: best.volume() as Qty })
+}
+
+/// Price points ascending with the bid quantity and the ask quantity at each: a merge of the two
+/// sides, which arrive sorted (bids best first, so walked from the back).
+fn price_points(bids: &[AuctionOrder], asks: &[AuctionOrder]) -> Vec<(Price, u128, u128)> {
+    let mut points: Vec<(Price, u128, u128)> = Vec::with_capacity(bids.len() + asks.len());
+    let (mut b, mut a) = (bids.iter().rev().peekable(), asks.iter().peekable());
+    loop {
+        let next = match (b.peek(), a.peek()) {
+            (Some(x), Some(y)) if x.price <= y.price => b.next().map(|o| (o.price, u128::from(o.qty), 0)),
+            (Some(_), Some(_)) | (None, Some(_)) => a.next().map(|o| (o.price, 0, u128::from(o.qty))),
+            (Some(_), None) => b.next().map(|o| (o.price, u128::from(o.qty), 0)),
+            (None, None) => None,
+        };
+        let Some((price, bid_qty, ask_qty)) = next else { break };
+        match points.last_mut() {
+            Some(last) if last.0 == price => {
+                last.1 += bid_qty;
+                last.2 += ask_qty;
+            }
+            _ => points.push((price, bid_qty, ask_qty)),
+        }
+    }
+    points
 }
 
 /// Keeps the best candidates (volume, then surplus) and the range of ticks they span.

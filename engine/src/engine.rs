@@ -347,6 +347,20 @@ impl<B: OrderBook> Engine<B> {
         &self.specs
     }
 
+    /// The aggregate demand and supply curves of an instrument's book as they stand (before an
+    /// uncross, what it will cross), one point per price level, ascending; `None` for an
+    /// unknown instrument.
+    pub fn auction_curves(&self, instrument: InstrumentId) -> Option<Vec<auction::CurvePoint>> {
+        let book = self.books.get(instrument.0 as usize)?;
+        let mut sides = [Vec::new(), Vec::new()];
+        for (side, levels) in [Side::Buy, Side::Sell].into_iter().zip(&mut sides) {
+            book.for_each_level(side, &mut |price, qty| {
+                levels.push(AuctionOrder { order_id: OrderId(0), participant: ParticipantId(0), price, qty })
+            });
+        }
+        Some(auction::curves(&sides[0], &sides[1]))
+    }
+
     /// The trading totals of an instrument.
     pub fn totals(&self, instrument: InstrumentId) -> Option<&TradeTotals> {
         self.totals.get(instrument.0 as usize)

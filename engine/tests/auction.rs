@@ -2,7 +2,7 @@
 //! single units and pairs unit by unit, on random books: ties, single-sided books, one-tick
 //! books, several levels at the margin.
 
-use cccx_engine::auction::{allocate, clearing_price, pair, AuctionOrder, Clearing};
+use cccx_engine::auction::{allocate, clearing_price, curves, pair, AuctionOrder, Clearing, CurvePoint};
 use cccx_engine::{AuctionAllocation, AuctionPriceRule, OrderId, ParticipantId, Price, Qty};
 use proptest::prelude::*;
 
@@ -200,6 +200,11 @@ fn worked_examples() {
     let mut alloc = Vec::new();
     allocate(&level, 10, |_| true, AuctionAllocation::ProRata, &mut alloc);
     assert_eq!(alloc, vec![4, 3, 3]);
+    // The curves an operator plots: at each price, demand at or above and supply at or below.
+    let points = |v: &[(i64, u128, u128)]| {
+        v.iter().map(|&(price, demand, supply)| CurvePoint { price, demand, supply }).collect::<Vec<_>>()
+    };
+    assert_eq!(curves(&[order(1, 105, 10)], &asks), points(&[(100, 10, 4), (103, 10, 10), (105, 10, 10)]));
     // Time priority: the earlier orders first.
     allocate(&level, 10, |_| true, AuctionAllocation::TimePriority, &mut alloc);
     assert_eq!(alloc, vec![7, 3, 0]);

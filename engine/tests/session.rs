@@ -127,6 +127,12 @@ fn run<B: OrderBook>() {
         InstrumentSpec { initial_phase: Phase::Closed, ..InstrumentSpec::canonical("CCC-2026-COMPLIANCE") };
     let mut engine = Engine::<B>::new(vec![spec]).unwrap();
     for (i, (body, expected)) in steps().into_iter().enumerate() {
+        if matches!(body, CommandBody::Uncross { .. }) && i == 12 {
+            // What the operator plots before the uncross: demand at or above, supply at or below.
+            let curves: Vec<_> =
+                engine.auction_curves(CCC).unwrap().iter().map(|p| (p.price, p.demand, p.supply)).collect();
+            assert_eq!(curves, vec![(100, 100, 40), (104, 100, 90), (105, 100, 90)]);
+        }
         let cmd = Command { ts_ns: i as u64 + 1, body };
         assert_eq!(engine.apply_vec(&cmd), expected, "step {} ({cmd:?})", i + 1);
         engine.check_invariants().unwrap();
