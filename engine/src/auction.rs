@@ -132,7 +132,8 @@ pub fn clearing_price(
     }
     let (lo_ticks, hi_ticks) = (lo.div_euclid(tick), hi.div_euclid(tick));
     let price = match rule {
-        AuctionPriceRule::Midpoint => (lo_ticks + hi_ticks).div_euclid(2) * tick,
+        // floor((lo + hi) / 2) without overflowing: hi >= lo.
+        AuctionPriceRule::Midpoint => (lo_ticks + (hi_ticks - lo_ticks) / 2) * tick,
         AuctionPriceRule::Lowest => lo,
         AuctionPriceRule::Highest => hi,
     };

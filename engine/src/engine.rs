@@ -214,12 +214,12 @@ impl<B: OrderBook> Engine<B> {
         };
         // Then the orders of each side down to the marginal level (the last one allocated).
         let marginal = |levels: &[AuctionOrder]| {
-            let mut total = 0;
+            let mut total = 0u128;
             levels
                 .iter()
                 .find(|l| {
-                    total += l.qty;
-                    total >= clearing.volume
+                    total += u128::from(l.qty);
+                    total >= u128::from(clearing.volume)
                 })
                 .map(|l| l.price)
         };

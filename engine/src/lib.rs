@@ -34,5 +34,5 @@ pub use reference::ReferenceBook;
 pub use types::{
     AuctionAllocation, AuctionPriceRule, InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId,
     Phase, Price, Qty, Side, StpMode, TimeInForce, LADDER_WINDOW_TICKS_DEFAULT, LADDER_WINDOW_TICKS_MAX,
-    RESTING_ORDERS_DEFAULT, RESTING_ORDERS_MAX,
+    ORDER_QTY_MAX, RESTING_ORDERS_DEFAULT, RESTING_ORDERS_MAX,
 };

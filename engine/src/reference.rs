@@ -506,6 +506,9 @@ impl OrderBook for ReferenceBook {
     }
 
     fn fill_in_priority(&mut self, side: Side, fills: &[Qty]) {
+        if fills.is_empty() {
+            return;
+        }
         let mut targets: Vec<(OrderId, Qty)> = Vec::new();
         self.for_each_order_while(side, &mut |o| {
             targets.push((o.order_id, fills[targets.len()]));

@@ -255,6 +255,11 @@ pub struct InstrumentSpec {
     pub ladder_window_ticks: u32,
 }
 
+/// Largest quantity any order may carry (about 5.5e11 certificates). With at most
+/// [`RESTING_ORDERS_MAX`] orders in a book, every level, side and clearing volume stays below
+/// 2^63, so no sum of quantities can overflow.
+pub const ORDER_QTY_MAX: Qty = 1 << 39;
+
 /// Default most resting orders per book.
 pub const RESTING_ORDERS_DEFAULT: u32 = 1 << 18;
 /// Largest allowed `resting_orders_max`.
@@ -265,8 +270,8 @@ pub const LADDER_WINDOW_TICKS_DEFAULT: u32 = 1 << 15;
 pub const LADDER_WINDOW_TICKS_MAX: u32 = 1 << 24;
 
 impl InstrumentSpec {
-    /// An instrument with tick 1, lot 1, no band, no self-trade prevention and no practical
-    /// quantity limit: the canonical semantics of the standard workloads.
+    /// An instrument with tick 1, lot 1, no band, no self-trade prevention and the largest
+    /// quantity limit ([`ORDER_QTY_MAX`]): the canonical semantics of the standard workloads.
     pub fn canonical(symbol: impl Into<String>) -> Self {
         InstrumentSpec {
             symbol: symbol.into(),
@@ -274,7 +279,7 @@ impl InstrumentSpec {
             lot_size: 1,
             price_floor: None,
             price_ceiling: None,
-            max_order_qty: Qty::MAX,
+            max_order_qty: ORDER_QTY_MAX,
             stp: StpMode::None,
             resting_orders_max: RESTING_ORDERS_DEFAULT,
             initial_phase: Phase::Continuous,
@@ -297,6 +302,9 @@ impl InstrumentSpec {
         }
         if self.max_order_qty < self.lot_size {
             return Err(format!("{}: max_order_qty is below lot_size", self.symbol));
+        }
+        if self.max_order_qty > ORDER_QTY_MAX {
+            return Err(format!("{}: max_order_qty must be at most {ORDER_QTY_MAX}", self.symbol));
         }
         if let (Some(lo), Some(hi)) = (self.price_floor, self.price_ceiling) {
             if lo > hi {

@@ -151,3 +151,81 @@ fn a_monthly_session_fast_book() {
 fn a_monthly_session_reference_book() {
     run::<ReferenceBook>();
 }
+
+/// Regressions from the review of the auction (each once a confirmed bug).
+mod review {
+    use super::*;
+    use cccx_engine::{EngineImage, ORDER_QTY_MAX};
+
+    fn call_engine<B: OrderBook>() -> Engine<B> {
+        let spec = InstrumentSpec { initial_phase: Phase::Call, ..InstrumentSpec::canonical("CCC0") };
+        Engine::<B>::new(vec![spec]).unwrap()
+    }
+
+    fn apply_all<B: OrderBook>(engine: &mut Engine<B>, bodies: Vec<CommandBody>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (i, body) in bodies.into_iter().enumerate() {
+            events.extend(engine.apply_vec(&Command { ts_ns: i as u64 + 1, body }));
+            engine.check_invariants().unwrap();
+        }
+        events
+    }
+
+    fn both(bodies: Vec<CommandBody>) -> Vec<Event> {
+        let fast = apply_all(&mut call_engine::<Book>(), bodies.clone());
+        let naive = apply_all(&mut call_engine::<ReferenceBook>(), bodies);
+        assert_eq!(fast, naive);
+        fast
+    }
+
+    #[test]
+    fn largest_quantities_uncross_without_overflow() {
+        let mut bodies = vec![limit(1, 1, Side::Buy, 100, 10)];
+        for id in 2..20 {
+            bodies.push(limit(id, 1, Side::Buy, 99, ORDER_QTY_MAX));
+            bodies.push(limit(100 + id, 2, Side::Sell, 90, ORDER_QTY_MAX));
+        }
+        bodies.push(limit(999, 3, Side::Sell, 95, ORDER_QTY_MAX + 1));
+        bodies.push(CommandBody::Uncross { instrument: CCC });
+        let events = both(bodies);
+        assert!(events.contains(&Event::Rejected {
+            request: RequestKind::New,
+            order_id: OrderId(999),
+            instrument: CCC,
+            reason: RejectReason::QuantityAboveMax
+        }));
+        let uncrossed = events.iter().find_map(|e| match e {
+            Event::Uncrossed { volume, .. } => Some(*volume),
+            _ => None,
+        });
+        assert_eq!(uncrossed, Some(18 * ORDER_QTY_MAX));
+        let traded: u64 =
+            events.iter().filter_map(|e| if let Event::Trade(t) = e { Some(t.qty) } else { None }).sum();
+        assert_eq!(traded, 18 * ORDER_QTY_MAX);
+    }
+
+    #[test]
+    fn the_midpoint_of_the_largest_prices_does_not_overflow() {
+        let events = both(vec![
+            limit(1, 1, Side::Buy, i64::MAX, 1),
+            limit(2, 2, Side::Sell, i64::MAX - 1, 1),
+            CommandBody::Uncross { instrument: CCC },
+        ]);
+        assert!(events.contains(&Event::Uncrossed { instrument: CCC, price: Some(i64::MAX - 1), volume: 1 }));
+        assert_eq!(events.iter().filter(|e| matches!(e, Event::Trade(_))).count(), 1);
+    }
+
+    #[test]
+    fn a_crossed_image_restores_only_in_the_call() {
+        let mut engine = call_engine::<Book>();
+        apply_all(&mut engine, vec![limit(1, 1, Side::Buy, 105, 5), limit(2, 2, Side::Sell, 100, 5)]);
+        let image = engine.image();
+        assert!(Engine::<Book>::from_image(image.clone()).is_ok());
+        for phase in [Phase::Closed, Phase::Uncrossed, Phase::Continuous] {
+            let mut crossed: EngineImage = image.clone();
+            crossed.instruments[0].phase = phase;
+            assert!(Engine::<Book>::from_image(crossed.clone()).is_err(), "{phase:?}");
+            assert!(Engine::<ReferenceBook>::from_image(crossed).is_err(), "{phase:?}");
+        }
+    }
+}

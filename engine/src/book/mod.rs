@@ -149,9 +149,9 @@ pub(crate) fn check_restorable<B: OrderBook>(
         return Err(format!("order {id} has price {}, which is not positive", order.price));
     }
     let opposite = order.side.opposite();
-    // Only a book that matches on entry can never be crossed.
+    // Only a book in its call (open or closed) can be crossed: it crosses at the uncross.
     let crossing = book.best_price(opposite).filter(|best| order.side.crosses(order.price, *best));
-    if let Some(best) = crossing.filter(|_| book.phase().matches()) {
+    if let Some(best) = crossing.filter(|_| !matches!(book.phase(), Phase::Call | Phase::CallClosed)) {
         return Err(format!(
             "order {id} ({:?} at {}) crosses the best {opposite:?} at {best}",
             order.side, order.price
