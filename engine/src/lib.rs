@@ -9,6 +9,7 @@
 //! - [`message`]: commands, events, reject reason codes.
 //! - [`book`]: the [`OrderBook`] interface and the fast [`Book`].
 //! - [`auction`]: the uniform-price uncross of the call auction.
+//! - [`calendar`]: session calendars that produce the phase commands.
 //! - [the reference module](crate::reference): the naive reference book the tests and `cccx bench --compare-naive` use.
 //! - [`journal`]: the memory-mapped write-ahead command journal.
 //! - [`recovery`]: an engine rebuilt from the newest snapshot and the journal after it.
@@ -16,6 +17,7 @@
 
 pub mod auction;
 pub mod book;
+pub mod calendar;
 pub mod engine;
 pub mod journal;
 pub mod message;
