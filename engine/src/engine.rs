@@ -4,12 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, AuctionOrder};
 use crate::book::{Book, OrderBook, RestingOrder};
-use crate::message::{
-    Aggressor, Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind, Trade,
-};
+use crate::message::{Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind};
 use crate::types::{
     InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, TimeInForce,
 };
+use crate::uncross::AuctionScratch;
 
 /// Why an engine could not be built from a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,20 +70,6 @@ pub struct Engine<B: OrderBook = Book> {
     totals: Vec<TradeTotals>,
     /// Reused buffers of the uncross.
     auction: AuctionScratch,
-}
-
-/// The uncross's working memory, kept between uncrosses.
-#[derive(Default)]
-struct AuctionScratch {
-    bid_levels: Vec<AuctionOrder>,
-    ask_levels: Vec<AuctionOrder>,
-    bids: Vec<AuctionOrder>,
-    asks: Vec<AuctionOrder>,
-    buy_alloc: Vec<Qty>,
-    sell_alloc: Vec<Qty>,
-    trades: Vec<(usize, usize, Qty)>,
-    buy_done: Vec<Qty>,
-    sell_done: Vec<Qty>,
 }
 
 impl<B: OrderBook> Engine<B> {
@@ -195,102 +180,22 @@ impl<B: OrderBook> Engine<B> {
             });
             return;
         }
-        let a = &mut self.auction;
-        // The clearing price needs only each level's total: no order is read for it.
-        for (side, levels) in [(Side::Buy, &mut a.bid_levels), (Side::Sell, &mut a.ask_levels)] {
-            levels.clear();
-            book.for_each_level(side, &mut |price, qty| {
-                levels.push(AuctionOrder { order_id: OrderId(0), participant: ParticipantId(0), price, qty })
-            });
-        }
         // Whatever the result, the results are published and the book leaves the call.
+        let a = &mut self.auction;
+        a.read_levels(book);
         book.set_phase(Phase::Uncrossed);
-        let Some(clearing) =
-            auction::clearing_price(&a.bid_levels, &a.ask_levels, spec.tick_size, spec.auction_price_rule)
-        else {
-            out.push(Event::Uncrossed { instrument, price: None, volume: 0 });
-            out.push(Event::PhaseChanged { instrument, phase: Phase::Uncrossed });
-            return;
-        };
-        // Then the orders of each side down to the marginal level (the last one allocated).
-        let marginal = |levels: &[AuctionOrder]| {
-            let mut total = 0u128;
-            levels
-                .iter()
-                .find(|l| {
-                    total += u128::from(l.qty);
-                    total >= u128::from(clearing.volume)
-                })
-                .map(|l| l.price)
-        };
-        let (buy_margin, sell_margin) = (marginal(&a.bid_levels), marginal(&a.ask_levels));
-        for (side, orders, margin) in
-            [(Side::Buy, &mut a.bids, buy_margin), (Side::Sell, &mut a.asks, sell_margin)]
-        {
-            orders.clear();
-            let beyond =
-                |price: Price| margin.is_none_or(|m| if side == Side::Buy { price < m } else { price > m });
-            book.for_each_order_while(side, &mut |o| {
-                if beyond(o.price) {
-                    return false;
-                }
-                orders.push(AuctionOrder {
-                    order_id: o.order_id,
-                    participant: o.participant,
-                    price: o.price,
-                    qty: o.leaves_qty,
+        match auction::clearing_price(&a.bid_levels, &a.ask_levels, spec.tick_size, spec.auction_price_rule) {
+            None => out.push(Event::Uncrossed { instrument, price: None, volume: 0 }),
+            Some(clearing) => {
+                a.read_orders(book, clearing.volume);
+                out.push(Event::Uncrossed {
+                    instrument,
+                    price: Some(clearing.price),
+                    volume: clearing.volume,
                 });
-                true
-            });
+                a.trade(book, spec, clearing, instrument, ts_ns, out);
+            }
         }
-        let p = clearing.price;
-        auction::allocate(
-            &a.bids,
-            clearing.volume,
-            |limit| limit >= p,
-            spec.auction_allocation,
-            &mut a.buy_alloc,
-        );
-        auction::allocate(
-            &a.asks,
-            clearing.volume,
-            |limit| limit <= p,
-            spec.auction_allocation,
-            &mut a.sell_alloc,
-        );
-        a.trades.clear();
-        auction::pair(&a.buy_alloc, &a.sell_alloc, |b, s, q| a.trades.push((b, s, q)));
-        out.push(Event::Uncrossed { instrument, price: Some(p), volume: clearing.volume });
-        // Leaves after each trade follow from the open quantities and what each order has
-        // traded so far; the book takes all the fills at once afterwards.
-        a.buy_done.clear();
-        a.sell_done.clear();
-        a.buy_done.resize(a.bids.len(), 0);
-        a.sell_done.resize(a.asks.len(), 0);
-        for &(b, s, qty) in &a.trades {
-            let (buy, sell) = (a.bids[b], a.asks[s]);
-            a.buy_done[b] += qty;
-            a.sell_done[s] += qty;
-            out.push(Event::Trade(Trade {
-                instrument,
-                price: p,
-                qty,
-                buy_order_id: buy.order_id,
-                sell_order_id: sell.order_id,
-                buyer: buy.participant,
-                seller: sell.participant,
-                aggressor: Aggressor::Auction,
-                buy_leaves_qty: buy.qty - a.buy_done[b],
-                sell_leaves_qty: sell.qty - a.sell_done[s],
-                ts_ns,
-            }));
-        }
-        // The allocations never exceed the open quantities they were computed from. Only the
-        // orders up to the last one allocated are walked.
-        let prefix = |alloc: &[Qty]| alloc.iter().rposition(|q| *q > 0).map_or(0, |i| i + 1);
-        let (buys, sells) = (&a.buy_alloc[..prefix(&a.buy_alloc)], &a.sell_alloc[..prefix(&a.sell_alloc)]);
-        book.fill_in_priority(Side::Buy, buys);
-        book.fill_in_priority(Side::Sell, sells);
         out.push(Event::PhaseChanged { instrument, phase: Phase::Uncrossed });
     }
 

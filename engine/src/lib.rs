@@ -25,6 +25,7 @@ pub mod recovery;
 pub mod reference;
 pub mod snapshot;
 pub mod types;
+mod uncross;
 
 pub use book::{Book, OrderBook, RestingOrder};
 pub use engine::{ConfigError, Engine, EngineImage, InstrumentImage, TradeTotals};
