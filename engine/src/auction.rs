@@ -20,6 +20,9 @@
 //!
 //! Pure functions over the orders in priority order; the engine applies the fills.
 
+use std::collections::BTreeMap;
+
+use crate::message::Trade;
 use crate::types::{AuctionAllocation, AuctionPriceRule, OrderId, ParticipantId, Price, Qty};
 
 /// An order as the uncross sees it.
@@ -71,6 +74,38 @@ pub fn curves(bids: &[AuctionOrder], asks: &[AuctionOrder]) -> Vec<CurvePoint> {
             point
         })
         .collect()
+}
+
+/// What one participant bought and sold in an uncross (or any set of trades).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParticipantResult {
+    /// The participant.
+    pub participant: ParticipantId,
+    /// Certificates bought.
+    pub bought: Qty,
+    /// Certificates sold.
+    pub sold: Qty,
+    /// Value bought, in price units times certificates.
+    pub bought_value: i128,
+    /// Value sold, in price units times certificates.
+    pub sold_value: i128,
+}
+
+/// The per-participant results of `trades` (an uncross's, say), by participant id.
+pub fn participant_results<'a>(trades: impl IntoIterator<Item = &'a Trade>) -> Vec<ParticipantResult> {
+    let mut by: BTreeMap<ParticipantId, ParticipantResult> = BTreeMap::new();
+    for t in trades {
+        let value = i128::from(t.price) * i128::from(t.qty);
+        let buyer =
+            by.entry(t.buyer).or_insert(ParticipantResult { participant: t.buyer, ..Default::default() });
+        buyer.bought += t.qty;
+        buyer.bought_value += value;
+        let seller =
+            by.entry(t.seller).or_insert(ParticipantResult { participant: t.seller, ..Default::default() });
+        seller.sold += t.qty;
+        seller.sold_value += value;
+    }
+    by.into_values().collect()
 }
 
 /// One candidate price range with its demand and supply.

@@ -126,6 +126,7 @@ fn run<B: OrderBook>() {
     let spec =
         InstrumentSpec { initial_phase: Phase::Closed, ..InstrumentSpec::canonical("CCC-2026-COMPLIANCE") };
     let mut engine = Engine::<B>::new(vec![spec]).unwrap();
+    let mut trades = Vec::new();
     for (i, (body, expected)) in steps().into_iter().enumerate() {
         if matches!(body, CommandBody::Uncross { .. }) && i == 12 {
             // What the operator plots before the uncross: demand at or above, supply at or below.
@@ -134,10 +135,24 @@ fn run<B: OrderBook>() {
             assert_eq!(curves, vec![(100, 100, 40), (104, 100, 90), (105, 100, 90)]);
         }
         let cmd = Command { ts_ns: i as u64 + 1, body };
-        assert_eq!(engine.apply_vec(&cmd), expected, "step {} ({cmd:?})", i + 1);
+        let events = engine.apply_vec(&cmd);
+        assert_eq!(events, expected, "step {} ({cmd:?})", i + 1);
+        if matches!(cmd.body, CommandBody::Uncross { .. }) {
+            trades
+                .extend(events.iter().filter_map(|e| if let Event::Trade(t) = e { Some(*t) } else { None }));
+        }
         engine.check_invariants().unwrap();
     }
     let totals = engine.totals(CCC).unwrap();
+    let results = cccx_engine::auction::participant_results(&trades);
+    let r = |p, bought, sold, bv, sv| cccx_engine::auction::ParticipantResult {
+        participant: ParticipantId(p),
+        bought,
+        sold,
+        bought_value: bv,
+        sold_value: sv,
+    };
+    assert_eq!(results, vec![r(1, 90, 0, 9360, 0), r(2, 0, 40, 0, 4160), r(3, 0, 50, 0, 5200)]);
     assert_eq!((totals.trades, totals.volume, totals.last_price), (3, 100, Some(105)));
     assert_eq!(engine.book(CCC).unwrap().order_count(), 0);
 }
