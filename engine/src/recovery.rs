@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::book::OrderBook;
 use crate::engine::Engine;
 use crate::journal::{scan, Durability, JournalConfig, JournalError, JournalWriter, ScanReport};
+use crate::message::Command;
 use crate::snapshot::{newest_valid_snapshot, SnapshotError};
 use crate::types::InstrumentSpec;
 
@@ -121,15 +122,9 @@ pub fn open<B: OrderBook>(
     let (existing, genesis) = read_instruments(dir)?;
     let (mut engine, mut recovery) = from_snapshot::<B>(dir, &existing)?;
     let skip = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-    let (mut replayed, mut events) = (0, Vec::with_capacity(1024));
+    let mut replayed = 0;
     let config = JournalConfig { dir: dir.to_path_buf(), segment_bytes, durability, genesis };
-    let (writer, report) = JournalWriter::open(config, |seq, cmd| {
-        if seq > skip {
-            events.clear();
-            engine.apply(cmd, &mut events);
-            replayed += 1;
-        }
-    })?;
+    let (writer, report) = JournalWriter::open(config, apply_after(&mut engine, skip, &mut replayed))?;
     check_snapshot_covered(skip, &report)?;
     (recovery.replayed, recovery.journal) = (replayed, report);
     Ok((engine, writer, recovery))
@@ -140,18 +135,28 @@ pub fn replay<B: OrderBook>(dir: &Path) -> Result<(Engine<B>, Recovery), Recover
     let (specs, genesis) = read_instruments(dir)?;
     let (mut engine, mut recovery) = from_snapshot::<B>(dir, &specs)?;
     let skip = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-    let mut events = Vec::with_capacity(1024);
     let mut replayed = 0;
-    let report = scan(dir, genesis, |seq, cmd| {
-        if seq > skip {
-            events.clear();
-            engine.apply(cmd, &mut events);
-            replayed += 1;
-        }
-    })?;
+    let report = scan(dir, genesis, apply_after(&mut engine, skip, &mut replayed))?;
     check_snapshot_covered(skip, &report)?;
     (recovery.replayed, recovery.journal) = (replayed, report);
     Ok((engine, recovery))
+}
+
+/// Applies to `engine` the journal's commands after sequence `skip` (the snapshot's), counting
+/// them in `replayed`: what a recovery feeds to the journal scan.
+fn apply_after<'a, B: OrderBook>(
+    engine: &'a mut Engine<B>,
+    skip: u64,
+    replayed: &'a mut u64,
+) -> impl FnMut(u64, &Command) + 'a {
+    let mut events = Vec::with_capacity(1024);
+    move |seq, cmd| {
+        if seq > skip {
+            events.clear();
+            engine.apply(cmd, &mut events);
+            *replayed += 1;
+        }
+    }
 }
 
 /// Checks a journal directory (instrument file, framing, CRCs, sequence, chain) without
