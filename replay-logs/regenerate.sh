@@ -16,6 +16,7 @@ for dir in replay-logs/*/; do
         [ -z "$line" ] && continue
         args=${line//\$FLOW/$flow}
         args=${args//\$JOURNAL/$journal}
+        args=${args//\$HERE/$PWD/${dir%/}}
         # shellcheck disable=SC2086
         out=$("$cccx" $args)
         state=$(printf '%s\n' "$out" | grep -E '^(state|last seq=)' || true)

@@ -178,8 +178,8 @@ fn journal_pass(
     let written = start.elapsed();
     drop(engine);
     // Replay: a new engine built first (as the engine-alone pass does), then scan and apply.
-    let (specs, genesis) = read_instruments(&dir)?;
-    let mut engine = Engine::<Book>::new(specs)?;
+    let (config, genesis) = read_instruments(&dir)?;
+    let mut engine = config.engine::<Book>()?;
     let start = Instant::now();
     let report = scan(&dir, genesis, |_, cmd| {
         events.clear();

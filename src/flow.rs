@@ -1,5 +1,15 @@
 //! Reading a standard workload CSV (`seq,op,order_id,participant,instrument,side,type,tif,price,qty`,
 //! see WORKLOADS.md) into engine commands under the canonical semantics.
+//!
+//! Besides WORKLOADS.md's NEW, CANCEL, AMEND and UNCROSS, cccx reads four operator lines of its
+//! own (never in the standard workloads), with the unused fields empty:
+//!
+//! | op | fields used | command |
+//! |---|---|---|
+//! | `PHASE` | instrument, type = `CONTINUOUS`, `CALL`, `CLOSED`, `CALL_CLOSED` or `UNCROSSED` | move the instrument to that phase |
+//! | `FUNDS` | participant, price = a signed amount | deposit (or withdraw) funds |
+//! | `HOLDINGS` | participant, instrument, qty = a signed quantity | credit (or debit) registry holdings |
+//! | `SHORTFALL` | participant, instrument | the registry found the seller short |
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,7 +36,7 @@ impl Flow {
     /// The instrument specifications of the canonical semantics: tick 1, lot 1, no band, no
     /// self-trade prevention, no quantity limit, room in each book for every resting order the
     /// flow enters (so that no order is ever refused for want of room), and the call phase for
-    /// a file that contains an UNCROSS.
+    /// a file that contains an UNCROSS (closed for one with PHASE lines).
     pub fn canonical_specs(&self) -> Vec<InstrumentSpec> {
         let mut resting = vec![0u64; self.instruments.len()];
         for cmd in &self.commands {
@@ -37,9 +47,15 @@ impl Flow {
             }
         }
         let room = |n: u64| n.clamp(1, u64::from(RESTING_ORDERS_MAX)) as u32;
-        // A file with an UNCROSS is a call auction: every instrument is in its call phase.
+        // A file with PHASE lines drives the phases itself, from closed; a file with an UNCROSS
+        // is a call auction: every instrument is in its call phase.
+        let phased = self.commands.iter().any(|c| matches!(c.body, CommandBody::SetPhase { .. }));
         let auction = self.commands.iter().any(|c| matches!(c.body, CommandBody::Uncross { .. }));
-        let phase = if auction { Phase::Call } else { Phase::Continuous };
+        let phase = match (phased, auction) {
+            (true, _) => Phase::Closed,
+            (false, true) => Phase::Call,
+            (false, false) => Phase::Continuous,
+        };
         self.instruments
             .iter()
             .zip(resting)
@@ -116,9 +132,29 @@ fn parse_record(
     }
     let seq: u64 = number(r, 0, "seq")?;
     let op = &r[1];
-    if op == b"UNCROSS" {
-        let instrument = instrument(r, names, instruments)?;
-        return Ok(Command { ts_ns: seq, body: CommandBody::Uncross { instrument } });
+    let body = match op {
+        b"UNCROSS" => Some(CommandBody::Uncross { instrument: instrument(r, names, instruments)? }),
+        b"PHASE" => Some(CommandBody::SetPhase {
+            instrument: instrument(r, names, instruments)?,
+            phase: phase(&r[6])?,
+        }),
+        b"FUNDS" => Some(CommandBody::Funds {
+            participant: ParticipantId(number(r, 3, "participant")?),
+            amount: number(r, 8, "price (the amount)")?,
+        }),
+        b"HOLDINGS" => Some(CommandBody::Holdings {
+            participant: ParticipantId(number(r, 3, "participant")?),
+            instrument: instrument(r, names, instruments)?,
+            qty: number(r, 9, "qty")?,
+        }),
+        b"SHORTFALL" => Some(CommandBody::Shortfall {
+            participant: ParticipantId(number(r, 3, "participant")?),
+            instrument: instrument(r, names, instruments)?,
+        }),
+        _ => None,
+    };
+    if let Some(body) = body {
+        return Ok(Command { ts_ns: seq, body });
     }
     let order_id = OrderId(number(r, 2, "order_id")?);
     let participant = ParticipantId(number(r, 3, "participant")?);
@@ -155,7 +191,12 @@ fn parse_record(
             price: number::<Price>(r, 8, "price")?,
             qty: number::<Qty>(r, 9, "qty")?,
         },
-        other => return Err(format!("op: expected NEW, CANCEL, AMEND or UNCROSS, found `{}`", text(other))),
+        other => {
+            return Err(format!(
+                "op: expected NEW, CANCEL, AMEND, UNCROSS, PHASE, FUNDS, HOLDINGS or SHORTFALL, found `{}`",
+                text(other)
+            ))
+        }
     };
     Ok(Command { ts_ns: seq, body })
 }
@@ -181,6 +222,22 @@ fn side(r: &csv::ByteRecord) -> Result<Side, String> {
         b"SELL" => Ok(Side::Sell),
         b"" => Err("side: missing".into()),
         other => Err(format!("side: expected BUY or SELL, found `{}`", text(other))),
+    }
+}
+
+/// A phase name in the `type` column of a PHASE line.
+fn phase(field: &[u8]) -> Result<Phase, String> {
+    match field {
+        b"CONTINUOUS" => Ok(Phase::Continuous),
+        b"CALL" => Ok(Phase::Call),
+        b"CLOSED" => Ok(Phase::Closed),
+        b"CALL_CLOSED" => Ok(Phase::CallClosed),
+        b"UNCROSSED" => Ok(Phase::Uncrossed),
+        b"" => Err("type (the phase): missing".into()),
+        other => Err(format!(
+            "type (the phase): expected CONTINUOUS, CALL, CLOSED, CALL_CLOSED or UNCROSSED, found `{}`",
+            text(other)
+        )),
     }
 }
 
@@ -249,6 +306,33 @@ mod tests {
                 qty: 4
             }
         );
+    }
+
+    #[test]
+    fn reads_the_operator_lines() {
+        let flow = parse(
+            "1,PHASE,,,CCC0,,CALL,,,\n\
+             2,FUNDS,,7,,,,,-250,\n\
+             3,HOLDINGS,,8,CCC0,,,,,-40\n\
+             4,SHORTFALL,,8,CCC0,,,,,\n",
+        )
+        .unwrap();
+        let bodies: Vec<CommandBody> = flow.commands.iter().map(|c| c.body).collect();
+        let (i, p) = (InstrumentId(0), ParticipantId(8));
+        assert_eq!(
+            bodies,
+            vec![
+                CommandBody::SetPhase { instrument: i, phase: Phase::Call },
+                CommandBody::Funds { participant: ParticipantId(7), amount: -250 },
+                CommandBody::Holdings { participant: p, instrument: i, qty: -40 },
+                CommandBody::Shortfall { instrument: i, participant: p },
+            ]
+        );
+        assert_eq!(flow.canonical_specs()[0].initial_phase, Phase::Closed);
+        let err = parse("1,PHASE,,,CCC0,,OPEN,,,\n").unwrap_err();
+        assert!(err.to_string().contains("expected CONTINUOUS"), "{err}");
+        let err = parse("1,FUNDS,,7,,,,,,\n").unwrap_err();
+        assert!(err.to_string().contains("amount"), "{err}");
     }
 
     proptest::proptest! {

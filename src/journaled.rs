@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cccx_engine::journal::{Durability, JournalWriter, ScanReport, SEGMENT_BYTES_DEFAULT};
-use cccx_engine::recovery::{self, Recovery};
+use cccx_engine::recovery::{self, EngineConfig, Recovery};
 use cccx_engine::snapshot::{hex, state_hash, write_snapshot};
-use cccx_engine::{Book, Engine, Side};
+use cccx_engine::{Book, Engine, RiskConfig, Side};
 
 use crate::flow::Flow;
 
@@ -75,9 +75,22 @@ pub fn recovery_line(r: &Recovery) -> String {
 /// `cccx run`: recovers the journal in `dir` (or creates it for the flow's instruments), then
 /// journals and applies the flow's commands after the last one the journal holds, printing
 /// `ack SEQ` as each becomes durable, and finally the state hash.
-pub fn run(flow: &Flow, dir: &Path, args: &JournalArgs, snapshot_every: u64) -> anyhow::Result<()> {
+///
+/// A new journal is created with risk checks on when `risk` is set; an existing one keeps the
+/// setting it was created with.
+pub fn run(
+    flow: &Flow,
+    dir: &Path,
+    args: &JournalArgs,
+    snapshot_every: u64,
+    risk: bool,
+) -> anyhow::Result<()> {
+    let config = EngineConfig {
+        instruments: run_specs(flow),
+        risk: if risk { RiskConfig::ON } else { RiskConfig::OFF },
+    };
     let (mut engine, mut writer, rec) =
-        recovery::open::<Book>(dir, &run_specs(flow), args.segment_bytes, args.durability())
+        recovery::open::<Book>(dir, &config, args.segment_bytes, args.durability())
             .with_context(|| format!("recovering {}", dir.display()))?;
     let journaled: Vec<&str> = engine.instruments().iter().map(|s| s.symbol.as_str()).collect();
     if journaled != flow.instruments {
@@ -120,6 +133,11 @@ pub fn run(flow: &Flow, dir: &Path, args: &JournalArgs, snapshot_every: u64) -> 
 /// The instruments a new journal for `flow` is created with: the canonical ones, with room for
 /// at least the default number of resting orders, so that a longer flow continuing the same
 /// journal keeps the canonical semantics.
+/// The canonical semantics: the flow's canonical instruments, risk checks off.
+pub fn canonical_config(flow: &Flow) -> EngineConfig {
+    EngineConfig { instruments: flow.canonical_specs(), risk: RiskConfig::OFF }
+}
+
 fn run_specs(flow: &Flow) -> Vec<cccx_engine::InstrumentSpec> {
     let mut specs = flow.canonical_specs();
     for spec in &mut specs {
@@ -225,6 +243,6 @@ pub fn bench_writer(
     args: &JournalArgs,
 ) -> anyhow::Result<(Engine<Book>, JournalWriter)> {
     let (engine, writer, _) =
-        recovery::open::<Book>(dir, &flow.canonical_specs(), args.segment_bytes, args.durability())?;
+        recovery::open::<Book>(dir, &canonical_config(flow), args.segment_bytes, args.durability())?;
     Ok((engine, writer))
 }

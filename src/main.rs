@@ -76,6 +76,10 @@ struct RunArgs {
     /// Write a snapshot every N commands (0: never).
     #[arg(long, default_value_t = 0, value_name = "N")]
     snapshot_every: u64,
+    /// Create the journal with pre-trade risk checks on: participants need FUNDS and HOLDINGS
+    /// lines before they can buy or sell. An existing journal keeps its setting.
+    #[arg(long)]
+    risk: bool,
     #[command(flatten)]
     journal_args: JournalArgs,
 }
@@ -119,8 +123,9 @@ fn main() {
     let result = match cli.command {
         Cmd::GenFlow { gen, out } => gen_flow(&gen, out.as_deref()),
         Cmd::Bench(args) => run_bench(&args),
-        Cmd::Run(args) => load_file(&args.flow)
-            .and_then(|flow| journaled::run(&flow, &args.journal, &args.journal_args, args.snapshot_every)),
+        Cmd::Run(args) => load_file(&args.flow).and_then(|flow| {
+            journaled::run(&flow, &args.journal, &args.journal_args, args.snapshot_every, args.risk)
+        }),
         Cmd::Replay { dir } => journaled::replay(&dir),
         Cmd::Journal(JournalCmd::Verify { dir }) => journaled::verify(&dir),
     };

@@ -68,8 +68,10 @@ fn golden_journals_are_rebuilt_byte_for_byte() {
         let commands = std::fs::read_to_string(dir.join("commands.txt")).unwrap();
         let mut last = String::new();
         for line in commands.lines().filter(|l| !l.trim().is_empty()) {
-            let line =
-                line.replace("$FLOW", flow.to_str().unwrap()).replace("$JOURNAL", journal.to_str().unwrap());
+            let line = line
+                .replace("$FLOW", flow.to_str().unwrap())
+                .replace("$JOURNAL", journal.to_str().unwrap())
+                .replace("$HERE", dir.to_str().unwrap());
             let args: Vec<&str> = line.split_whitespace().collect();
             let out = cccx(&args);
             assert!(out.status.success(), "{line}: {}", text(&out.stderr));
@@ -100,12 +102,13 @@ fn a_journal_of_another_format_version_is_refused_clearly() {
     }
     let first = copy.path().join("0000000000.cccxj");
     let mut bytes = std::fs::read(&first).unwrap();
-    // Version 2 is the format before SET PHASE records: an older file this build refuses.
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    // Version 3 is the format before FUNDS, HOLDINGS and SHORTFALL records: an older file
+    // this build refuses.
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     std::fs::write(&first, bytes).unwrap();
     let out = cccx(&["replay", copy.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("journal format version 2 is not supported (this build reads version 3)"), "{err}");
+    assert!(err.contains("journal format version 3 is not supported (this build reads version 4)"), "{err}");
     assert!(err.contains("0000000000.cccxj"), "{err}");
 }

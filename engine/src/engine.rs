@@ -4,7 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, AuctionOrder};
 use crate::book::{Book, OrderBook, RestingOrder};
-use crate::message::{Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind};
+use crate::message::{
+    CancelReason, Command, CommandBody, Event, MassCancelScope, NewOrder, RejectReason, RequestKind,
+};
+use crate::risk::{Risk, RiskConfig, RiskImage};
 use crate::types::{
     InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, TimeInForce,
 };
@@ -30,6 +33,8 @@ impl std::error::Error for ConfigError {}
 pub struct EngineImage {
     /// One entry per instrument, in id order (entry `i` is `InstrumentId(i)`).
     pub instruments: Vec<InstrumentImage>,
+    /// Risk settings, accounts and standing (the locks follow from the resting orders).
+    pub risk: RiskImage,
 }
 
 /// One instrument's rules and resting orders.
@@ -68,14 +73,22 @@ pub struct Engine<B: OrderBook = Book> {
     specs: Vec<InstrumentSpec>,
     books: Vec<B>,
     totals: Vec<TradeTotals>,
+    /// Accounts, locks and standing.
+    risk: Risk,
     /// Reused buffers of the uncross.
     auction: AuctionScratch,
 }
 
 impl<B: OrderBook> Engine<B> {
     /// An engine with one empty book per instrument, in the order given (instrument `i` is
-    /// `InstrumentId(i)`).
+    /// `InstrumentId(i)`), and risk checks off ([`RiskConfig::OFF`]).
     pub fn new(specs: Vec<InstrumentSpec>) -> Result<Self, ConfigError> {
+        Self::with_risk(specs, RiskConfig::OFF)
+    }
+
+    /// An engine with one empty book per instrument and the given risk settings (no accounts
+    /// yet: `FUNDS` and `HOLDINGS` commands fill them).
+    pub fn with_risk(specs: Vec<InstrumentSpec>, risk: RiskConfig) -> Result<Self, ConfigError> {
         for spec in &specs {
             spec.validate().map_err(ConfigError)?;
         }
@@ -89,7 +102,7 @@ impl<B: OrderBook> Engine<B> {
         }
         let books = specs.iter().enumerate().map(|(i, spec)| B::new(InstrumentId(i as u32), spec)).collect();
         let totals = vec![TradeTotals::default(); specs.len()];
-        Ok(Engine { specs, books, totals, auction: AuctionScratch::default() })
+        Ok(Engine { specs, books, totals, risk: Risk::new(risk), auction: AuctionScratch::default() })
     }
 
     /// Applies one command and appends the events it causes to `out` (which is not cleared).
@@ -97,6 +110,13 @@ impl<B: OrderBook> Engine<B> {
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
         let start = out.len();
         self.dispatch(cmd, out);
+        if self.risk.checks() {
+            let order = match &cmd.body {
+                CommandBody::New(order) => Some(order),
+                _ => None,
+            };
+            self.risk.on_events(&self.specs, order, &out[start..]);
+        }
         for event in &out[start..] {
             if let Event::Trade(t) = event {
                 let totals = &mut self.totals[t.instrument.0 as usize];
@@ -134,7 +154,12 @@ impl<B: OrderBook> Engine<B> {
                 } else {
                     Err(RejectReason::OutsideTradingWindow)
                 };
-                if let Err(reason) = check_qty(spec, qty).and_then(|_| check_price(spec, price)).and(window) {
+                let risk = || self.risk.check_amend(instrument, order_id, participant, price, qty, cmd.ts_ns);
+                if let Err(reason) = check_qty(spec, qty)
+                    .and_then(|_| check_price(spec, price))
+                    .and(window)
+                    .and_then(|_| risk())
+                {
                     out.push(Event::Rejected { request: RequestKind::Amend, order_id, instrument, reason });
                     return;
                 }
@@ -150,6 +175,11 @@ impl<B: OrderBook> Engine<B> {
                 Some(book) if book.phase().can_move_to(phase) => {
                     book.set_phase(phase);
                     out.push(Event::PhaseChanged { instrument, phase });
+                    if phase == Phase::CallClosed {
+                        for (participant, qty) in sell_totals(book) {
+                            out.push(Event::SellTotal { instrument, participant, qty });
+                        }
+                    }
                 }
                 Some(_) => out.push(Event::Rejected {
                     request: RequestKind::SetPhase,
@@ -159,6 +189,87 @@ impl<B: OrderBook> Engine<B> {
                 }),
                 None => out.push(unknown_instrument(RequestKind::SetPhase, OrderId(0), instrument)),
             },
+            CommandBody::Funds { participant, amount } => {
+                let reject = |reason| Event::Rejected {
+                    request: RequestKind::Funds,
+                    order_id: OrderId(0),
+                    instrument: InstrumentId(0),
+                    reason,
+                };
+                match self.risk.adjust_funds(participant, amount) {
+                    Ok(()) => out.push(Event::FundsAdjusted { participant, amount }),
+                    Err(reason) => out.push(reject(reason)),
+                }
+            }
+            CommandBody::Holdings { participant, instrument, qty } => {
+                let result = if self.specs.get(instrument.0 as usize).is_none() {
+                    Err(RejectReason::UnknownInstrument)
+                } else {
+                    self.risk.adjust_holdings(participant, instrument, qty)
+                };
+                match result {
+                    Ok(()) => out.push(Event::HoldingsAdjusted { participant, instrument, qty }),
+                    Err(reason) => out.push(Event::Rejected {
+                        request: RequestKind::Holdings,
+                        order_id: OrderId(0),
+                        instrument,
+                        reason,
+                    }),
+                }
+            }
+            CommandBody::Shortfall { instrument, participant } => {
+                self.shortfall(instrument, participant, cmd.ts_ns, out)
+            }
+        }
+    }
+
+    /// The registry found `participant` short: its sell orders leave the auction and a default
+    /// is counted; a default that suspends it also cancels its other resting orders.
+    fn shortfall(
+        &mut self,
+        instrument: InstrumentId,
+        participant: ParticipantId,
+        ts_ns: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let reject = |reason| Event::Rejected {
+            request: RequestKind::Shortfall,
+            order_id: OrderId(0),
+            instrument,
+            reason,
+        };
+        let Some(book) = self.books.get_mut(instrument.0 as usize) else {
+            out.push(reject(RejectReason::UnknownInstrument));
+            return;
+        };
+        if book.phase() != Phase::CallClosed {
+            out.push(reject(RejectReason::NotAllowedInPhase));
+            return;
+        }
+        let mut sells = Vec::new();
+        book.for_each_order(Side::Sell, &mut |o| {
+            if o.participant == participant {
+                sells.push(o.order_id);
+            }
+        });
+        if sells.is_empty() {
+            out.push(reject(RejectReason::NoSellOrders));
+            return;
+        }
+        for order_id in sells {
+            let from = out.len();
+            book.cancel(order_id, participant, out);
+            set_cancel_reason(&mut out[from..], CancelReason::HoldingsShortfall);
+        }
+        let (defaults_in_quarter, suspended) = self.risk.record_default(participant, ts_ns);
+        out.push(Event::Defaulted { instrument, participant, defaults_in_quarter });
+        if let Some(until_ns) = suspended {
+            out.push(Event::Suspended { participant, until_ns });
+            let from = out.len();
+            for book in &mut self.books {
+                book.mass_cancel(Some(participant), out);
+            }
+            set_cancel_reason(&mut out[from..], CancelReason::Suspended);
         }
     }
 
@@ -214,7 +325,9 @@ impl<B: OrderBook> Engine<B> {
             return;
         };
         let phase = self.books[instrument.0 as usize].phase();
-        if let Err(reason) = check_new(spec, order, phase) {
+        if let Err(reason) =
+            check_new(spec, order, phase).and_then(|()| self.risk.check_new(spec, order, ts_ns))
+        {
             out.push(Event::Rejected {
                 request: RequestKind::New,
                 order_id: order.order_id,
@@ -266,6 +379,30 @@ impl<B: OrderBook> Engine<B> {
         Some(auction::curves(&sides[0], &sides[1]))
     }
 
+    /// The total quantity of each seller's resting sell orders in an instrument, in participant
+    /// order: what the exchange sends the registry for the holdings check. `None` for an
+    /// unknown instrument.
+    pub fn sell_totals(&self, instrument: InstrumentId) -> Option<Vec<(ParticipantId, Qty)>> {
+        self.books.get(instrument.0 as usize).map(sell_totals)
+    }
+
+    /// Accounts, locks and standing.
+    pub fn risk(&self) -> &Risk {
+        &self.risk
+    }
+
+    /// Every resting order of every book: instruments in id order, bids then asks, each in
+    /// priority order. Allocates.
+    pub fn resting_orders(&self) -> Vec<(InstrumentId, RestingOrder)> {
+        let mut all = Vec::new();
+        for (i, book) in self.books.iter().enumerate() {
+            for side in [Side::Buy, Side::Sell] {
+                book.for_each_order(side, &mut |o| all.push((InstrumentId(i as u32), *o)));
+            }
+        }
+        all
+    }
+
     /// The trading totals of an instrument.
     pub fn totals(&self, instrument: InstrumentId) -> Option<&TradeTotals> {
         self.totals.get(instrument.0 as usize)
@@ -300,7 +437,7 @@ impl<B: OrderBook> Engine<B> {
                 phase,
             })
             .collect();
-        EngineImage { instruments }
+        EngineImage { instruments, risk: self.risk.image() }
     }
 
     /// Rebuilds an engine from an image: for the same commands it then emits the same events
@@ -312,7 +449,7 @@ impl<B: OrderBook> Engine<B> {
     /// ([`OrderBook::restore`]).
     pub fn from_image(image: EngineImage) -> Result<Self, ConfigError> {
         let specs = image.instruments.iter().map(|i| i.spec.clone()).collect();
-        let mut engine = Engine::<B>::new(specs)?;
+        let mut engine = Engine::<B>::with_risk(specs, image.risk.config)?;
         for ((spec, book), inst) in engine.specs.iter().zip(&mut engine.books).zip(&image.instruments) {
             book.set_phase(inst.phase);
             for (side, orders) in [(Side::Buy, &inst.bids), (Side::Sell, &inst.asks)] {
@@ -326,16 +463,18 @@ impl<B: OrderBook> Engine<B> {
             }
         }
         engine.totals = image.instruments.iter().map(|i| i.totals).collect();
+        engine.risk = Risk::from_image(&image.risk, &engine.resting_orders()).map_err(ConfigError)?;
         engine.check_invariants().map_err(ConfigError)?;
         Ok(engine)
     }
 
-    /// Checks every book's invariants (each book checks that it is not crossed).
+    /// Checks every book's invariants (each book checks that it is not crossed) and the
+    /// accounts' ([`Risk::check`]). O(orders); for tests and recovery.
     pub fn check_invariants(&self) -> Result<(), String> {
         for (spec, book) in self.specs.iter().zip(&self.books) {
             book.check_invariants().map_err(|e| format!("{}: {e}", spec.symbol))?;
         }
-        Ok(())
+        self.risk.check(&self.resting_orders()).map_err(|e| format!("accounts: {e}"))
     }
 }
 
@@ -366,6 +505,25 @@ fn check_restored(
         return Err(format!("order {id}: filled plus open quantity overflows"));
     }
     Ok(())
+}
+
+/// Each seller's total resting sell quantity, in participant order.
+fn sell_totals<B: OrderBook>(book: &B) -> Vec<(ParticipantId, Qty)> {
+    let mut totals = std::collections::BTreeMap::<ParticipantId, Qty>::new();
+    book.for_each_order(Side::Sell, &mut |o| {
+        let total = totals.entry(o.participant).or_default();
+        *total = total.saturating_add(o.leaves_qty);
+    });
+    totals.into_iter().collect()
+}
+
+/// Gives every `Cancelled` event in `events` the reason `reason`.
+fn set_cancel_reason(events: &mut [Event], reason: CancelReason) {
+    for event in events {
+        if let Event::Cancelled { reason: r, .. } = event {
+            *r = reason;
+        }
+    }
 }
 
 fn unknown_instrument(request: RequestKind, order_id: OrderId, instrument: InstrumentId) -> Event {

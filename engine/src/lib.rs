@@ -13,6 +13,7 @@
 //! - [the reference module](crate::reference): the naive reference book the tests and `cccx bench --compare-naive` use.
 //! - [`journal`]: the memory-mapped write-ahead command journal.
 //! - [`recovery`]: an engine rebuilt from the newest snapshot and the journal after it.
+//! - [`risk`]: accounts, pre-trade locks, defaults and suspensions.
 //! - [`snapshot`]: whole-engine snapshot files and the canonical state hash.
 
 pub mod auction;
@@ -23,6 +24,7 @@ pub mod journal;
 pub mod message;
 pub mod recovery;
 pub mod reference;
+pub mod risk;
 pub mod snapshot;
 pub mod types;
 mod uncross;
@@ -34,6 +36,7 @@ pub use message::{
     RequestKind, Trade,
 };
 pub use reference::ReferenceBook;
+pub use risk::{Risk, RiskConfig};
 pub use types::{
     AuctionAllocation, AuctionPriceRule, InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId,
     Phase, Price, Qty, Side, StpMode, TimeInForce, LADDER_WINDOW_TICKS_DEFAULT, LADDER_WINDOW_TICKS_MAX,

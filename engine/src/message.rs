@@ -30,7 +30,24 @@
 //! [`crate::auction`]), then `PhaseChanged(Uncrossed)`.
 //!
 //! `SET PHASE`: `PhaseChanged`, or `Rejected(InvalidPhaseTransition)` (see
-//! [`Phase::can_move_to`]). NEW, CANCEL and AMEND in a phase that does not accept them:
+//! [`Phase::can_move_to`]). Moving to `CallClosed` (the bid window closes) then emits one
+//! [`Event::SellTotal`] per seller, in participant order: the export for the registry's
+//! holdings check.
+//!
+//! `SHORTFALL` (only with the bid window closed, else `Rejected(NotAllowedInPhase)`; for a
+//! participant without sell orders there, `Rejected(NoSellOrders)`): `Cancelled(HoldingsShortfall)`
+//! for each of the participant's sell orders in the instrument in priority order, then
+//! [`Event::Defaulted`]; when that default suspends the participant, [`Event::Suspended`] and
+//! `Cancelled(Suspended)` for each of its remaining resting orders, as a mass cancel orders them.
+//!
+//! `FUNDS` and `HOLDINGS`: `FundsAdjusted` or `HoldingsAdjusted`, or `Rejected(RiskChecksOff |
+//! InsufficientFunds | InsufficientHoldings | UnknownInstrument)`.
+//!
+//! With risk checks on (see [`crate::risk`]), a NEW or AMEND that needs more than the
+//! participant has available is `Rejected(InsufficientFunds | InsufficientHoldings)`, after the
+//! phase checks and before the book's checks; a market buy in an instrument without a price
+//! ceiling is `Rejected(MarketBuyNeedsCeiling)`. A suspended participant's NEW and AMEND are
+//! `Rejected(ParticipantSuspended)` whether or not risk checks are on. NEW, CANCEL and AMEND in a phase that does not accept them:
 //! `Rejected(OutsideTradingWindow)`.
 //!
 //! In the call phase, NEW (limit GTC or DAY only; IOC, FOK and market are
@@ -98,6 +115,34 @@ pub enum CommandBody {
         instrument: InstrumentId,
         /// The new phase.
         phase: Phase,
+    },
+    /// Deposit funds (`amount > 0`) into a participant's account at the exchange, or withdraw
+    /// them (`amount < 0`); settlement pays sale proceeds this way too. Needs risk checks on.
+    Funds {
+        /// The participant.
+        participant: ParticipantId,
+        /// In the instruments' price unit.
+        amount: i64,
+    },
+    /// Credit (`qty > 0`) or debit (`qty < 0`) certificates of an instrument to a participant's
+    /// registry holding, as the registry reports them (settlement credits bought certificates
+    /// this way). Needs risk checks on.
+    Holdings {
+        /// The participant.
+        participant: ParticipantId,
+        /// The instrument (certificate type).
+        instrument: InstrumentId,
+        /// Certificates.
+        qty: i64,
+    },
+    /// The registry's holdings check found a seller short (the bid window closed, the engine
+    /// exported the sell totals with [`Event::SellTotal`]): remove its sell orders from the
+    /// instrument's auction and count a default against it (see [`crate::risk`]).
+    Shortfall {
+        /// The instrument whose bid window closed.
+        instrument: InstrumentId,
+        /// The seller found short.
+        participant: ParticipantId,
     },
 }
 
@@ -208,6 +253,48 @@ pub enum Event {
         /// The quantity that was open.
         leaves_qty: Qty,
     },
+    /// A `FUNDS` command took effect.
+    FundsAdjusted {
+        /// The participant.
+        participant: ParticipantId,
+        /// Deposited (positive) or withdrawn (negative).
+        amount: i64,
+    },
+    /// A `HOLDINGS` command took effect.
+    HoldingsAdjusted {
+        /// The participant.
+        participant: ParticipantId,
+        /// The instrument.
+        instrument: InstrumentId,
+        /// Credited (positive) or debited (negative).
+        qty: i64,
+    },
+    /// The bid window of an instrument closed: one per seller, in participant order, with the
+    /// total quantity of its sell orders, for the registry's holdings check.
+    SellTotal {
+        /// The instrument.
+        instrument: InstrumentId,
+        /// The seller.
+        participant: ParticipantId,
+        /// Certificates offered in all its sell orders.
+        qty: Qty,
+    },
+    /// A seller found short by the registry: its sell orders were removed and a default counted.
+    Defaulted {
+        /// The instrument.
+        instrument: InstrumentId,
+        /// The seller.
+        participant: ParticipantId,
+        /// Its defaults in this calendar quarter, this one included.
+        defaults_in_quarter: u32,
+    },
+    /// A participant was suspended (its resting orders are cancelled next).
+    Suspended {
+        /// The participant.
+        participant: ParticipantId,
+        /// The end of the suspension, nanoseconds since the Unix epoch.
+        until_ns: u64,
+    },
 }
 
 /// One fill between a buy and a sell order.
@@ -285,6 +372,12 @@ pub enum RequestKind {
     Uncross,
     /// A phase change.
     SetPhase,
+    /// A `FUNDS` command.
+    Funds,
+    /// A `HOLDINGS` command.
+    Holdings,
+    /// A `SHORTFALL` command.
+    Shortfall,
 }
 
 /// Why a command was refused. The codes are stable: never renumbered, new reasons appended at
@@ -329,11 +422,26 @@ pub enum RejectReason {
     OutsideTradingWindow = 15,
     /// The instrument cannot move from its phase to the one asked for.
     InvalidPhaseTransition = 16,
+    /// A sell order (or amendment), or a debit of holdings, needs more certificates than the
+    /// participant has available.
+    InsufficientHoldings = 17,
+    /// A buy order (or amendment), or a withdrawal, needs more funds than the participant has
+    /// available.
+    InsufficientFunds = 18,
+    /// The participant is suspended (repeated defaults in the registry's holdings check).
+    ParticipantSuspended = 19,
+    /// A market buy with risk checks on, in an instrument without a price ceiling to lock its
+    /// funds at.
+    MarketBuyNeedsCeiling = 20,
+    /// A `SHORTFALL` names a participant with no sell order in the instrument.
+    NoSellOrders = 21,
+    /// `FUNDS` or `HOLDINGS` while the engine keeps no accounts (risk checks off).
+    RiskChecksOff = 22,
 }
 
 impl RejectReason {
     /// Every reason, in code order.
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 22] = [
         RejectReason::UnknownInstrument,
         RejectReason::InvalidOrderType,
         RejectReason::ZeroQuantity,
@@ -350,6 +458,12 @@ impl RejectReason {
         RejectReason::NotAllowedInPhase,
         RejectReason::OutsideTradingWindow,
         RejectReason::InvalidPhaseTransition,
+        RejectReason::InsufficientHoldings,
+        RejectReason::InsufficientFunds,
+        RejectReason::ParticipantSuspended,
+        RejectReason::MarketBuyNeedsCeiling,
+        RejectReason::NoSellOrders,
+        RejectReason::RiskChecksOff,
     ];
 
     /// The stable numeric code.
@@ -376,6 +490,12 @@ impl RejectReason {
             RejectReason::NotAllowedInPhase => "not allowed in the instrument's trading phase",
             RejectReason::OutsideTradingWindow => "outside the trading window",
             RejectReason::InvalidPhaseTransition => "invalid trading phase transition",
+            RejectReason::InsufficientHoldings => "not enough certificates available",
+            RejectReason::InsufficientFunds => "not enough funds available",
+            RejectReason::ParticipantSuspended => "participant is suspended",
+            RejectReason::MarketBuyNeedsCeiling => "market buy needs a price ceiling to lock funds at",
+            RejectReason::NoSellOrders => "participant has no sell orders in the instrument",
+            RejectReason::RiskChecksOff => "no accounts are kept: risk checks are off",
         }
     }
 }
@@ -394,6 +514,10 @@ pub enum CancelReason {
     MassCancel = 4,
     /// The remainder would have rested in a book that holds its maximum number of orders.
     BookFull = 5,
+    /// The registry found the seller short in the holdings check (`SHORTFALL`).
+    HoldingsShortfall = 6,
+    /// The participant was suspended.
+    Suspended = 7,
 }
 
 /// What a NEW order looks like once accepted: a convenience for tests and tools.
@@ -466,6 +590,12 @@ mod tests {
                 (14, "not allowed in the instrument's trading phase"),
                 (15, "outside the trading window"),
                 (16, "invalid trading phase transition"),
+                (17, "not enough certificates available"),
+                (18, "not enough funds available"),
+                (19, "participant is suspended"),
+                (20, "market buy needs a price ceiling to lock funds at"),
+                (21, "participant has no sell orders in the instrument"),
+                (22, "no accounts are kept: risk checks are off"),
             ]
         );
         let cancels: Vec<u8> = [
@@ -474,10 +604,12 @@ mod tests {
             CancelReason::SelfTrade,
             CancelReason::MassCancel,
             CancelReason::BookFull,
+            CancelReason::HoldingsShortfall,
+            CancelReason::Suspended,
         ]
         .iter()
         .map(|r| *r as u8)
         .collect();
-        assert_eq!(cancels, vec![1, 2, 3, 4, 5]);
+        assert_eq!(cancels, vec![1, 2, 3, 4, 5, 6, 7]);
     }
 }

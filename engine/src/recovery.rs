@@ -16,13 +16,14 @@ use crate::book::OrderBook;
 use crate::engine::Engine;
 use crate::journal::{scan, Durability, JournalConfig, JournalError, JournalWriter, ScanReport};
 use crate::message::Command;
+use crate::risk::RiskConfig;
 use crate::snapshot::{newest_valid_snapshot, SnapshotError};
 use crate::types::InstrumentSpec;
 
 /// Name of the instrument file in a journal directory.
 pub const INSTRUMENTS_FILE: &str = "instruments.cccxi";
 const INSTRUMENTS_MAGIC: [u8; 8] = *b"CCCXINST";
-const INSTRUMENTS_VERSION: u32 = 3;
+const INSTRUMENTS_VERSION: u32 = 4;
 
 /// Why an engine could not be recovered.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +60,26 @@ pub struct Recovery {
     pub journal: ScanReport,
 }
 
-#[derive(Serialize, Deserialize)]
-struct InstrumentsFile {
-    instruments: Vec<InstrumentSpec>,
+/// What a journal directory's instrument file holds: the configuration the journal was created
+/// with, which it keeps for life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// The instruments, in id order.
+    pub instruments: Vec<InstrumentSpec>,
+    /// The risk settings.
+    pub risk: RiskConfig,
 }
 
-/// Reads a journal directory's instrument file; returns the specs and the chain's genesis.
-pub fn read_instruments(dir: &Path) -> Result<(Vec<InstrumentSpec>, [u8; 32]), RecoveryError> {
+impl EngineConfig {
+    /// An engine with this configuration and no orders or accounts.
+    pub fn engine<B: OrderBook>(&self) -> Result<Engine<B>, crate::engine::ConfigError> {
+        Engine::with_risk(self.instruments.clone(), self.risk)
+    }
+}
+
+/// Reads a journal directory's instrument file; returns the configuration and the chain's
+/// genesis.
+pub fn read_instruments(dir: &Path) -> Result<(EngineConfig, [u8; 32]), RecoveryError> {
     let path = dir.join(INSTRUMENTS_FILE);
     let bad = |reason: String| RecoveryError::Instruments { path: path.clone(), reason };
     let bytes = std::fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
@@ -83,16 +97,15 @@ pub fn read_instruments(dir: &Path) -> Result<(Vec<InstrumentSpec>, [u8; 32]), R
     if u64::from_le_bytes(len) != (bytes.len() - 20) as u64 {
         return Err(bad("length does not match the file".into()));
     }
-    let file: InstrumentsFile =
+    let config: EngineConfig =
         postcard::from_bytes(&bytes[20..]).map_err(|e| bad(format!("cannot decode: {e}")))?;
-    Ok((file.instruments, *blake3::hash(&bytes).as_bytes()))
+    Ok((config, *blake3::hash(&bytes).as_bytes()))
 }
 
-fn write_instruments(dir: &Path, specs: &[InstrumentSpec]) -> Result<(), RecoveryError> {
+fn write_instruments(dir: &Path, config: &EngineConfig) -> Result<(), RecoveryError> {
     let path = dir.join(INSTRUMENTS_FILE);
     let bad = |reason: String| RecoveryError::Instruments { path: path.clone(), reason };
-    let payload = postcard::to_allocvec(&InstrumentsFile { instruments: specs.to_vec() })
-        .map_err(|e| bad(format!("cannot encode: {e}")))?;
+    let payload = postcard::to_allocvec(config).map_err(|e| bad(format!("cannot encode: {e}")))?;
     let mut bytes = INSTRUMENTS_MAGIC.to_vec();
     bytes.extend(INSTRUMENTS_VERSION.to_le_bytes());
     bytes.extend((payload.len() as u64).to_le_bytes());
@@ -105,19 +118,19 @@ fn write_instruments(dir: &Path, specs: &[InstrumentSpec]) -> Result<(), Recover
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-/// Opens the journal in `dir` for writing, creating it with `new_specs` when there is none, and
-/// rebuilds the engine from the newest valid snapshot and the journal after it. An existing
-/// journal keeps the instruments it was created with (the engine's
-/// [`Engine::instruments`] tells which).
+/// Opens the journal in `dir` for writing, creating it with `new_config` when there is none,
+/// and rebuilds the engine from the newest valid snapshot and the journal after it. An existing
+/// journal keeps the configuration it was created with (the engine's
+/// [`Engine::instruments`] and [`Engine::risk`] tell which).
 pub fn open<B: OrderBook>(
     dir: &Path,
-    new_specs: &[InstrumentSpec],
+    new_config: &EngineConfig,
     segment_bytes: u64,
     durability: Durability,
 ) -> Result<(Engine<B>, JournalWriter, Recovery), RecoveryError> {
     std::fs::create_dir_all(dir).map_err(|e| JournalError::Io { path: dir.to_path_buf(), error: e })?;
     if !dir.join(INSTRUMENTS_FILE).exists() {
-        write_instruments(dir, new_specs)?;
+        write_instruments(dir, new_config)?;
     }
     let (existing, genesis) = read_instruments(dir)?;
     let (mut engine, mut recovery) = from_snapshot::<B>(dir, &existing)?;
@@ -132,8 +145,8 @@ pub fn open<B: OrderBook>(
 
 /// Rebuilds the engine from `dir` without writing anything (a torn tail is reported, not cut).
 pub fn replay<B: OrderBook>(dir: &Path) -> Result<(Engine<B>, Recovery), RecoveryError> {
-    let (specs, genesis) = read_instruments(dir)?;
-    let (mut engine, mut recovery) = from_snapshot::<B>(dir, &specs)?;
+    let (config, genesis) = read_instruments(dir)?;
+    let (mut engine, mut recovery) = from_snapshot::<B>(dir, &config)?;
     let skip = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
     let mut replayed = 0;
     let report = scan(dir, genesis, apply_after(&mut engine, skip, &mut replayed))?;
@@ -168,7 +181,7 @@ pub fn verify(dir: &Path) -> Result<ScanReport, RecoveryError> {
 
 fn from_snapshot<B: OrderBook>(
     dir: &Path,
-    specs: &[InstrumentSpec],
+    config: &EngineConfig,
 ) -> Result<(Engine<B>, Recovery), RecoveryError> {
     let found = newest_valid_snapshot::<B>(dir)?;
     let mut recovery = Recovery {
@@ -177,16 +190,18 @@ fn from_snapshot<B: OrderBook>(
     };
     let engine = match found.newest {
         Some(snapshot) => {
-            if snapshot.engine.instruments() != specs {
+            if snapshot.engine.instruments() != config.instruments
+                || snapshot.engine.risk().config() != config.risk
+            {
                 return Err(RecoveryError::Inconsistent(format!(
-                    "{}: the snapshot's instruments differ from the journal's",
+                    "{}: the snapshot's configuration differs from the journal's",
                     snapshot.path.display()
                 )));
             }
             recovery.snapshot = Some((snapshot.last_seq, snapshot.path));
             snapshot.engine
         }
-        None => Engine::new(specs.to_vec()).map_err(|e| RecoveryError::Instruments {
+        None => config.engine().map_err(|e| RecoveryError::Instruments {
             path: dir.join(INSTRUMENTS_FILE),
             reason: e.to_string(),
         })?,

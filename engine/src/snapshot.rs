@@ -11,8 +11,9 @@
 //! little-endian; counts and lengths are `u64`; nothing comes from `Debug` output or memory.
 //!
 //! ```text
-//! state      = "cccx state v5\n"                  the 14 ASCII bytes, naming this encoding
+//! state      = "cccx state v6\n"                  the 14 ASCII bytes, naming this encoding
 //!              instrument_count:u64  instrument*  in id order
+//!              risk
 //! instrument = id:u32  symbol_len:u64  symbol:UTF-8 bytes
 //!              tick_size:i64  lot_size:u64  price_floor:opt  price_ceiling:opt
 //!              max_order_qty:u64  stp:u8  resting_orders_max:u32  initial_phase:u8
@@ -21,6 +22,13 @@
 //!              bid_count:u64  order*  ask_count:u64  order*   each side in priority order
 //!              trades:u64  volume:u64  last_price:opt          the trading totals
 //!              phase:u8                                     the current trading phase
+//! risk       = checks:u8  defaults_to_suspend:u32  suspension_ns:u64
+//!              account_count:u64  account*         in participant order
+//! account    = participant:u32
+//!              deposited:i128  available:i128  locked:i128  paid:i128  received:i128
+//!              defaults_total:u32  quarter:u32  defaults_in_quarter:u32  suspended_until:u64
+//!              holding_count:u64  holding*          in instrument order
+//! holding    = instrument:u32  held:i128  available:i128  locked:i128  delivered:i128  bought:i128
 //! opt        = 0x00 (none) | 0x01 value:i64
 //! order      = order_id:u64  participant:u32  side:u8  price:i64  leaves_qty:u64
 //!              filled_qty:u64  tif:u8  post_only:u8
@@ -69,16 +77,17 @@ use std::path::{Path, PathBuf};
 
 use crate::book::{OrderBook, RestingOrder};
 use crate::engine::{ConfigError, Engine, EngineImage};
+use crate::risk::Risk;
 use crate::types::{InstrumentId, InstrumentSpec, Side, StpMode, TimeInForce};
 
 /// First bytes of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"CCCXSNAP";
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
 /// Size of the fixed header in front of the payload.
 pub const SNAPSHOT_HEADER_SIZE: usize = 60;
 /// The bytes that start the state hash encoding (its name and version).
-const STATE_HASH_DOMAIN: &[u8] = b"cccx state v5\n";
+const STATE_HASH_DOMAIN: &[u8] = b"cccx state v6\n";
 /// The header bytes the hash covers in front of the payload: magic, version, sequence, length.
 const HASHED_HEADER_SIZE: usize = 28;
 
@@ -207,6 +216,9 @@ impl Canonical {
     fn u64(&mut self, v: u64) {
         self.bytes(&v.to_le_bytes());
     }
+    fn i128(&mut self, v: i128) {
+        self.bytes(&v.to_le_bytes());
+    }
     fn i64(&mut self, v: i64) {
         self.bytes(&v.to_le_bytes());
     }
@@ -264,6 +276,32 @@ impl Canonical {
         self.len(count);
         book.for_each_order(side, &mut |o| self.order(o));
     }
+    fn risk(&mut self, risk: &Risk) {
+        let config = risk.config();
+        self.u8(u8::from(config.checks));
+        self.u32(config.defaults_to_suspend);
+        self.u64(config.suspension_ns);
+        self.len(risk.accounts().count());
+        for (participant, account) in risk.accounts() {
+            self.u32(participant.0);
+            let f = &account.funds;
+            for v in [f.deposited, f.available, f.locked, f.paid, f.received] {
+                self.i128(v);
+            }
+            let s = &account.standing;
+            self.u32(s.defaults_total);
+            self.u32(s.quarter);
+            self.u32(s.defaults_in_quarter);
+            self.u64(s.suspended_until);
+            self.len(account.holdings.len());
+            for (instrument, h) in &account.holdings {
+                self.u32(instrument.0);
+                for v in [h.held, h.available, h.locked, h.delivered, h.bought] {
+                    self.i128(v);
+                }
+            }
+        }
+    }
 }
 
 fn side_code(side: Side) -> u8 {
@@ -313,6 +351,7 @@ pub fn state_hash<B: OrderBook>(engine: &Engine<B>) -> [u8; 32] {
         h.opt(totals.last_price);
         h.u8(engine.book(id).map_or(0, |b| b.phase().code()));
     }
+    h.risk(engine.risk());
     *h.0.finalize().as_bytes()
 }
 
@@ -508,10 +547,32 @@ mod tests {
         ]
     }
 
-    /// A small fixed book: bids 1 (partly filled) and 2 (DAY, post-only) at 1500, 3 at 1495;
-    /// ask 4 at 1510.
+    /// A small fixed book with risk checks on: bids 1 (partly filled) and 2 (DAY, post-only) at
+    /// 1500, 3 at 1495; ask 4 at 1510; participants 7 and 8 with deposits, 9 with holdings.
     fn fixed<B: OrderBook>() -> Engine<B> {
-        let mut engine = Engine::<B>::new(specs()).expect("valid specs");
+        fixed_with::<B>(true)
+    }
+
+    /// [`fixed`], with or without risk checks and accounts.
+    fn fixed_with<B: OrderBook>(risk: bool) -> Engine<B> {
+        let config = if risk { crate::risk::RiskConfig::ON } else { crate::risk::RiskConfig::OFF };
+        let mut engine = Engine::<B>::with_risk(specs(), config).expect("valid specs");
+        let accounts = if !risk {
+            vec![]
+        } else {
+            vec![
+                CommandBody::Funds { participant: ParticipantId(7), amount: 200_000 },
+                CommandBody::Funds { participant: ParticipantId(8), amount: 50_000 },
+                CommandBody::Holdings {
+                    participant: ParticipantId(9),
+                    instrument: InstrumentId(0),
+                    qty: 100,
+                },
+            ]
+        };
+        for body in accounts {
+            engine.apply_vec(&Command { ts_ns: 1, body });
+        }
         let orders = [
             NewOrder::limit(1, 7, 0, Side::Buy, TimeInForce::Gtc, 1500, 30),
             NewOrder { post_only: true, ..NewOrder::limit(2, 8, 0, Side::Buy, TimeInForce::Day, 1500, 20) },
@@ -531,7 +592,7 @@ mod tests {
     /// documentation alone (Python, with the `blake3` package).
     #[test]
     fn state_hash_is_pinned() {
-        const PINNED: &str = "a62205a5ca97084790db89e01d553817d1e204d236a03409842ab3b2699458b6";
+        const PINNED: &str = "efad2c7fae10239347013ed201a71f462a2ca6fa9745fa2a338b75dfabf026ab";
         assert_eq!(hex(&state_hash(&fixed::<Book>())), PINNED);
         assert_eq!(hex(&state_hash(&fixed::<ReferenceBook>())), PINNED);
     }
@@ -540,7 +601,7 @@ mod tests {
     /// the hash.
     #[test]
     fn every_field_changes_the_hash() {
-        let base = fixed::<Book>().image();
+        let base = fixed_with::<Book>(false).image();
         type Change = fn(&mut EngineImage);
         let changes: [(&str, Change); 25] = [
             ("symbol", |i| i.instruments[0].spec.symbol.push('X')),
@@ -586,6 +647,70 @@ mod tests {
             assert!(!seen.contains(&h), "changing {what} does not change the hash");
             seen.push(h);
         }
+    }
+
+    /// Each risk setting and account field reaches the hash (each change keeps the accounts'
+    /// invariants, so that the image still loads).
+    #[test]
+    fn every_account_field_changes_the_hash() {
+        use crate::risk::Account;
+        let base = fixed::<Book>().image();
+        fn account(i: &mut EngineImage, p: u32) -> &mut Account {
+            &mut i.risk.accounts.iter_mut().find(|(q, _)| q.0 == p).expect("account").1
+        }
+        fn holding(i: &mut EngineImage) -> &mut crate::risk::Holding {
+            account(i, 9).holdings.get_mut(&InstrumentId(0)).expect("holding")
+        }
+        type Change = fn(&mut EngineImage);
+        let changes: [(&str, Change); 13] = [
+            ("defaults_to_suspend", |i| i.risk.config.defaults_to_suspend = 2),
+            ("suspension_ns", |i| i.risk.config.suspension_ns += 1),
+            ("deposited", |i| {
+                let f = &mut account(i, 8).funds;
+                (f.deposited, f.available) = (f.deposited + 1, f.available + 1);
+            }),
+            ("paid", |i| {
+                let f = &mut account(i, 8).funds;
+                (f.deposited, f.paid) = (f.deposited + 1, f.paid + 1);
+            }),
+            ("received", |i| account(i, 8).funds.received += 1),
+            ("held", |i| {
+                let h = holding(i);
+                (h.held, h.available) = (h.held + 1, h.available + 1);
+            }),
+            ("delivered", |i| {
+                let h = holding(i);
+                (h.held, h.delivered) = (h.held + 1, h.delivered + 1);
+            }),
+            ("bought", |i| holding(i).bought += 1),
+            ("holding instrument", |i| {
+                let h = account(i, 7).holdings.remove(&InstrumentId(0)).expect("holding");
+                account(i, 7).holdings.insert(InstrumentId(1), h);
+            }),
+            ("defaults_total", |i| account(i, 8).standing.defaults_total += 1),
+            ("quarter", |i| account(i, 8).standing.quarter += 1),
+            ("defaults_in_quarter", |i| account(i, 8).standing.defaults_in_quarter += 1),
+            ("suspended_until", |i| account(i, 8).standing.suspended_until += 1),
+        ];
+        let mut seen = vec![hex(&state_hash(&Engine::<Book>::from_image(base.clone()).expect("base")))];
+        for (what, change) in changes {
+            let mut image = base.clone();
+            change(&mut image);
+            let engine = Engine::<Book>::from_image(image).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let h = hex(&state_hash(&engine));
+            assert!(!seen.contains(&h), "changing {what} does not change the hash");
+            seen.push(h);
+        }
+        let mut inconsistent = base.clone();
+        account(&mut inconsistent, 8).funds.available += 1;
+        assert!(Engine::<Book>::from_image(inconsistent).is_err(), "funds that do not add up are refused");
+        let mut inconsistent = base;
+        holding(&mut inconsistent).locked += 1;
+        holding(&mut inconsistent).available -= 1;
+        assert!(
+            Engine::<Book>::from_image(inconsistent).is_err(),
+            "locks the orders do not hold are refused"
+        );
     }
 
     #[test]
@@ -683,7 +808,7 @@ mod tests {
         let err = decode::<Book>(Path::new("/snapshots/v3.cccxs"), &bytes).err().expect("refused");
         assert_eq!(
             err.to_string(),
-            "/snapshots/v3.cccxs: snapshot format version 3 is not supported (this build reads version 4)"
+            "/snapshots/v3.cccxs: snapshot format version 3 is not supported (this build reads version 5)"
         );
     }
 

@@ -267,7 +267,12 @@ impl Harness {
                 Event::Accepted { .. }
                 | Event::Rejected { .. }
                 | Event::Uncrossed { .. }
-                | Event::PhaseChanged { .. } => {}
+                | Event::PhaseChanged { .. }
+                | Event::SellTotal { .. } => {}
+                Event::FundsAdjusted { .. }
+                | Event::HoldingsAdjusted { .. }
+                | Event::Defaulted { .. }
+                | Event::Suspended { .. } => prop_assert!(false, "no such command: {:?}", event),
             }
         }
         Ok(())

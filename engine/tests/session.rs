@@ -90,7 +90,15 @@ fn steps() -> Vec<(CommandBody, Vec<Event>)> {
         ),
         (set(Phase::Uncrossed), rejected(R::SetPhase, 0, InvalidPhaseTransition)),
         // The window closes (the registry checks holdings now): no more changes.
-        (set(Phase::CallClosed), changed(Phase::CallClosed)),
+        // The window closes: the export for the registry's holdings check, per seller.
+        (
+            set(Phase::CallClosed),
+            vec![
+                Event::PhaseChanged { instrument: CCC, phase: Phase::CallClosed },
+                Event::SellTotal { instrument: CCC, participant: ParticipantId(2), qty: 40 },
+                Event::SellTotal { instrument: CCC, participant: ParticipantId(3), qty: 50 },
+            ],
+        ),
         (limit(5, 5, Side::Sell, 90, 10), rejected(R::New, 5, OutsideTradingWindow)),
         (
             CommandBody::Cancel { instrument: CCC, order_id: OrderId(3), participant: ParticipantId(3) },

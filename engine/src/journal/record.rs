@@ -10,11 +10,13 @@
 //!   8  sequence u64 (a seal carries the sequence of the last command it covers)
 //!  16  payload (48 bytes)
 //! command payload
-//!  16 kind u8 (1 NEW, 2 CANCEL, 3 AMEND, 4 MASS CANCEL, 5 EXPIRE DAY, 6 UNCROSS, 7 SET PHASE)  17 side u8 (0 buy, 1 sell)
+//!  16 kind u8 (1 NEW, 2 CANCEL, 3 AMEND, 4 MASS CANCEL, 5 EXPIRE DAY, 6 UNCROSS, 7 SET PHASE,
+//!     8 FUNDS, 9 HOLDINGS, 10 SHORTFALL)  17 side u8 (0 buy, 1 sell)
 //!  18 order type u8 (0 limit, 1 market)  19 tif u8 (0 GTC, 1 DAY, 2 IOC, 3 FOK)
 //!  20 flags u8 (bit 0 post-only)  21 mass-cancel scope u8 (0 instrument, 1 participant,
 //!     2 participant in instrument), or the phase of a SET PHASE (`Phase::code`)  22 reserved [2]  24 instrument u32  28 participant u32
-//!  32 order id u64  40 price i64  48 quantity u64  56 time ns u64
+//!  32 order id u64  40 price i64 (the signed amount of FUNDS and quantity of HOLDINGS)
+//!  48 quantity u64  56 time ns u64
 //! seal payload
 //!  16 kind u8 (255)  17 reserved [3]  20 commands covered u32  24 chain hash [32]  56 reserved [8]
 //! ```
@@ -31,7 +33,7 @@ use crate::types::{InstrumentId, OrderId, OrderType, ParticipantId, Phase, Side,
 /// Magic number at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CCCXJRNL";
 /// The journal format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Size of a segment header and of every record.
 pub const RECORD_BYTES: usize = 64;
 /// Size of the segment header.
@@ -44,6 +46,9 @@ const KIND_MASS_CANCEL: u8 = 4;
 const KIND_EXPIRE_DAY: u8 = 5;
 const KIND_UNCROSS: u8 = 6;
 const KIND_SET_PHASE: u8 = 7;
+const KIND_FUNDS: u8 = 8;
+const KIND_HOLDINGS: u8 = 9;
+const KIND_SHORTFALL: u8 = 10;
 /// Record kind of a seal.
 pub const KIND_SEAL: u8 = 255;
 
@@ -202,6 +207,19 @@ pub fn command_payload(cmd: &Command) -> [u8; 48] {
             p.instrument = U32::new(instrument.0);
             p.scope = phase.code();
         }
+        CommandBody::Funds { participant, amount } => {
+            p.kind = KIND_FUNDS;
+            (p.participant, p.price) = (U32::new(participant.0), I64::new(amount));
+        }
+        CommandBody::Holdings { participant, instrument, qty } => {
+            p.kind = KIND_HOLDINGS;
+            (p.participant, p.instrument, p.price) =
+                (U32::new(participant.0), U32::new(instrument.0), I64::new(qty));
+        }
+        CommandBody::Shortfall { instrument, participant } => {
+            p.kind = KIND_SHORTFALL;
+            (p.participant, p.instrument) = (U32::new(participant.0), U32::new(instrument.0));
+        }
     }
     let mut out = [0u8; 48];
     out.copy_from_slice(p.as_bytes());
@@ -261,6 +279,9 @@ fn decode_command(p: &CommandPayload) -> Result<Command, String> {
             instrument,
             phase: Phase::from_code(p.scope).ok_or_else(|| format!("unknown phase code {}", p.scope))?,
         },
+        KIND_FUNDS => CommandBody::Funds { participant, amount: p.price.get() },
+        KIND_HOLDINGS => CommandBody::Holdings { participant, instrument, qty: p.price.get() },
+        KIND_SHORTFALL => CommandBody::Shortfall { instrument, participant },
         other => return Err(format!("unknown record kind {other}")),
     };
     Ok(Command { ts_ns: p.ts_ns.get(), body })
@@ -309,6 +330,13 @@ mod tests {
             CommandBody::ExpireDay { instrument: InstrumentId(2) },
             CommandBody::Uncross { instrument: InstrumentId(1) },
             CommandBody::SetPhase { instrument: InstrumentId(1), phase: Phase::CallClosed },
+            CommandBody::Funds { participant: ParticipantId(9), amount: -1_000_000_000_000 },
+            CommandBody::Holdings {
+                participant: ParticipantId(9),
+                instrument: InstrumentId(2),
+                qty: i64::MIN,
+            },
+            CommandBody::Shortfall { instrument: InstrumentId(1), participant: ParticipantId(u32::MAX) },
         ];
         for (i, body) in bodies.into_iter().enumerate() {
             let cmd = Command { ts_ns: 1_700_000_000_000_000_000 + i as u64, body };

@@ -744,7 +744,14 @@ fn follow(open: &mut HashMap<OrderId, Qty>, new_qty: Option<Qty>, event: &Event)
         Event::Amended { order_id, leaves_qty, .. } => {
             assert!(open.insert(order_id, leaves_qty).is_some(), "amended {order_id} is open");
         }
-        Event::Rejected { .. } | Event::Uncrossed { .. } | Event::PhaseChanged { .. } => {}
+        Event::Rejected { .. }
+        | Event::Uncrossed { .. }
+        | Event::PhaseChanged { .. }
+        | Event::FundsAdjusted { .. }
+        | Event::HoldingsAdjusted { .. }
+        | Event::SellTotal { .. }
+        | Event::Defaulted { .. }
+        | Event::Suspended { .. } => {}
     }
 }
 
