@@ -24,7 +24,10 @@
 //! What a participant receives from a trade (the buyer's certificates, the seller's money) is
 //! recorded (`bought`, `received`) but is not available until settlement credits it with a
 //! `HOLDINGS` or `FUNDS` command: the registry moves certificates on trade day, the seller is
-//! paid T+1.
+//! paid T+1. Those commands carry the net change the registry or the ledger reports, and
+//! settle the open amounts first: a `HOLDINGS` debit first settles certificates sold
+//! (`delivered`), a credit first settles certificates bought (`bought`), a `FUNDS` deposit first
+//! settles sale proceeds (`received`). Only what is left changes what is available.
 //!
 //! The invariants, checked by [`Risk::check`] (the property tests run it after every command):
 //! for every participant, `available + locked + paid = deposited` for funds and
@@ -287,22 +290,28 @@ impl Risk {
         Ok(())
     }
 
-    /// A deposit (`amount > 0`) or withdrawal (`amount < 0`) of funds.
+    /// A deposit (`amount > 0`) or withdrawal (`amount < 0`) of funds. A deposit pays the
+    /// participant's sale proceeds (`received`) first.
     pub fn adjust_funds(&mut self, participant: ParticipantId, amount: i64) -> Result<(), RejectReason> {
         if !self.checks() {
             return Err(RejectReason::RiskChecksOff);
         }
         let amount = Amount::from(amount);
-        let funds = &mut self.accounts.entry(participant).or_default().funds;
-        if funds.available + amount < 0 {
+        let available = self.accounts.get(&participant).map_or(0, |a| a.funds.available);
+        if available + amount < 0 {
             return Err(RejectReason::InsufficientFunds);
         }
+        let funds = &mut self.accounts.entry(participant).or_default().funds;
+        funds.received -= amount.clamp(0, funds.received);
         funds.deposited += amount;
         funds.available += amount;
         Ok(())
     }
 
-    /// Certificates credited (`qty > 0`) to or debited (`qty < 0`) from a registry account.
+    /// Certificates credited (`qty > 0`) to or debited (`qty < 0`) from a registry account, as
+    /// the registry reports the net change: a debit settles certificates already sold
+    /// (`delivered`) first and takes only the rest from what is available; a credit settles
+    /// certificates bought (`bought`) first.
     pub fn adjust_holdings(
         &mut self,
         participant: ParticipantId,
@@ -313,12 +322,17 @@ impl Risk {
             return Err(RejectReason::RiskChecksOff);
         }
         let qty = Amount::from(qty);
-        let holding = self.accounts.entry(participant).or_default().holdings.entry(instrument).or_default();
-        if holding.available + qty < 0 {
+        let current = self.accounts.get(&participant).and_then(|a| a.holdings.get(&instrument));
+        let (available, delivered) = current.map_or((0, 0), |h| (h.available, h.delivered));
+        let settled = (-qty).clamp(0, delivered);
+        if available + qty + settled < 0 {
             return Err(RejectReason::InsufficientHoldings);
         }
+        let holding = self.holding(participant, instrument);
+        holding.bought -= qty.clamp(0, holding.bought);
+        holding.delivered -= settled;
         holding.held += qty;
-        holding.available += qty;
+        holding.available += qty + settled;
         Ok(())
     }
 
@@ -596,6 +610,28 @@ mod tests {
         assert!(!risk.is_suspended(p, until));
         assert!(!risk.is_suspended(ParticipantId(8), t));
         assert_eq!(risk.account(p).unwrap().standing.defaults_total, 5);
+    }
+
+    #[test]
+    fn settlement_settles_open_amounts_first() {
+        let mut risk = Risk::new(RiskConfig::ON);
+        let (p, i) = (ParticipantId(1), InstrumentId(0));
+        risk.adjust_holdings(p, i, 10).unwrap();
+        let h = risk.holding(p, i);
+        (h.available, h.delivered) = (4, 6);
+        // Debit 8: settles the 6 delivered and takes 2 of the 4 available.
+        risk.adjust_holdings(p, i, -8).unwrap();
+        let h = risk.account(p).unwrap().holdings[&i];
+        assert_eq!((h.held, h.available, h.delivered), (2, 2, 0));
+        risk.holding(p, i).bought = 5;
+        risk.adjust_holdings(p, i, 7).unwrap();
+        let h = risk.account(p).unwrap().holdings[&i];
+        assert_eq!((h.held, h.available, h.bought), (9, 9, 0));
+        risk.accounts.entry(p).or_default().funds.received = 100;
+        risk.adjust_funds(p, 60).unwrap();
+        let f = risk.account(p).unwrap().funds;
+        assert_eq!((f.deposited, f.available, f.received), (60, 60, 40));
+        risk.check(&[]).unwrap();
     }
 
     #[test]
