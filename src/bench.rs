@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use cccx_engine::journal::scan;
 use cccx_engine::recovery::read_instruments;
-use cccx_engine::{Book, Engine, OrderBook, ReferenceBook};
+use cccx_engine::{
+    Book, Command, CommandBody, Engine, InstrumentId, OrderBook, OrderType, ReferenceBook, RiskConfig,
+};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -30,6 +32,18 @@ pub struct BenchOptions {
     pub compare_naive: bool,
     /// Run the latency pass.
     pub latency: bool,
+    /// Also measure the engine with risk checks on (every participant funded without limit)
+    /// and report the ratio.
+    pub compare_risk: bool,
+}
+
+/// The engine's figures with pre-trade risk checks on.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RiskFigures {
+    /// Commands per second with risk checks on (best pass).
+    pub commands_per_s: f64,
+    /// `commands_per_s` divided by the engine alone's (risk off).
+    pub ratio_to_engine: f64,
 }
 
 /// Per-command latency percentiles, in nanoseconds.
@@ -87,6 +101,8 @@ pub struct BenchReport {
     pub naive: Option<NaiveFigures>,
     /// The journal's figures (with `--journal`).
     pub journal: Option<JournalFigures>,
+    /// The figures with risk checks on (with `--compare-risk`).
+    pub risk: Option<RiskFigures>,
     /// Peak resident memory of the whole process (flow in memory included), if known.
     pub peak_rss_bytes: Option<u64>,
     /// Resident memory before the first engine was built (the parsed flow, mostly), if known:
@@ -100,6 +116,7 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let flow_rss_bytes = proc_status_bytes("VmRSS:");
     let (mut fast_best, mut naive_best) = (Duration::MAX, Duration::MAX);
     let (mut journal_best, mut replay_best) = (Duration::MAX, Duration::MAX);
+    let mut risk_best = Duration::MAX;
     let mut events = 0;
     for pass in 0..repeat {
         let (elapsed, n) = throughput_pass::<Book>(flow)?;
@@ -107,6 +124,9 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         events = n;
         if opts.compare_naive {
             naive_best = naive_best.min(throughput_pass::<ReferenceBook>(flow)?.0);
+        }
+        if opts.compare_risk {
+            risk_best = risk_best.min(risk_pass(flow)?);
         }
         if let Some((root, args)) = &opts.journal {
             let (written, replayed) = journal_pass(flow, root, args, pass)?;
@@ -127,6 +147,10 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         replay_commands_per_s: per_s(replay_best),
         replay_ratio_to_engine: per_s(replay_best) / commands_per_s,
     });
+    let risk = opts.compare_risk.then(|| RiskFigures {
+        commands_per_s: per_s(risk_best),
+        ratio_to_engine: per_s(risk_best) / commands_per_s,
+    });
     let latency_ns = if opts.latency { Some(latency_pass(flow)?) } else { None };
     Ok(BenchReport {
         commands: flow.commands.len(),
@@ -136,6 +160,7 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         latency_ns,
         naive,
         journal,
+        risk,
         peak_rss_bytes: proc_status_bytes("VmHWM:"),
         flow_rss_bytes,
     })
@@ -155,6 +180,63 @@ fn throughput_pass<B: OrderBook>(flow: &Flow) -> anyhow::Result<(Duration, usize
     let elapsed = start.elapsed();
     black_box(&engine);
     Ok((elapsed, black_box(count)))
+}
+
+/// The flow's canonical instruments with a price ceiling at the flow's highest limit price (so
+/// that market buys can lock funds), and commands that give every participant of the flow more
+/// funds and certificates than it can use: with them, risk checks on change no trade.
+pub fn funded(flow: &Flow) -> (Vec<cccx_engine::InstrumentSpec>, Vec<Command>) {
+    let mut highest = vec![None::<i64>; flow.instruments.len()];
+    let mut participants = std::collections::BTreeSet::new();
+    for cmd in &flow.commands {
+        match cmd.body {
+            CommandBody::New(o) => {
+                participants.insert(o.participant);
+                if o.order_type == OrderType::Limit {
+                    let h = &mut highest[o.instrument.0 as usize];
+                    *h = Some(h.map_or(o.price, |h| h.max(o.price)));
+                }
+            }
+            CommandBody::Amend { instrument, price, .. } => {
+                let h = &mut highest[instrument.0 as usize];
+                *h = Some(h.map_or(price, |h| h.max(price)));
+            }
+            _ => {}
+        }
+    }
+    let mut specs = flow.canonical_specs();
+    for (spec, highest) in specs.iter_mut().zip(highest) {
+        spec.price_ceiling = highest.filter(|h| *h > 0);
+    }
+    let plenty = i64::MAX / 4;
+    let mut setup = Vec::new();
+    for participant in participants {
+        setup.push(Command { ts_ns: 0, body: CommandBody::Funds { participant, amount: plenty } });
+        for i in 0..flow.instruments.len() as u32 {
+            let body = CommandBody::Holdings { participant, instrument: InstrumentId(i), qty: plenty };
+            setup.push(Command { ts_ns: 0, body });
+        }
+    }
+    (specs, setup)
+}
+
+/// Applies every command once on a fresh engine with risk checks on and every participant
+/// funded ([`funded`]; the funding is not timed); returns the time.
+fn risk_pass(flow: &Flow) -> anyhow::Result<Duration> {
+    let (specs, setup) = funded(flow);
+    let mut engine = Engine::<Book>::with_risk(specs, RiskConfig::ON)?;
+    let mut events = Vec::with_capacity(4096);
+    for cmd in &setup {
+        engine.apply(cmd, &mut events);
+    }
+    let start = Instant::now();
+    for cmd in &flow.commands {
+        events.clear();
+        engine.apply(cmd, &mut events);
+    }
+    let elapsed = start.elapsed();
+    black_box(&engine);
+    Ok(elapsed)
 }
 
 /// Journals and applies every command in a fresh directory (final sync included), then replays
@@ -253,6 +335,12 @@ impl BenchReport {
                 j.ratio_to_engine,
                 j.replay_commands_per_s,
                 j.replay_ratio_to_engine
+            );
+        }
+        if let Some(r) = self.risk {
+            s += &format!(
+                "risk checks on  {:.0} commands/s ({:.2}x the engine alone)\n",
+                r.commands_per_s, r.ratio_to_engine
             );
         }
         if let Some(peak) = self.peak_rss_bytes {

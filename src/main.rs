@@ -105,6 +105,11 @@ struct BenchArgs {
     /// Skip the latency pass.
     #[arg(long)]
     no_latency: bool,
+    /// Also run with pre-trade risk checks on (every participant funded without limit, a price
+    /// ceiling at the flow's highest price), check that the trades and books are the same, and
+    /// print the speed ratio.
+    #[arg(long)]
+    compare_risk: bool,
     /// Print one JSON object instead of the text summary.
     #[arg(long)]
     json: bool,
@@ -175,11 +180,15 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.compare_naive {
         check_naive_agrees(&flow)?;
     }
+    if args.compare_risk {
+        check_risk_agrees(&flow)?;
+    }
     let opts = BenchOptions {
         journal: args.journal.clone().map(|dir| (dir, args.journal_args.clone())),
         repeat: args.repeat as usize,
         compare_naive: args.compare_naive,
         latency: !args.no_latency,
+        compare_risk: args.compare_risk,
     };
     let report = bench::run(&flow, &opts)?;
     if args.json {
@@ -198,6 +207,33 @@ fn write_file(
     let mut w = BufWriter::new(file);
     f(&mut w).with_context(|| format!("writing {}", path.display()))?;
     w.flush().with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs the flow with risk checks on (everyone funded) and off; fails unless the events other
+/// than the funding and the books are identical.
+fn check_risk_agrees(flow: &Flow) -> anyhow::Result<()> {
+    use cccx_engine::{Engine, RiskConfig};
+    let (specs, setup) = bench::funded(flow);
+    let mut plain = Engine::<Book>::new(specs.clone())?;
+    let mut risky = Engine::<Book>::with_risk(specs, RiskConfig::ON)?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for cmd in &setup {
+        risky.apply(cmd, &mut b);
+    }
+    for (i, cmd) in flow.commands.iter().enumerate() {
+        a.clear();
+        b.clear();
+        plain.apply(cmd, &mut a);
+        risky.apply(cmd, &mut b);
+        if a != b {
+            bail!("command {} gives other events with risk checks on: this is a bug", i + 1);
+        }
+    }
+    risky.check_invariants().map_err(|e| anyhow::anyhow!("risk invariants: {e}"))?;
+    if plain.image().instruments != risky.image().instruments {
+        bail!("the books differ with risk checks on: this is a bug");
+    }
+    Ok(())
 }
 
 /// Runs the flow through both books and fails unless the canonical outputs are identical.

@@ -41,6 +41,19 @@ fn bench_json_reports_throughput_and_latency() {
     assert!(report["naive"]["ratio"].as_f64().unwrap() > 0.0);
 }
 
+/// With everyone funded, risk checks change no event of the continuous or the auction profile
+/// (the bench compares them command by command and fails otherwise).
+#[test]
+fn bench_compares_risk_checks_on_and_off() {
+    for profile in ["continuous", "auction"] {
+        let args = ["bench", "--profile", profile, "--ops", "20000", "--repeat", "1", "--no-latency"];
+        let out = cccx(&[&args[..], &["--compare-risk", "--json"]].concat());
+        assert!(out.status.success(), "{profile}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+        assert!(report["risk"]["ratio_to_engine"].as_f64().unwrap() > 0.0, "{report}");
+    }
+}
+
 #[test]
 fn bench_writes_canonical_trades_and_book() {
     let dir = tempfile::tempdir().unwrap();

@@ -46,8 +46,9 @@
 //! amendments are rejected ([`RejectReason::ParticipantSuspended`]) until the suspension ends.
 //! Standing is kept whether or not risk checks are on.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -180,10 +181,12 @@ impl Lock {
 #[derive(Debug, Default)]
 pub struct Risk {
     config: RiskConfig,
-    accounts: BTreeMap<ParticipantId, Account>,
-    /// The lock of every live order, by instrument and order id (deterministic hasher; only
+    /// Accounts by participant (a deterministic hasher; iterated in participant order only
+    /// through [`Risk::accounts`]).
+    accounts: FxHashMap<ParticipantId, Account>,
+    /// The lock of every live order, by instrument and order id (a deterministic hasher; only
     /// looked up, never iterated into an output).
-    locks: HashMap<(InstrumentId, OrderId), Lock, BuildHasherDefault<DefaultHasher>>,
+    locks: FxHashMap<(InstrumentId, OrderId), Lock>,
     /// Participants suspended at some time, with the end of their suspension: looked up on
     /// every order only when not empty.
     suspended: BTreeMap<ParticipantId, u64>,
@@ -211,9 +214,11 @@ impl Risk {
         self.accounts.get(&participant)
     }
 
-    /// Every account, in participant order.
-    pub fn accounts(&self) -> impl Iterator<Item = (&ParticipantId, &Account)> {
-        self.accounts.iter()
+    /// Every account, in participant order (allocates, to sort).
+    pub fn accounts(&self) -> Vec<(&ParticipantId, &Account)> {
+        let mut all: Vec<_> = self.accounts.iter().collect();
+        all.sort_unstable_by_key(|(p, _)| **p);
+        all
     }
 
     /// Whether `participant` is suspended at time `ts_ns`.
@@ -456,7 +461,7 @@ impl Risk {
     pub fn image(&self) -> RiskImage {
         RiskImage {
             config: self.config,
-            accounts: self.accounts.iter().map(|(p, a)| (*p, a.clone())).collect(),
+            accounts: self.accounts().into_iter().map(|(p, a)| (*p, a.clone())).collect(),
         }
     }
 
@@ -516,7 +521,7 @@ impl Risk {
         } else if !self.locks.is_empty() {
             return Err("locks kept with risk checks off".into());
         }
-        for (p, account) in &self.accounts {
+        for (p, account) in self.accounts() {
             let f = &account.funds;
             if f.available < 0 || f.locked < 0 || f.paid < 0 || f.received < 0 {
                 return Err(format!("participant {p}: negative funds {f:?}"));

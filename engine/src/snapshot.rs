@@ -281,8 +281,9 @@ impl Canonical {
         self.u8(u8::from(config.checks));
         self.u32(config.defaults_to_suspend);
         self.u64(config.suspension_ns);
-        self.len(risk.accounts().count());
-        for (participant, account) in risk.accounts() {
+        let accounts = risk.accounts();
+        self.len(accounts.len());
+        for (participant, account) in accounts {
             self.u32(participant.0);
             let f = &account.funds;
             for v in [f.deposited, f.available, f.locked, f.paid, f.received] {
@@ -331,7 +332,7 @@ fn stp_code(stp: StpMode) -> u8 {
 
 /// The canonical state hash of an engine: BLAKE3 over the encoding in the [module
 /// documentation](self). Equal for equal books and orders, whatever the book implementation.
-/// Does not allocate.
+/// Allocates only to sort the accounts by participant.
 pub fn state_hash<B: OrderBook>(engine: &Engine<B>) -> [u8; 32] {
     let mut h = Canonical(blake3::Hasher::new());
     h.bytes(STATE_HASH_DOMAIN);
