@@ -53,6 +53,21 @@ enum Cmd {
     /// Journal maintenance.
     #[command(subcommand)]
     Journal(JournalCmd),
+    /// Run the exchange: the engine, the REST/WebSocket API and the session scheduler.
+    ///
+    /// Without --config it runs on embedded defaults: two CCC instruments (the compliance
+    /// segment as a monthly call auction, the offset segment continuous), four participants
+    /// with deposits and holdings, one operator, data under ./data, HTTP on 127.0.0.1:8080.
+    /// API keys are generated on first start into DATA_DIR/secrets.json. Restarting recovers
+    /// the journal; SIGTERM or Ctrl-C drains and syncs it.
+    Serve {
+        /// A TOML configuration (see the gateway's config module for every field).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the embedded default configuration and exit.
+        #[arg(long)]
+        print_default_config: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +148,13 @@ fn main() {
         }),
         Cmd::Replay { dir } => journaled::replay(&dir),
         Cmd::Journal(JournalCmd::Verify { dir }) => journaled::verify(&dir),
+        Cmd::Serve { print_default_config: true, .. } => {
+            print!("{}", cccx_gateway::config::DEFAULT_CONFIG.trim_start());
+            Ok(())
+        }
+        Cmd::Serve { config, .. } => {
+            cccx_gateway::server::serve(config.as_deref()).map_err(anyhow::Error::msg)
+        }
     };
     if let Err(e) = result {
         eprintln!("cccx: {e:#}");

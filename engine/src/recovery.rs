@@ -143,6 +143,38 @@ pub fn open<B: OrderBook>(
     Ok((engine, writer, recovery))
 }
 
+/// Opens the journal in `dir` for writing like [`open`], but rebuilds the engine from the whole
+/// journal (snapshots are not used) and shows `observe` every command with its events and the
+/// engine after it: for a server that derives more state from the events than the engine keeps
+/// (order histories, market data).
+pub fn open_replaying<B: OrderBook>(
+    dir: &Path,
+    new_config: &EngineConfig,
+    segment_bytes: u64,
+    durability: Durability,
+    mut observe: impl FnMut(u64, &Command, &[crate::message::Event], &Engine<B>),
+) -> Result<(Engine<B>, JournalWriter, Recovery), RecoveryError> {
+    std::fs::create_dir_all(dir).map_err(|e| JournalError::Io { path: dir.to_path_buf(), error: e })?;
+    if !dir.join(INSTRUMENTS_FILE).exists() {
+        write_instruments(dir, new_config)?;
+    }
+    let (existing, genesis) = read_instruments(dir)?;
+    let mut engine: Engine<B> = existing.engine().map_err(|e| RecoveryError::Instruments {
+        path: dir.join(INSTRUMENTS_FILE),
+        reason: e.to_string(),
+    })?;
+    let mut replayed = 0;
+    let mut events = Vec::with_capacity(1024);
+    let config = JournalConfig { dir: dir.to_path_buf(), segment_bytes, durability, genesis };
+    let (writer, report) = JournalWriter::open(config, |seq, cmd| {
+        events.clear();
+        engine.apply(cmd, &mut events);
+        observe(seq, cmd, &events, &engine);
+        replayed += 1;
+    })?;
+    Ok((engine, writer, Recovery { replayed, journal: report, ..Recovery::default() }))
+}
+
 /// Rebuilds the engine from `dir` without writing anything (a torn tail is reported, not cut).
 pub fn replay<B: OrderBook>(dir: &Path) -> Result<(Engine<B>, Recovery), RecoveryError> {
     let (config, genesis) = read_instruments(dir)?;

@@ -1,1 +1,19 @@
-//! FIX 4.4 acceptor, REST/JSON API and the sequencer that feeds the engine: not built yet (issue 5).
+//! cccx gateway: the exchange as a service.
+//!
+//! - [`config`]: the TOML configuration and the embedded defaults.
+//! - [`secrets`]: generated API keys and FIX passwords.
+//! - [`core`]: the engine thread (bounded input queue, sequencing, journal, events out).
+//! - [`orders`]: order states, reports, the book mirror and recent trades, derived from events.
+//! - [`rest`]: the REST/JSON API and the WebSocket feed (axum).
+//! - [`scheduler`]: the session calendar's phase commands.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: `cccx serve`: all of the above in one process.
+
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod orders;
+pub mod rest;
+pub mod scheduler;
+pub mod secrets;
+pub mod server;

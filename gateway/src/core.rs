@@ -1,0 +1,833 @@
+//! The engine thread: sequences requests, journals them, applies them, publishes what happened.
+//!
+//! Every request from REST, FIX, the scheduler or an operator goes into one bounded queue
+//! (crossbeam's array channel: lock-free on the fast path). The engine thread takes them in
+//! batches, turns each into a [`Command`] (assigning order ids and stamping the time: the
+//! only clock read, outside the engine), appends it to the journal, applies it, updates the
+//! [`OrderStore`] and publishes a [`Published`] record on a broadcast channel for the FIX
+//! dispatcher and WebSocket subscribers. Each caller's answer is sent once the journal holds the
+//! command at the configured durability (one group commit per batch under `batch`).
+//!
+//! A full queue refuses the request at once ([`CoreError::Busy`]) instead of blocking a caller;
+//! a journal that cannot be written stops the engine (nothing is applied that is not journaled)
+//! and every later request is refused ([`CoreError::Stopped`]).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cccx_engine::auction::CurvePoint;
+use cccx_engine::journal::{Durability, JournalWriter, SEGMENT_BYTES_DEFAULT};
+use cccx_engine::recovery::{self, EngineConfig};
+use cccx_engine::risk::Account;
+use cccx_engine::{
+    Book, Command, CommandBody, Engine, Event, InstrumentId, InstrumentSpec, MassCancelScope, NewOrder,
+    OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, TimeInForce, TradeTotals,
+};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::metrics::Metrics;
+use crate::orders::{OrderStore, OrderUpdate, OrderView, Published};
+
+/// Name of the journal directory inside the data directory.
+pub const JOURNAL_DIR: &str = "journal";
+/// Name of the client order id side log inside the data directory.
+pub const CLIENT_IDS_FILE: &str = "client-ids.jsonl";
+/// Largest number of requests applied before the journal is synced and answers go out.
+pub const BATCH_MAX: usize = 512;
+/// Published records a slow subscriber may lag behind before it is cut off.
+pub const PUBLISH_CAPACITY: usize = 65_536;
+
+/// What a participant (or operator) asks for.
+#[derive(Clone, Debug)]
+pub enum Intent {
+    /// A new order; the engine thread assigns the order id.
+    New {
+        /// The book.
+        instrument: InstrumentId,
+        /// Buy or sell.
+        side: Side,
+        /// Limit or market.
+        order_type: OrderType,
+        /// Time in force.
+        tif: TimeInForce,
+        /// Limit price (ignored for market orders).
+        price: Price,
+        /// Quantity.
+        qty: Qty,
+        /// Post-only.
+        post_only: bool,
+        /// The client's id for it (FIX ClOrdID); empty: the order id.
+        client_order_id: String,
+    },
+    /// Cancel one of the participant's orders.
+    Cancel {
+        /// The order.
+        order_id: u64,
+    },
+    /// Amend one of the participant's orders.
+    Amend {
+        /// The order.
+        order_id: u64,
+        /// New limit price.
+        price: Price,
+        /// New open quantity.
+        qty: Qty,
+        /// A new client id for the order (FIX ClOrdID of a replace), if any.
+        client_order_id: Option<String>,
+    },
+    /// Cancel all the participant's orders, in one instrument or all.
+    MassCancel {
+        /// The instrument, or every one.
+        instrument: Option<InstrumentId>,
+    },
+    /// An operator's or the scheduler's command, as is.
+    Operator(CommandBody),
+}
+
+/// A read of the engine's state, answered on the engine thread between commands.
+#[derive(Clone, Debug)]
+pub enum Query {
+    /// Instruments with phase and totals.
+    Instruments,
+    /// Depth of a book.
+    Book {
+        /// The instrument.
+        instrument: InstrumentId,
+        /// Levels per side.
+        depth: usize,
+    },
+    /// Recent public trades.
+    Trades {
+        /// The instrument.
+        instrument: InstrumentId,
+        /// How many.
+        limit: usize,
+    },
+    /// One order of a participant (by exchange id).
+    Order {
+        /// The owner asking.
+        participant: ParticipantId,
+        /// The order.
+        order_id: u64,
+    },
+    /// One order of a participant by client order id.
+    OrderByClientId {
+        /// The owner asking.
+        participant: ParticipantId,
+        /// Its client id.
+        client_order_id: String,
+    },
+    /// A participant's orders.
+    Orders {
+        /// The owner.
+        participant: ParticipantId,
+        /// Open orders only.
+        open_only: bool,
+        /// At most this many, newest first.
+        limit: usize,
+    },
+    /// Accounts: one participant's, or everyone's.
+    Accounts {
+        /// One participant, or all.
+        participant: Option<ParticipantId>,
+    },
+    /// The last uncross and the curves as they stand.
+    Auction {
+        /// The instrument.
+        instrument: InstrumentId,
+    },
+    /// Each seller's total offered quantity (the holdings-check export).
+    SellTotals {
+        /// The instrument.
+        instrument: InstrumentId,
+    },
+    /// Journal position.
+    Status,
+}
+
+/// One instrument as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstrumentInfo {
+    /// Its id.
+    pub id: u32,
+    /// The engine's specification.
+    pub spec: InstrumentSpec,
+    /// Its phase.
+    pub phase: &'static str,
+    /// Trading totals.
+    pub totals: TradeTotals,
+}
+
+/// The answer to a [`Query`].
+#[derive(Clone, Debug)]
+pub enum QueryResult {
+    /// Instruments.
+    Instruments(Vec<InstrumentInfo>),
+    /// Bids and asks, best first.
+    Book(Vec<(Price, Qty)>, Vec<(Price, Qty)>),
+    /// Trades, newest first.
+    Trades(Vec<crate::orders::PublicTrade>),
+    /// Orders.
+    Orders(Vec<OrderView>),
+    /// Accounts by participant.
+    Accounts(Vec<(u32, Account)>),
+    /// Last uncross (if any) and the current curves.
+    Auction(Option<crate::orders::MarketEvent>, Vec<CurvePoint>),
+    /// Sell totals by participant.
+    SellTotals(Vec<(u32, Qty)>),
+    /// Last journal sequence and how far it is durable.
+    Status {
+        /// Last sequence.
+        last_seq: u64,
+        /// Durable sequence.
+        durable_seq: u64,
+    },
+}
+
+/// What a submitted intent did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The command's journal sequence.
+    pub seq: u64,
+    /// The engine's events.
+    pub events: Vec<Event>,
+    /// The reports to order owners.
+    pub updates: Vec<OrderUpdate>,
+}
+
+/// Why a request was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// The order does not exist or belongs to someone else (the two look the same).
+    #[error("no such order")]
+    UnknownOrder,
+    /// The input queue is full: try again later.
+    #[error("the exchange is busy: its input queue is full")]
+    Busy,
+    /// The engine has stopped (shut down, or its journal failed).
+    #[error("the exchange is not accepting requests: {0}")]
+    Stopped(String),
+}
+
+/// Where an outcome goes.
+type Reply = oneshot::Sender<Result<Outcome, CoreError>>;
+
+enum Request {
+    Submit {
+        participant: ParticipantId,
+        intent: Intent,
+        reply: Option<oneshot::Sender<Result<Outcome, CoreError>>>,
+    },
+    Query {
+        query: Query,
+        reply: oneshot::Sender<QueryResult>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// How to start the engine thread.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// The data directory (journal and side log inside it).
+    pub data_dir: PathBuf,
+    /// The engine configuration for a new journal (an existing one keeps its own).
+    pub engine: EngineConfig,
+    /// Journal durability.
+    pub durability: Durability,
+    /// Input queue capacity.
+    pub queue_capacity: usize,
+    /// Commands applied once, when the journal is created (initial deposits and holdings).
+    pub genesis: Vec<CommandBody>,
+}
+
+/// A handle to the engine thread: cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Core {
+    tx: Sender<Request>,
+    published: broadcast::Sender<Arc<Published>>,
+    metrics: Arc<Metrics>,
+    stopped: Arc<AtomicBool>,
+    instruments: Arc<Vec<InstrumentSpec>>,
+}
+
+/// The engine thread's join handle.
+pub struct CoreThread(JoinHandle<()>);
+
+impl CoreThread {
+    /// Waits for the engine thread to end.
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+/// What the engine thread recovered at start.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// Commands replayed from the journal.
+    pub replayed: u64,
+    /// The last journal sequence.
+    pub last_seq: u64,
+    /// Whether the journal was created now.
+    pub created: bool,
+}
+
+impl Core {
+    /// Recovers the journal in `config.data_dir` (replaying it in full) and starts the engine
+    /// thread.
+    pub fn start(config: CoreConfig, metrics: Arc<Metrics>) -> Result<(Core, CoreThread, Started), String> {
+        let journal_dir = config.data_dir.join(JOURNAL_DIR);
+        let created = !journal_dir.join(recovery::INSTRUMENTS_FILE).exists();
+        let client_ids = read_client_ids(&config.data_dir.join(CLIENT_IDS_FILE))?;
+        let mut store = None::<OrderStore>;
+        let mut on_replay = |seq: u64, cmd: &Command, events: &[Event], engine: &Engine<Book>| {
+            let s = store.get_or_insert_with(|| {
+                OrderStore::new(&engine.instruments().iter().map(|s| s.symbol.clone()).collect::<Vec<_>>())
+            });
+            let cid = client_id_of(cmd, &client_ids);
+            s.apply(seq, cmd, events, cid);
+        };
+        let (engine, writer, rec) = recovery::open_replaying::<Book>(
+            &journal_dir,
+            &config.engine,
+            SEGMENT_BYTES_DEFAULT,
+            config.durability,
+            &mut on_replay,
+        )
+        .map_err(|e| format!("recovering {}: {e}", journal_dir.display()))?;
+        let mut store = store.unwrap_or_else(|| {
+            OrderStore::new(&engine.instruments().iter().map(|s| s.symbol.clone()).collect::<Vec<_>>())
+        });
+        // Client ids of amendments (renames) are not tied to a command kind the replay sees.
+        for (order_id, (participant, cid)) in client_ids.latest {
+            store.name(order_id, participant, &cid);
+        }
+        if engine.instruments() != config.engine.instruments.as_slice() {
+            return Err(format!(
+                "{} was created for other instruments ({}); move it away or configure those instruments",
+                journal_dir.display(),
+                engine.instruments().iter().map(|s| s.symbol.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let side_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.data_dir.join(CLIENT_IDS_FILE))
+            .map_err(|e| format!("{}: {e}", config.data_dir.join(CLIENT_IDS_FILE).display()))?;
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        let (published, _) = broadcast::channel(PUBLISH_CAPACITY);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let started = Started { replayed: rec.replayed, last_seq: writer.last_seq(), created };
+        let core = Core {
+            tx,
+            published: published.clone(),
+            metrics: metrics.clone(),
+            stopped: stopped.clone(),
+            instruments: Arc::new(engine.instruments().to_vec()),
+        };
+        let next_order_id = store.max_order_id() + 1;
+        let mut thread = EngineThread {
+            engine,
+            writer: Some(writer),
+            store,
+            side_log: BufWriter::new(side_log),
+            next_order_id,
+            last_ts: 0,
+            published,
+            metrics,
+            stopped,
+            pending: Vec::new(),
+            events: Vec::with_capacity(1024),
+            durability: config.durability,
+        };
+        if created {
+            for body in config.genesis {
+                thread.submit(ParticipantId(0), Intent::Operator(body), None);
+            }
+            thread.flush();
+        }
+        let handle = std::thread::Builder::new()
+            .name("cccx-engine".into())
+            .spawn(move || thread.run(rx))
+            .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+        Ok((core, CoreThread(handle), started))
+    }
+
+    /// The instruments, in id order.
+    pub fn instruments(&self) -> &[InstrumentSpec] {
+        &self.instruments
+    }
+
+    /// The id of a symbol.
+    pub fn instrument_id(&self, symbol: &str) -> Option<InstrumentId> {
+        self.instruments.iter().position(|s| s.symbol == symbol).map(|i| InstrumentId(i as u32))
+    }
+
+    /// Subscribes to everything the engine publishes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.published.subscribe()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Queue depth now.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.len()
+    }
+
+    fn enqueue(&self, request: Request) -> Result<(), CoreError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(CoreError::Stopped("stopped".into()));
+        }
+        self.tx.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                self.metrics.busy.inc();
+                CoreError::Busy
+            }
+            TrySendError::Disconnected(_) => CoreError::Stopped("the engine thread has ended".into()),
+        })
+    }
+
+    /// Submits an intent; the receiver gets the outcome once it is durable.
+    pub fn submit(
+        &self,
+        participant: ParticipantId,
+        intent: Intent,
+    ) -> Result<oneshot::Receiver<Result<Outcome, CoreError>>, CoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Request::Submit { participant, intent, reply: Some(reply) })?;
+        Ok(rx)
+    }
+
+    /// Submits an intent without waiting for an answer (the FIX path: reports come through
+    /// the published stream).
+    pub fn submit_nowait(&self, participant: ParticipantId, intent: Intent) -> Result<(), CoreError> {
+        self.enqueue(Request::Submit { participant, intent, reply: None })
+    }
+
+    /// Submits and waits (async).
+    pub async fn call(&self, participant: ParticipantId, intent: Intent) -> Result<Outcome, CoreError> {
+        let rx = self.submit(participant, intent)?;
+        rx.await.unwrap_or_else(|_| Err(CoreError::Stopped("the engine thread has ended".into())))
+    }
+
+    /// Asks a query (async).
+    pub async fn query(&self, query: Query) -> Result<QueryResult, CoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Request::Query { query, reply })?;
+        rx.await.map_err(|_| CoreError::Stopped("the engine thread has ended".into()))
+    }
+
+    /// Asks a query from a thread outside the async runtime.
+    pub fn query_blocking(&self, query: Query) -> Result<QueryResult, CoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Request::Query { query, reply })?;
+        rx.blocking_recv().map_err(|_| CoreError::Stopped("the engine thread has ended".into()))
+    }
+
+    /// Stops the engine after the requests already queued: seals and syncs the journal.
+    pub fn shutdown_blocking(&self) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        // Shutdown must get through even when the queue is full.
+        self.tx.send(Request::Shutdown { reply }).map_err(|_| "the engine thread has ended".to_string())?;
+        rx.blocking_recv().unwrap_or_else(|_| Err("the engine thread has ended".into()))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClientIdRecord {
+    order_id: u64,
+    participant: u32,
+    client_order_id: String,
+}
+
+#[derive(Default)]
+struct ClientIds {
+    /// By order id: the client id its NEW carried.
+    first: std::collections::HashMap<u64, String>,
+    /// By order id: the latest name (after replaces).
+    latest: std::collections::HashMap<u64, (u32, String)>,
+}
+
+fn read_client_ids(path: &Path) -> Result<ClientIds, String> {
+    let mut ids = ClientIds::default();
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A torn last line (a crash while writing) is ignored; its command was not journaled
+        // before the line was complete.
+        let Ok(r) = serde_json::from_str::<ClientIdRecord>(&line) else {
+            tracing::warn!("{}:{}: unreadable client id record ignored", path.display(), n + 1);
+            continue;
+        };
+        ids.first.entry(r.order_id).or_insert_with(|| r.client_order_id.clone());
+        ids.latest.insert(r.order_id, (r.participant, r.client_order_id));
+    }
+    Ok(ids)
+}
+
+fn client_id_of<'a>(cmd: &Command, ids: &'a ClientIds) -> Option<&'a str> {
+    match &cmd.body {
+        CommandBody::New(o) => ids.first.get(&o.order_id.0).map(String::as_str),
+        _ => None,
+    }
+}
+
+struct EngineThread {
+    engine: Engine<Book>,
+    writer: Option<JournalWriter>,
+    store: OrderStore,
+    side_log: BufWriter<File>,
+    next_order_id: u64,
+    last_ts: u64,
+    published: broadcast::Sender<Arc<Published>>,
+    metrics: Arc<Metrics>,
+    stopped: Arc<AtomicBool>,
+    /// Answers waiting for the journal to become durable.
+    pending: Vec<(u64, Reply, Outcome)>,
+    events: Vec<Event>,
+    durability: Durability,
+}
+
+impl EngineThread {
+    fn run(mut self, rx: Receiver<Request>) {
+        loop {
+            let first = if self.pending.is_empty() {
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(Duration::from_micros(200)) {
+                    Ok(r) => r,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        self.flush();
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(request) = next.take() {
+                if let Request::Shutdown { reply } = request {
+                    self.flush();
+                    let result = self.close();
+                    self.stopped.store(true, Ordering::Release);
+                    let _ = reply.send(result);
+                    // Whatever is still queued is refused.
+                    while let Ok(r) = rx.try_recv() {
+                        self.refuse(r, "shutting down");
+                    }
+                    return;
+                }
+                self.handle(request);
+                n += 1;
+                if n < BATCH_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.flush();
+            self.metrics.queue_depth.set(rx.len() as u64);
+        }
+        self.flush();
+        let _ = self.close();
+    }
+
+    fn refuse(&mut self, request: Request, why: &str) {
+        match request {
+            Request::Submit { reply: Some(reply), .. } => {
+                let _ = reply.send(Err(CoreError::Stopped(why.into())));
+            }
+            Request::Shutdown { reply } => {
+                let _ = reply.send(Ok(()));
+            }
+            _ => {}
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Submit { participant, intent, reply } => self.submit(participant, intent, reply),
+            Request::Query { query, reply } => {
+                let _ = reply.send(self.query(query));
+            }
+            Request::Shutdown { .. } => {}
+        }
+    }
+
+    fn now(&mut self) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        self.last_ts = self.last_ts.max(now);
+        self.last_ts
+    }
+
+    /// Turns an intent into a command; `Err` for what needs no command (an unknown order).
+    fn command(
+        &mut self,
+        participant: ParticipantId,
+        intent: &Intent,
+    ) -> Result<(CommandBody, Option<String>), CoreError> {
+        let own = |store: &OrderStore, order_id: u64| {
+            store
+                .get(order_id)
+                .filter(|o| o.participant == participant.0)
+                .map(|o| o.instrument())
+                .ok_or(CoreError::UnknownOrder)
+        };
+        Ok(match intent {
+            Intent::New { instrument, side, order_type, tif, price, qty, post_only, client_order_id } => {
+                let order_id = OrderId(self.next_order_id);
+                self.next_order_id += 1;
+                let cid =
+                    if client_order_id.is_empty() { order_id.0.to_string() } else { client_order_id.clone() };
+                let order = NewOrder {
+                    order_id,
+                    participant,
+                    instrument: *instrument,
+                    side: *side,
+                    order_type: *order_type,
+                    tif: *tif,
+                    price: if *order_type == OrderType::Market { 0 } else { *price },
+                    qty: *qty,
+                    post_only: *post_only,
+                };
+                (CommandBody::New(order), Some(cid))
+            }
+            Intent::Cancel { order_id } => {
+                let instrument = own(&self.store, *order_id)?;
+                (CommandBody::Cancel { instrument, order_id: OrderId(*order_id), participant }, None)
+            }
+            Intent::Amend { order_id, price, qty, client_order_id } => {
+                let instrument = own(&self.store, *order_id)?;
+                let body = CommandBody::Amend {
+                    instrument,
+                    order_id: OrderId(*order_id),
+                    participant,
+                    price: *price,
+                    qty: *qty,
+                };
+                (body, client_order_id.clone())
+            }
+            Intent::MassCancel { instrument } => {
+                let scope = match instrument {
+                    Some(i) => MassCancelScope::ParticipantInInstrument(participant, *i),
+                    None => MassCancelScope::Participant(participant),
+                };
+                (CommandBody::MassCancel(scope), None)
+            }
+            Intent::Operator(body) => (*body, None),
+        })
+    }
+
+    fn submit(
+        &mut self,
+        participant: ParticipantId,
+        intent: Intent,
+        reply: Option<oneshot::Sender<Result<Outcome, CoreError>>>,
+    ) {
+        let answer = |reply: Option<oneshot::Sender<_>>, r| {
+            if let Some(reply) = reply {
+                let _ = reply.send(r);
+            }
+        };
+        if self.writer.is_none() {
+            answer(reply, Err(CoreError::Stopped("the journal failed".into())));
+            return;
+        }
+        let (body, client_id) = match self.command(participant, &intent) {
+            Ok(x) => x,
+            Err(e) => return answer(reply, Err(e)),
+        };
+        let cmd = Command { ts_ns: self.now(), body };
+        // The side log first: a client id must never be missing for a journaled order.
+        if let (CommandBody::New(o), Some(cid)) = (&cmd.body, &client_id) {
+            if let Err(e) = self.log_client_id(o.order_id.0, participant, cid) {
+                self.fail(format!("client id log: {e}"));
+                return answer(reply, Err(CoreError::Stopped("the client id log failed".into())));
+            }
+        }
+        let writer = self.writer.as_mut().expect("checked above");
+        let seq = match writer.append(&cmd) {
+            Ok(seq) => seq,
+            Err(e) => {
+                self.fail(format!("journal: {e}"));
+                return answer(reply, Err(CoreError::Stopped("the journal failed".into())));
+            }
+        };
+        self.events.clear();
+        let started = Instant::now();
+        self.engine.apply(&cmd, &mut self.events);
+        self.metrics.engine_ns.record(started.elapsed());
+        self.metrics.commands.inc();
+        let published = self.store.apply(seq, &cmd, &self.events, client_id.as_deref());
+        // A replace that took effect renames the order (logged after the fact: a crash in
+        // between only loses the new name).
+        if let (CommandBody::Amend { order_id, .. }, Some(cid)) = (&cmd.body, &client_id) {
+            if self.events.iter().any(|e| matches!(e, Event::Amended { .. })) {
+                self.store.name(order_id.0, participant.0, cid);
+                if let Err(e) = self.log_client_id(order_id.0, participant, cid) {
+                    tracing::warn!("client id log: {e}");
+                }
+            }
+        }
+        if self.events.iter().any(|e| matches!(e, Event::Rejected { .. })) {
+            self.metrics.rejects.inc();
+        }
+        let outcome = Outcome { seq, events: self.events.clone(), updates: published.updates.clone() };
+        let _ = self.published.send(Arc::new(published));
+        if let Some(reply) = reply {
+            self.pending.push((seq, reply, outcome));
+        }
+    }
+
+    fn log_client_id(&mut self, order_id: u64, participant: ParticipantId, cid: &str) -> std::io::Result<()> {
+        let record =
+            ClientIdRecord { order_id, participant: participant.0, client_order_id: cid.to_string() };
+        let line = serde_json::to_string(&record).map_err(std::io::Error::other)?;
+        writeln!(self.side_log, "{line}")
+    }
+
+    /// Makes what was applied durable (per the policy) and sends the answers it covers.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            if let Some(w) = self.writer.as_mut() {
+                let _ = w.sync_if_due();
+            }
+            return;
+        }
+        if let Err(e) = self.side_log.flush() {
+            self.fail(format!("client id log: {e}"));
+        }
+        let durable = match self.writer.as_mut() {
+            None => 0,
+            Some(w) => match self.durability {
+                Durability::None => w.last_seq(),
+                _ => {
+                    let synced = self
+                        .side_log
+                        .get_ref()
+                        .sync_data()
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| w.sync().map_err(|e| e.to_string()));
+                    match synced {
+                        Ok(()) => w.durable_seq(),
+                        Err(e) => {
+                            self.fail(format!("sync: {e}"));
+                            0
+                        }
+                    }
+                }
+            },
+        };
+        let mut kept = Vec::new();
+        for (seq, reply, outcome) in self.pending.drain(..) {
+            if seq <= durable {
+                let _ = reply.send(Ok(outcome));
+            } else if self.writer.is_none() {
+                let _ = reply
+                    .send(Err(CoreError::Stopped("the journal failed before this became durable".into())));
+            } else {
+                kept.push((seq, reply, outcome));
+            }
+        }
+        self.pending = kept;
+    }
+
+    fn fail(&mut self, why: String) {
+        tracing::error!("engine stopped: {why}");
+        self.writer = None;
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    fn close(&mut self) -> Result<(), String> {
+        let _ = self.side_log.flush();
+        let _ = self.side_log.get_ref().sync_data();
+        match self.writer.take() {
+            Some(w) => w.close().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    fn query(&self, query: Query) -> QueryResult {
+        let e = &self.engine;
+        match query {
+            Query::Instruments => QueryResult::Instruments(
+                e.instruments()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, spec)| {
+                        let id = InstrumentId(i as u32);
+                        InstrumentInfo {
+                            id: id.0,
+                            spec: spec.clone(),
+                            phase: crate::orders::phase_name(
+                                e.book(id).map_or(Phase::Closed, cccx_engine::OrderBook::phase),
+                            ),
+                            totals: e.totals(id).copied().unwrap_or_default(),
+                        }
+                    })
+                    .collect(),
+            ),
+            Query::Book { instrument, depth } => {
+                let (bids, asks) = self.store.depth(instrument, depth);
+                QueryResult::Book(bids, asks)
+            }
+            Query::Trades { instrument, limit } => {
+                QueryResult::Trades(self.store.recent_trades(instrument, limit))
+            }
+            Query::Order { participant, order_id } => QueryResult::Orders(
+                self.store
+                    .get(order_id)
+                    .filter(|o| o.participant == participant.0)
+                    .cloned()
+                    .into_iter()
+                    .collect(),
+            ),
+            Query::OrderByClientId { participant, client_order_id } => QueryResult::Orders(
+                self.store.by_client_id(participant.0, &client_order_id).cloned().into_iter().collect(),
+            ),
+            Query::Orders { participant, open_only, limit } => {
+                QueryResult::Orders(self.store.of_participant(participant.0, open_only, limit))
+            }
+            Query::Accounts { participant } => QueryResult::Accounts(
+                e.risk()
+                    .accounts()
+                    .into_iter()
+                    .filter(|(p, _)| participant.is_none_or(|q| q == **p))
+                    .map(|(p, a)| (p.0, a.clone()))
+                    .collect(),
+            ),
+            Query::Auction { instrument } => QueryResult::Auction(
+                self.store.last_auction(instrument).cloned(),
+                e.auction_curves(instrument).unwrap_or_default(),
+            ),
+            Query::SellTotals { instrument } => QueryResult::SellTotals(
+                e.sell_totals(instrument).unwrap_or_default().into_iter().map(|(p, q)| (p.0, q)).collect(),
+            ),
+            Query::Status => {
+                let (last_seq, durable_seq) =
+                    self.writer.as_ref().map_or((0, 0), |w| (w.last_seq(), w.durable_seq()));
+                QueryResult::Status { last_seq, durable_seq }
+            }
+        }
+    }
+}

@@ -1,0 +1,835 @@
+//! The REST/JSON API and the WebSocket feed (axum).
+//!
+//! Every request but `/health` and `/metrics` carries an API key: `Authorization: Bearer <key>`
+//! (or `?key=` on the WebSocket URL). Participant keys reach the participant routes, operator
+//! keys the `/v1/admin` routes; market data is open to both. A participant only ever sees its
+//! own orders: another's order id answers 404, exactly like one that does not exist.
+//!
+//! Errors are problem documents (RFC 9457, `application/problem+json`) with a 4xx status for
+//! anything the caller can fix; an order the engine refuses is `422` with the engine's reason
+//! code. Nothing a caller sends can produce a 500.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use cccx_engine::{
+    CommandBody, Event, InstrumentId, MassCancelScope, OrderType, ParticipantId, Phase, Side, TimeInForce,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::config::Config;
+use crate::core::{Core, CoreError, Intent, Outcome, Query, QueryResult};
+use crate::orders::{ExecKind, OrderUpdate, OrderView, Published};
+use crate::secrets::Secrets;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine thread.
+    pub core: Core,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The credentials.
+    pub secrets: Arc<Secrets>,
+}
+
+/// A problem document.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    extra: Value,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Problem { status, title, detail: detail.into(), extra: Value::Null }
+    }
+    fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "bad request", detail)
+    }
+    fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not found", detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("https://cccx.dev/problems/{}", self.title.replace(' ', "-")),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let (Value::Object(b), Value::Object(extra)) = (&mut body, self.extra) {
+            b.extend(extra);
+        }
+        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+    }
+}
+
+impl From<CoreError> for Problem {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::UnknownOrder => Problem::not_found("no such order"),
+            CoreError::Busy => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+            CoreError::Stopped(_) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            }
+        }
+    }
+}
+
+fn json_error(e: JsonRejection) -> Problem {
+    match e {
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported media type",
+            "send the body as application/json",
+        ),
+        other => Problem::bad_request(other.body_text()),
+    }
+}
+
+fn path_error(e: PathRejection) -> Problem {
+    Problem::bad_request(e.body_text())
+}
+
+fn query_error(e: QueryRejection) -> Problem {
+    Problem::bad_request(e.body_text())
+}
+
+/// Who is calling.
+enum Caller {
+    Participant(u32),
+    Operator,
+}
+
+fn caller(state: &AppState, headers: &HeaderMap, key: Option<&str>) -> Result<Caller, Problem> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(key) = from_header.or(key) else {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <api key>",
+        ));
+    };
+    if let Some(p) = state.secrets.participant_by_key(key) {
+        return Ok(Caller::Participant(p));
+    }
+    if state.secrets.operator_by_key(key).is_some() {
+        return Ok(Caller::Operator);
+    }
+    Err(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
+}
+
+fn participant(state: &AppState, headers: &HeaderMap) -> Result<u32, Problem> {
+    match caller(state, headers, None)? {
+        Caller::Participant(p) => Ok(p),
+        Caller::Operator => {
+            Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "operators use the /v1/admin routes"))
+        }
+    }
+}
+
+fn operator(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+    match caller(state, headers, None)? {
+        Caller::Operator => Ok(()),
+        Caller::Participant(_) => {
+            Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "an operator key is needed"))
+        }
+    }
+}
+
+fn instrument(state: &AppState, symbol: &str) -> Result<InstrumentId, Problem> {
+    state.core.instrument_id(symbol).ok_or_else(|| Problem::not_found(format!("no instrument {symbol}")))
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/instruments", get(instruments))
+        .route("/v1/instruments/{symbol}/book", get(book))
+        .route("/v1/instruments/{symbol}/trades", get(trades))
+        .route("/v1/instruments/{symbol}/auction", get(auction))
+        .route("/v1/orders", post(new_order).get(list_orders).delete(mass_cancel))
+        .route("/v1/orders/{order_id}", get(get_order).delete(cancel_order).patch(amend_order))
+        .route("/v1/orders/by-client-id/{client_order_id}", get(get_order_by_client_id))
+        .route("/v1/account", get(account))
+        .route("/v1/ws", get(websocket))
+        .route("/v1/admin/participants", get(admin_participants))
+        .route("/v1/admin/accounts", get(admin_accounts))
+        .route("/v1/admin/funds", post(admin_funds))
+        .route("/v1/admin/holdings", post(admin_holdings))
+        .route("/v1/admin/shortfall", post(admin_shortfall))
+        .route("/v1/admin/instruments/{symbol}/phase", post(admin_phase))
+        .route("/v1/admin/instruments/{symbol}/uncross", post(admin_uncross))
+        .route("/v1/admin/instruments/{symbol}/expire", post(admin_expire))
+        .route("/v1/admin/instruments/{symbol}/orders", delete(admin_mass_cancel))
+        .route("/v1/admin/instruments/{symbol}/sell-totals", get(admin_sell_totals))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    state.core.metrics().http_requests.inc();
+    next.run(request).await
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    match state.core.query(Query::Status).await {
+        Ok(QueryResult::Status { last_seq, durable_seq }) => {
+            Json(json!({"status": "ok", "last_seq": last_seq, "durable_seq": durable_seq})).into_response()
+        }
+        _ => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the engine is not running")
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.core.metrics().render(state.core.queue_depth());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn instruments(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    caller(&state, &headers, None)?;
+    let QueryResult::Instruments(list) = state.core.query(Query::Instruments).await? else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer"));
+    };
+    let with_config: Vec<Value> = list
+        .into_iter()
+        .map(|i| {
+            let c = &state.config.instruments[i.id as usize];
+            json!({
+                "symbol": i.spec.symbol, "segment": c.segment, "mode": c.mode, "phase": i.phase,
+                "tick_size": i.spec.tick_size, "lot_size": i.spec.lot_size,
+                "price_floor": i.spec.price_floor, "price_ceiling": i.spec.price_ceiling,
+                "max_order_qty": i.spec.max_order_qty,
+                "trades": i.totals.trades, "volume": i.totals.volume, "last_price": i.totals.last_price,
+            })
+        })
+        .collect();
+    Ok(Json(with_config).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepthParams {
+    depth: Option<usize>,
+}
+
+async fn book(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+    params: Result<QueryParams<DepthParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    caller(&state, &headers, None)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let QueryParams(params) = params.map_err(query_error)?;
+    let instrument = instrument(&state, &symbol)?;
+    let depth = params.depth.unwrap_or(10).clamp(1, 1000);
+    let QueryResult::Book(bids, asks) = state.core.query(Query::Book { instrument, depth }).await? else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer"));
+    };
+    let levels = |l: Vec<(i64, u64)>| {
+        l.into_iter().map(|(price, qty)| json!({"price": price, "qty": qty})).collect::<Vec<_>>()
+    };
+    Ok(Json(json!({"symbol": symbol, "bids": levels(bids), "asks": levels(asks)})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitParams {
+    limit: Option<usize>,
+}
+
+async fn trades(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+    params: Result<QueryParams<LimitParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    caller(&state, &headers, None)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let QueryParams(params) = params.map_err(query_error)?;
+    let instrument = instrument(&state, &symbol)?;
+    let limit = params.limit.unwrap_or(100).clamp(1, crate::orders::RECENT_TRADES);
+    let QueryResult::Trades(list) = state.core.query(Query::Trades { instrument, limit }).await? else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer"));
+    };
+    Ok(Json(list).into_response())
+}
+
+async fn auction(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    caller(&state, &headers, None)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let instrument = instrument(&state, &symbol)?;
+    let QueryResult::Auction(last, curves) = state.core.query(Query::Auction { instrument }).await? else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer"));
+    };
+    let curves: Vec<Value> =
+        curves.iter().map(|p| json!({"price": p.price, "demand": p.demand, "supply": p.supply})).collect();
+    Ok(Json(json!({"symbol": symbol, "last_uncross": last, "curves": curves})).into_response())
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum SideName {
+    Buy,
+    Sell,
+}
+
+#[derive(Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+enum TypeName {
+    #[default]
+    Limit,
+    Market,
+}
+
+#[derive(Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+enum TifName {
+    #[default]
+    Gtc,
+    Day,
+    Ioc,
+    Fok,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrderRequest {
+    symbol: String,
+    side: SideName,
+    #[serde(default, rename = "type")]
+    order_type: TypeName,
+    #[serde(default)]
+    tif: TifName,
+    price: Option<i64>,
+    qty: u64,
+    #[serde(default)]
+    post_only: bool,
+    client_order_id: Option<String>,
+}
+
+/// The answer to an order request: the order as it stands and every report the command made
+/// for the caller (fills included).
+#[derive(Serialize)]
+struct OrderAnswer {
+    seq: u64,
+    order: Option<OrderView>,
+    reports: Vec<OrderUpdate>,
+}
+
+fn answer(
+    outcome: Outcome,
+    participant: u32,
+    order_id: Option<u64>,
+    ok: StatusCode,
+) -> Result<Response, Problem> {
+    let reports: Vec<OrderUpdate> =
+        outcome.updates.into_iter().filter(|u| u.order.participant == participant).collect();
+    let order = order_id
+        .and_then(|id| reports.iter().rev().find(|u| u.order.order_id == id))
+        .map(|u| u.order.clone());
+    if let Some(Event::Rejected { reason, .. }) =
+        outcome.events.iter().find(|e| matches!(e, Event::Rejected { .. }))
+    {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason.text());
+        p.extra = json!({"reason_code": reason.code(), "seq": outcome.seq, "order": order});
+        return Err(p);
+    }
+    Ok((ok, Json(OrderAnswer { seq: outcome.seq, order, reports })).into_response())
+}
+
+async fn new_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewOrderRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let started = Instant::now();
+    let p = participant(&state, &headers)?;
+    let Json(r) = body.map_err(json_error)?;
+    let instrument = instrument(&state, &r.symbol)
+        .map_err(|_| Problem::bad_request(format!("no instrument {}", r.symbol)))?;
+    let order_type = match r.order_type {
+        TypeName::Limit => OrderType::Limit,
+        TypeName::Market => OrderType::Market,
+    };
+    let price = match (order_type, r.price) {
+        (OrderType::Limit, Some(price)) => price,
+        (OrderType::Limit, None) => return Err(Problem::bad_request("a limit order needs a price")),
+        (OrderType::Market, None) => 0,
+        (OrderType::Market, Some(_)) => return Err(Problem::bad_request("a market order carries no price")),
+    };
+    let client_order_id = r.client_order_id.unwrap_or_default();
+    if client_order_id.len() > 64 || client_order_id.chars().any(|c| c.is_control()) {
+        return Err(Problem::bad_request("client_order_id: at most 64 printable characters"));
+    }
+    let intent = Intent::New {
+        instrument,
+        side: match r.side {
+            SideName::Buy => Side::Buy,
+            SideName::Sell => Side::Sell,
+        },
+        order_type,
+        tif: match r.tif {
+            TifName::Gtc => TimeInForce::Gtc,
+            TifName::Day => TimeInForce::Day,
+            TifName::Ioc => TimeInForce::Ioc,
+            TifName::Fok => TimeInForce::Fok,
+        },
+        price,
+        qty: r.qty,
+        post_only: r.post_only,
+        client_order_id,
+    };
+    let outcome = state.core.call(ParticipantId(p), intent).await?;
+    let order_id = outcome
+        .updates
+        .iter()
+        .find(|u| matches!(u.exec, ExecKind::New | ExecKind::Rejected))
+        .map(|u| u.order.order_id);
+    let result = answer(outcome, p, order_id, StatusCode::CREATED);
+    state.core.metrics().rest_latency.record(started.elapsed());
+    result
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    open: Option<bool>,
+    limit: Option<usize>,
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<QueryParams<ListParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let p = participant(&state, &headers)?;
+    let QueryParams(params) = params.map_err(query_error)?;
+    let query = Query::Orders {
+        participant: ParticipantId(p),
+        open_only: params.open.unwrap_or(false),
+        limit: params.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let QueryResult::Orders(list) = state.core.query(query).await? else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer"));
+    };
+    Ok(Json(list).into_response())
+}
+
+async fn one_order(state: &AppState, query: Query) -> Result<Response, Problem> {
+    match state.core.query(query).await? {
+        QueryResult::Orders(list) => match list.into_iter().next() {
+            Some(o) => Ok(Json(o).into_response()),
+            None => Err(Problem::not_found("no such order")),
+        },
+        _ => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer")),
+    }
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Response, Problem> {
+    let p = participant(&state, &headers)?;
+    let Path(order_id) = id.map_err(path_error)?;
+    one_order(&state, Query::Order { participant: ParticipantId(p), order_id }).await
+}
+
+async fn get_order_by_client_id(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let p = participant(&state, &headers)?;
+    let Path(client_order_id) = id.map_err(path_error)?;
+    one_order(&state, Query::OrderByClientId { participant: ParticipantId(p), client_order_id }).await
+}
+
+async fn cancel_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Response, Problem> {
+    let p = participant(&state, &headers)?;
+    let Path(order_id) = id.map_err(path_error)?;
+    let outcome = state.core.call(ParticipantId(p), Intent::Cancel { order_id }).await?;
+    answer(outcome, p, Some(order_id), StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmendRequest {
+    price: i64,
+    qty: u64,
+}
+
+async fn amend_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+    body: Result<Json<AmendRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let p = participant(&state, &headers)?;
+    let Path(order_id) = id.map_err(path_error)?;
+    let Json(r) = body.map_err(json_error)?;
+    let intent = Intent::Amend { order_id, price: r.price, qty: r.qty, client_order_id: None };
+    let outcome = state.core.call(ParticipantId(p), intent).await?;
+    answer(outcome, p, Some(order_id), StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SymbolParams {
+    symbol: Option<String>,
+}
+
+async fn mass_cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<QueryParams<SymbolParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let p = participant(&state, &headers)?;
+    let QueryParams(params) = params.map_err(query_error)?;
+    let instrument = params.symbol.as_deref().map(|s| instrument(&state, s)).transpose()?;
+    let outcome = state.core.call(ParticipantId(p), Intent::MassCancel { instrument }).await?;
+    let cancelled: Vec<u64> =
+        outcome.updates.iter().filter(|u| u.exec == ExecKind::Cancelled).map(|u| u.order.order_id).collect();
+    Ok(Json(json!({"seq": outcome.seq, "cancelled": cancelled})).into_response())
+}
+
+fn account_json(participant: u32, a: &cccx_engine::risk::Account, symbols: &[String]) -> Value {
+    let f = &a.funds;
+    let holdings: Vec<Value> = a
+        .holdings
+        .iter()
+        .map(|(i, h)| {
+            json!({
+                "symbol": symbols.get(i.0 as usize), "held": h.held.to_string(), "available": h.available.to_string(),
+                "locked": h.locked.to_string(), "delivered": h.delivered.to_string(), "bought": h.bought.to_string(),
+            })
+        })
+        .collect();
+    json!({
+        "participant": participant,
+        "funds": {
+            "deposited": f.deposited.to_string(), "available": f.available.to_string(), "locked": f.locked.to_string(),
+            "paid": f.paid.to_string(), "received": f.received.to_string(),
+        },
+        "holdings": holdings,
+        "standing": {
+            "defaults_total": a.standing.defaults_total,
+            "defaults_in_quarter": a.standing.defaults_in_quarter,
+            "suspended_until_ns": a.standing.suspended_until,
+        },
+    })
+}
+
+fn symbols(state: &AppState) -> Vec<String> {
+    state.core.instruments().iter().map(|s| s.symbol.clone()).collect()
+}
+
+async fn account(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    let p = participant(&state, &headers)?;
+    let QueryResult::Accounts(list) =
+        state.core.query(Query::Accounts { participant: Some(ParticipantId(p)) }).await?
+    else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer"));
+    };
+    let symbols = symbols(&state);
+    let a = list.into_iter().next().map(|(_, a)| a).unwrap_or_default();
+    Ok(Json(account_json(p, &a, &symbols)).into_response())
+}
+
+async fn admin_participants(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    Ok(Json(&state.config.participants).into_response())
+}
+
+async fn admin_accounts(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let QueryResult::Accounts(list) = state.core.query(Query::Accounts { participant: None }).await? else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer"));
+    };
+    let symbols = symbols(&state);
+    Ok(Json(list.iter().map(|(p, a)| account_json(*p, a, &symbols)).collect::<Vec<_>>()).into_response())
+}
+
+/// Runs an operator command; 200 with its events, or 422 with the engine's reason.
+async fn operator_command(state: &AppState, body: CommandBody) -> Result<Response, Problem> {
+    let outcome = state.core.call(ParticipantId(0), Intent::Operator(body)).await?;
+    if let Some(Event::Rejected { reason, .. }) = outcome.events.first() {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason.text());
+        p.extra = json!({"reason_code": reason.code(), "seq": outcome.seq});
+        return Err(p);
+    }
+    let events: Vec<Value> =
+        outcome.events.iter().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)).collect();
+    Ok(Json(json!({"seq": outcome.seq, "events": events})).into_response())
+}
+
+fn known_participant(state: &AppState, id: u32) -> Result<ParticipantId, Problem> {
+    state
+        .config
+        .participant(ParticipantId(id))
+        .map(|p| ParticipantId(p.id))
+        .ok_or_else(|| Problem::bad_request(format!("no participant {id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FundsRequest {
+    participant: u32,
+    amount: i64,
+}
+
+async fn admin_funds(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<FundsRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let Json(r) = body.map_err(json_error)?;
+    let participant = known_participant(&state, r.participant)?;
+    operator_command(&state, CommandBody::Funds { participant, amount: r.amount }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldingsRequest {
+    participant: u32,
+    symbol: String,
+    qty: i64,
+}
+
+async fn admin_holdings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<HoldingsRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let Json(r) = body.map_err(json_error)?;
+    let participant = known_participant(&state, r.participant)?;
+    let instrument = instrument(&state, &r.symbol).map_err(|p| Problem::bad_request(p.detail))?;
+    operator_command(&state, CommandBody::Holdings { participant, instrument, qty: r.qty }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShortfallRequest {
+    participant: u32,
+    symbol: String,
+}
+
+async fn admin_shortfall(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<ShortfallRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let Json(r) = body.map_err(json_error)?;
+    let participant = known_participant(&state, r.participant)?;
+    let instrument = instrument(&state, &r.symbol).map_err(|p| Problem::bad_request(p.detail))?;
+    operator_command(&state, CommandBody::Shortfall { instrument, participant }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhaseRequest {
+    phase: String,
+}
+
+fn parse_phase(name: &str) -> Option<Phase> {
+    [Phase::Continuous, Phase::Call, Phase::Closed, Phase::CallClosed, Phase::Uncrossed]
+        .into_iter()
+        .find(|p| crate::orders::phase_name(*p) == name)
+}
+
+async fn admin_phase(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+    body: Result<Json<PhaseRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let instrument = instrument(&state, &symbol)?;
+    let Json(r) = body.map_err(json_error)?;
+    let phase = parse_phase(&r.phase).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "phase `{}`: expected continuous, call, closed, call_closed or uncrossed",
+            r.phase
+        ))
+    })?;
+    operator_command(&state, CommandBody::SetPhase { instrument, phase }).await
+}
+
+async fn admin_uncross(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let instrument = instrument(&state, &symbol)?;
+    operator_command(&state, CommandBody::Uncross { instrument }).await
+}
+
+async fn admin_expire(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let instrument = instrument(&state, &symbol)?;
+    operator_command(&state, CommandBody::ExpireDay { instrument }).await
+}
+
+async fn admin_mass_cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let instrument = instrument(&state, &symbol)?;
+    operator_command(&state, CommandBody::MassCancel(MassCancelScope::Instrument(instrument))).await
+}
+
+async fn admin_sell_totals(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    operator(&state, &headers)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let instrument = instrument(&state, &symbol)?;
+    let QueryResult::SellTotals(list) = state.core.query(Query::SellTotals { instrument }).await? else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "unexpected answer"));
+    };
+    let list: Vec<Value> = list
+        .into_iter()
+        .map(|(p, qty)| {
+            let account = state.config.participant(ParticipantId(p)).map(|c| c.registry_account.clone());
+            json!({"participant": p, "registry_account": account, "qty": qty})
+        })
+        .collect();
+    Ok(Json(json!({"symbol": symbol, "sellers": list})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WsParams {
+    key: Option<String>,
+}
+
+/// `GET /v1/ws`: public trades, level changes, phases and auction results for everyone; each
+/// participant also gets its own order reports. A subscriber that falls too far behind is
+/// disconnected (close code 1013, "try again later"), never allowed to slow the engine.
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<QueryParams<WsParams>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, Problem> {
+    let QueryParams(params) = params.map_err(query_error)?;
+    let who = caller(&state, &headers, params.key.as_deref())?;
+    let upgrade = upgrade.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let participant = match who {
+        Caller::Participant(p) => Some(p),
+        Caller::Operator => None,
+    };
+    let rx = state.core.subscribe();
+    let metrics = state.core.metrics().clone();
+    Ok(upgrade.on_upgrade(move |socket| feed(socket, rx, participant, metrics)))
+}
+
+async fn feed(
+    mut socket: WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<Published>>,
+    participant: Option<u32>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    metrics.ws_subscribers.set(metrics.ws_subscribers.get() + 1);
+    let hello = json!({"type": "subscribed", "participant": participant});
+    let mut open = socket.send(Message::text(hello.to_string())).await.is_ok();
+    while open {
+        tokio::select! {
+            published = rx.recv() => match published {
+                Ok(p) => {
+                    for text in feed_messages(&p, participant) {
+                        if socket.send(Message::text(text)).await.is_err() {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    metrics.slow_consumers.inc();
+                    let frame = axum::extract::ws::CloseFrame { code: 1013, reason: "too slow: reconnect".into() };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    open = false;
+                }
+                Err(RecvError::Closed) => open = false,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => open = false,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    metrics.ws_subscribers.set(metrics.ws_subscribers.get().saturating_sub(1));
+}
+
+/// The feed's JSON messages for one published record, as one subscriber sees them.
+pub fn feed_messages(p: &Published, participant: Option<u32>) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &p.market {
+        out.push(json!({"channel": "market", "seq": p.seq, "event": m}).to_string());
+    }
+    if let Some(me) = participant {
+        for u in p.updates.iter().filter(|u| u.order.participant == me) {
+            out.push(json!({"channel": "orders", "seq": p.seq, "report": u}).to_string());
+        }
+    }
+    out
+}

@@ -1,0 +1,175 @@
+//! `cccx serve`: one process with the engine thread, the HTTP server (tokio, axum), the
+//! session scheduler and (with its module) the FIX acceptor.
+//!
+//! SIGTERM or Ctrl-C shuts down cleanly: stop accepting connections, let the requests in
+//! flight finish, drain the engine's queue, seal and sync the journal.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cccx_engine::{CommandBody, ParticipantId};
+
+use crate::config::Config;
+use crate::core::{Core, CoreConfig, CoreThread, Started};
+use crate::metrics::Metrics;
+use crate::rest::{self, AppState};
+use crate::secrets::{Secrets, SECRETS_FILE};
+
+/// A running server (for tests and embedding): its addresses and a way to stop it.
+pub struct Running {
+    /// The HTTP address actually bound (port 0 in the config picks a free one).
+    pub http: std::net::SocketAddr,
+    /// The engine handle.
+    pub core: Core,
+    /// The credentials.
+    pub secrets: Arc<Secrets>,
+    /// What recovery found.
+    pub started: Started,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    core_thread: Option<CoreThread>,
+    stop_scheduler: Arc<AtomicBool>,
+    scheduler: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The commands that set up a new journal: each participant's initial funds and holdings
+/// (only with risk checks on: without them there are no accounts).
+pub fn genesis_commands(config: &Config) -> Vec<CommandBody> {
+    if !config.server.risk {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for p in &config.participants {
+        let participant = ParticipantId(p.id);
+        if p.initial_funds > 0 {
+            out.push(CommandBody::Funds { participant, amount: p.initial_funds });
+        }
+        for (symbol, qty) in &p.initial_holdings {
+            if let (Some(instrument), true) = (config.instrument_id(symbol), *qty > 0) {
+                out.push(CommandBody::Holdings { participant, instrument, qty: *qty });
+            }
+        }
+    }
+    out
+}
+
+/// Starts everything on the current tokio runtime.
+pub async fn start(config: Config) -> Result<Running, String> {
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let (secrets, _) = Secrets::load_or_create(&data_dir, &config).map_err(|e| e.to_string())?;
+    let secrets = Arc::new(secrets);
+    let metrics = Arc::new(Metrics::default());
+    let engine = config.engine_config().map_err(|e| e.to_string())?;
+    let core_config = CoreConfig {
+        data_dir: data_dir.clone(),
+        engine,
+        durability: config.server.durability.durability(),
+        queue_capacity: config.server.queue_capacity,
+        genesis: genesis_commands(&config),
+    };
+    let (core, core_thread, started) =
+        tokio::task::block_in_place(|| Core::start(core_config, metrics.clone()))?;
+    let stop_scheduler = Arc::new(AtomicBool::new(false));
+    let scheduler = crate::scheduler::start(core.clone(), config.schedules(), stop_scheduler.clone());
+    let listener = tokio::net::TcpListener::bind(config.server.http)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.server.http))?;
+    let http = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = AppState { core: core.clone(), config: Arc::new(config), secrets: secrets.clone() };
+    let app = rest::router(state);
+    let (shutdown, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let graceful = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+    Ok(Running {
+        http,
+        core,
+        secrets,
+        started,
+        shutdown,
+        server,
+        core_thread: Some(core_thread),
+        stop_scheduler,
+        scheduler,
+    })
+}
+
+impl Running {
+    /// Stops accepting, finishes what is in flight, drains the engine and closes the journal.
+    pub async fn stop(mut self) -> Result<(), String> {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.server).await;
+        self.stop_scheduler.store(true, Ordering::Release);
+        if let Some(s) = self.scheduler.take() {
+            let _ = tokio::task::spawn_blocking(move || s.join()).await;
+        }
+        let core = self.core.clone();
+        let result = tokio::task::spawn_blocking(move || core.shutdown_blocking())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        if let Some(t) = self.core_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        result
+    }
+}
+
+/// `cccx serve [--config FILE]`: runs until SIGTERM or Ctrl-C.
+pub fn serve(config_path: Option<&Path>) -> Result<(), String> {
+    let config = match config_path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::embedded(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cccx-io")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let source = config_path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
+        let data_dir = config.server.data_dir.clone();
+        let symbols: Vec<String> = config.instruments.iter().map(|i| i.symbol.clone()).collect();
+        let running = start(config).await?;
+        let s = &running.started;
+        println!("cccx exchange running ({source})");
+        println!("  data directory  {}", data_dir.display());
+        println!("  journal         {} commands recovered (last seq {})", s.replayed, s.last_seq);
+        println!("  instruments     {}", symbols.join(", "));
+        println!("  HTTP            http://{}  (REST under /v1, WebSocket /v1/ws, /health, /metrics)", running.http);
+        println!("  credentials     {}  (API keys and FIX passwords, generated on first start)", data_dir.join(SECRETS_FILE).display());
+        println!("  try             curl -H \"Authorization: Bearer $(jq -r '.participants[\"1\"].api_key' {})\" http://{}/v1/instruments", data_dir.join(SECRETS_FILE).display(), running.http);
+        println!("stop with Ctrl-C or SIGTERM");
+        wait_for_signal().await;
+        println!("shutting down: draining and syncing the journal");
+        running.stop().await?;
+        println!("stopped cleanly");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
