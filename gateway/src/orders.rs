@@ -23,7 +23,7 @@ pub type Depth = (Vec<(Price, Qty)>, Vec<(Price, Qty)>);
 pub const RECENT_TRADES: usize = 1000;
 
 /// An order's status (FIX OrdStatus).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Accepted, nothing filled (OrdStatus 0).
@@ -48,7 +48,7 @@ impl OrderStatus {
 }
 
 /// One order as its owner sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     /// The exchange's order id.
     pub order_id: u64,
@@ -57,6 +57,7 @@ pub struct OrderView {
     /// The owner.
     pub participant: u32,
     /// The instrument's symbol.
+    #[schema(value_type = String)]
     pub symbol: Arc<str>,
     /// `buy` or `sell`.
     pub side: &'static str,
@@ -72,7 +73,8 @@ pub struct OrderView {
     pub cum_qty: Qty,
     /// Still open.
     pub leaves_qty: Qty,
-    /// Average fill price, if anything filled.
+    /// Average fill price, if anything filled (a decimal string).
+    #[schema(value_type = Option<String>)]
     pub avg_px: Option<Decimal>,
     /// Status.
     pub status: OrderStatus,
@@ -107,7 +109,7 @@ impl OrderView {
 }
 
 /// What happened to an order (FIX ExecType, plus cancel rejects).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecKind {
     /// Accepted (ExecType 0).
@@ -127,7 +129,7 @@ pub enum ExecKind {
 }
 
 /// A reason code and text.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Reason {
     /// The engine's stable code (reject reasons 1-22; cancel reasons as `100 + code`).
     pub code: u16,
@@ -136,7 +138,7 @@ pub struct Reason {
 }
 
 /// One report to an order's owner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderUpdate {
     /// What happened.
     pub exec: ExecKind,
@@ -155,11 +157,12 @@ pub struct OrderUpdate {
 }
 
 /// A public trade.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PublicTrade {
     /// Unique trade id.
     pub trade_id: String,
     /// The instrument.
+    #[schema(value_type = String)]
     pub symbol: Arc<str>,
     /// Price.
     pub price: Price,

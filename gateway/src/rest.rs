@@ -17,7 +17,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use cccx_engine::{
     CommandBody, Event, InstrumentId, MassCancelScope, OrderType, ParticipantId, Phase, Side, TimeInForce,
@@ -28,7 +28,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::Config;
 use crate::core::{Core, CoreError, Intent, Outcome, Query, QueryResult};
-use crate::orders::{ExecKind, OrderUpdate, OrderView, Published};
+use crate::orders::{ExecKind, OrderUpdate, OrderView, PublicTrade, Published};
 use crate::secrets::Secrets;
 
 /// What the handlers share.
@@ -159,30 +159,83 @@ fn instrument(state: &AppState, symbol: &str) -> Result<InstrumentId, Problem> {
     state.core.instrument_id(symbol).ok_or_else(|| Problem::not_found(format!("no instrument {symbol}")))
 }
 
-/// The router with every route.
+/// A problem document (RFC 9457), as every error answer carries it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProblemDoc {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this case.
+    pub detail: String,
+    /// The engine's reason code (422 answers).
+    pub reason_code: Option<u16>,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "cccx exchange API", description = "REST/JSON API of the cccx carbon credit certificate exchange: orders, market data, accounts, and the operator's session control."),
+    components(schemas(ProblemDoc)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The routes and their OpenAPI document, from the same registrations (so they cannot
+/// disagree).
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .routes(routes!(instruments))
+        .routes(routes!(book))
+        .routes(routes!(trades))
+        .routes(routes!(auction))
+        .routes(routes!(new_order, list_orders, mass_cancel))
+        .routes(routes!(get_order, cancel_order, amend_order))
+        .routes(routes!(get_order_by_client_id))
+        .routes(routes!(account))
+        .routes(routes!(websocket))
+        .routes(routes!(admin_participants))
+        .routes(routes!(admin_accounts))
+        .routes(routes!(admin_funds))
+        .routes(routes!(admin_holdings))
+        .routes(routes!(admin_shortfall))
+        .routes(routes!(admin_phase))
+        .routes(routes!(admin_uncross))
+        .routes(routes!(admin_expire))
+        .routes(routes!(admin_mass_cancel))
+        .routes(routes!(admin_sell_totals))
+        .split_for_parts()
+}
+
+/// The router with every route, and `/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/v1/instruments", get(instruments))
-        .route("/v1/instruments/{symbol}/book", get(book))
-        .route("/v1/instruments/{symbol}/trades", get(trades))
-        .route("/v1/instruments/{symbol}/auction", get(auction))
-        .route("/v1/orders", post(new_order).get(list_orders).delete(mass_cancel))
-        .route("/v1/orders/{order_id}", get(get_order).delete(cancel_order).patch(amend_order))
-        .route("/v1/orders/by-client-id/{client_order_id}", get(get_order_by_client_id))
-        .route("/v1/account", get(account))
-        .route("/v1/ws", get(websocket))
-        .route("/v1/admin/participants", get(admin_participants))
-        .route("/v1/admin/accounts", get(admin_accounts))
-        .route("/v1/admin/funds", post(admin_funds))
-        .route("/v1/admin/holdings", post(admin_holdings))
-        .route("/v1/admin/shortfall", post(admin_shortfall))
-        .route("/v1/admin/instruments/{symbol}/phase", post(admin_phase))
-        .route("/v1/admin/instruments/{symbol}/uncross", post(admin_uncross))
-        .route("/v1/admin/instruments/{symbol}/expire", post(admin_expire))
-        .route("/v1/admin/instruments/{symbol}/orders", delete(admin_mass_cancel))
-        .route("/v1/admin/instruments/{symbol}/sell-totals", get(admin_sell_totals))
+    let (routes, api) = routes();
+    let document = Arc::new(api.to_json().unwrap_or_default());
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }
+            }),
+        )
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -204,6 +257,13 @@ async fn count_requests(
     next.run(request).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    summary = "Liveness and journal position",
+    responses((status = 200, description = "Running", body = Object), (status = 503, description = "The exchange is busy or stopped", body = ProblemDoc, content_type = "application/problem+json"))
+)]
 async fn health(State(state): State<AppState>) -> Response {
     match state.core.query(Query::Status).await {
         Ok(QueryResult::Status { last_seq, durable_seq }) => {
@@ -214,11 +274,26 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.core.metrics().render(state.core.queue_depth());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instruments",
+    tag = "market data",
+    summary = "Instruments with their phases and totals",
+    responses((status = 200, description = "Instruments", body = Vec<Object>), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn instruments(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
     caller(&state, &headers, None)?;
     let QueryResult::Instruments(list) = state.core.query(Query::Instruments).await? else {
@@ -240,12 +315,22 @@ async fn instruments(State(state): State<AppState>, headers: HeaderMap) -> Resul
     Ok(Json(with_config).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DepthParams {
     depth: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instruments/{symbol}/book",
+    tag = "market data",
+    summary = "Book depth",
+    params(("symbol" = String, Path, description = "Instrument symbol"), DepthParams),
+    responses((status = 200, description = "Bids and asks, best first", body = Object), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn book(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -266,12 +351,22 @@ async fn book(
     Ok(Json(json!({"symbol": symbol, "bids": levels(bids), "asks": levels(asks)})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LimitParams {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instruments/{symbol}/trades",
+    tag = "market data",
+    summary = "Recent public trades, newest first",
+    params(("symbol" = String, Path, description = "Instrument symbol"), LimitParams),
+    responses((status = 200, description = "Trades", body = Vec<PublicTrade>), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn trades(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -289,6 +384,15 @@ async fn trades(
     Ok(Json(list).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instruments/{symbol}/auction",
+    tag = "market data",
+    summary = "Last uncross (MCP, MCV) and the current demand and supply curves",
+    params(("symbol" = String, Path, description = "Instrument symbol")),
+    responses((status = 200, description = "Auction results and curves", body = Object), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn auction(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -305,14 +409,14 @@ async fn auction(
     Ok(Json(json!({"symbol": symbol, "last_uncross": last, "curves": curves})).into_response())
 }
 
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, utoipa::ToSchema, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum SideName {
     Buy,
     Sell,
 }
 
-#[derive(Deserialize, Clone, Copy, Default)]
+#[derive(Deserialize, utoipa::ToSchema, Clone, Copy, Default)]
 #[serde(rename_all = "lowercase")]
 enum TypeName {
     #[default]
@@ -320,7 +424,7 @@ enum TypeName {
     Market,
 }
 
-#[derive(Deserialize, Clone, Copy, Default)]
+#[derive(Deserialize, utoipa::ToSchema, Clone, Copy, Default)]
 #[serde(rename_all = "lowercase")]
 enum TifName {
     #[default]
@@ -330,7 +434,7 @@ enum TifName {
     Fok,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewOrderRequest {
     symbol: String,
@@ -348,7 +452,7 @@ struct NewOrderRequest {
 
 /// The answer to an order request: the order as it stands and every report the command made
 /// for the caller (fills included).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct OrderAnswer {
     seq: u64,
     order: Option<OrderView>,
@@ -376,6 +480,15 @@ fn answer(
     Ok((ok, Json(OrderAnswer { seq: outcome.seq, order, reports })).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    summary = "Enter an order",
+    request_body = NewOrderRequest,
+    responses((status = 201, description = "Accepted (and perhaps filled): the order and its reports", body = OrderAnswer), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json"), (status = 503, description = "The exchange is busy or stopped", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn new_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -429,13 +542,23 @@ async fn new_order(
     result
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
     open: Option<bool>,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    tag = "orders",
+    summary = "The caller's orders, newest first",
+    params(ListParams),
+    responses((status = 200, description = "Orders", body = Vec<OrderView>), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn list_orders(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -464,6 +587,15 @@ async fn one_order(state: &AppState, query: Query) -> Result<Response, Problem> 
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{order_id}",
+    tag = "orders",
+    summary = "One of the caller's orders",
+    params(("order_id" = u64, Path, description = "Exchange order id")),
+    responses((status = 200, description = "The order", body = OrderView), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn get_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -474,6 +606,15 @@ async fn get_order(
     one_order(&state, Query::Order { participant: ParticipantId(p), order_id }).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/orders/by-client-id/{client_order_id}",
+    tag = "orders",
+    summary = "One of the caller's orders by its client order id",
+    params(("client_order_id" = String, Path, description = "Client order id")),
+    responses((status = 200, description = "The order", body = OrderView), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn get_order_by_client_id(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -484,6 +625,15 @@ async fn get_order_by_client_id(
     one_order(&state, Query::OrderByClientId { participant: ParticipantId(p), client_order_id }).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/orders/{order_id}",
+    tag = "orders",
+    summary = "Cancel an order",
+    params(("order_id" = u64, Path, description = "Exchange order id")),
+    responses((status = 200, description = "Cancelled", body = OrderAnswer), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn cancel_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -495,13 +645,23 @@ async fn cancel_order(
     answer(outcome, p, Some(order_id), StatusCode::OK)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AmendRequest {
     price: i64,
     qty: u64,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/orders/{order_id}",
+    tag = "orders",
+    summary = "Amend an order's price and open quantity",
+    params(("order_id" = u64, Path, description = "Exchange order id")),
+    request_body = AmendRequest,
+    responses((status = 200, description = "Amended (and perhaps filled)", body = OrderAnswer), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn amend_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -516,12 +676,22 @@ async fn amend_order(
     answer(outcome, p, Some(order_id), StatusCode::OK)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct SymbolParams {
     symbol: Option<String>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/orders",
+    tag = "orders",
+    summary = "Cancel all the caller's orders (in one instrument, or all)",
+    params(SymbolParams),
+    responses((status = 200, description = "Cancelled order ids", body = Object), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn mass_cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -567,6 +737,14 @@ fn symbols(state: &AppState) -> Vec<String> {
     state.core.instruments().iter().map(|s| s.symbol.clone()).collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/account",
+    tag = "account",
+    summary = "The caller's funds, holdings and standing",
+    responses((status = 200, description = "Account (amounts as decimal strings)", body = Object), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn account(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
     let p = participant(&state, &headers)?;
     let QueryResult::Accounts(list) =
@@ -579,11 +757,27 @@ async fn account(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     Ok(Json(account_json(p, &a, &symbols)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/participants",
+    tag = "admin",
+    summary = "Configured participants",
+    responses((status = 200, description = "Participants", body = Vec<Object>), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_participants(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
     operator(&state, &headers)?;
     Ok(Json(&state.config.participants).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts",
+    tag = "admin",
+    summary = "Every account",
+    responses((status = 200, description = "Accounts", body = Vec<Object>), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_accounts(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
     operator(&state, &headers)?;
     let QueryResult::Accounts(list) = state.core.query(Query::Accounts { participant: None }).await? else {
@@ -614,13 +808,22 @@ fn known_participant(state: &AppState, id: u32) -> Result<ParticipantId, Problem
         .ok_or_else(|| Problem::bad_request(format!("no participant {id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FundsRequest {
     participant: u32,
     amount: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/funds",
+    tag = "admin",
+    summary = "Deposit or withdraw a participant's funds",
+    request_body = FundsRequest,
+    responses((status = 200, description = "Done: the events", body = Object), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_funds(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -632,7 +835,7 @@ async fn admin_funds(
     operator_command(&state, CommandBody::Funds { participant, amount: r.amount }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HoldingsRequest {
     participant: u32,
@@ -640,6 +843,15 @@ struct HoldingsRequest {
     qty: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/holdings",
+    tag = "admin",
+    summary = "Credit or debit a participant's registry holdings",
+    request_body = HoldingsRequest,
+    responses((status = 200, description = "Done: the events", body = Object), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_holdings(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -652,13 +864,22 @@ async fn admin_holdings(
     operator_command(&state, CommandBody::Holdings { participant, instrument, qty: r.qty }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShortfallRequest {
     participant: u32,
     symbol: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/shortfall",
+    tag = "admin",
+    summary = "The registry found a seller short: remove its offers, count a default",
+    request_body = ShortfallRequest,
+    responses((status = 200, description = "Done: the events", body = Object), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_shortfall(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -671,7 +892,7 @@ async fn admin_shortfall(
     operator_command(&state, CommandBody::Shortfall { instrument, participant }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PhaseRequest {
     phase: String,
@@ -683,6 +904,16 @@ fn parse_phase(name: &str) -> Option<Phase> {
         .find(|p| crate::orders::phase_name(*p) == name)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/instruments/{symbol}/phase",
+    tag = "admin",
+    summary = "Move an instrument to a trading phase",
+    params(("symbol" = String, Path, description = "Instrument symbol")),
+    request_body = PhaseRequest,
+    responses((status = 200, description = "Done: the events", body = Object), (status = 400, description = "Malformed request", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_phase(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -702,6 +933,15 @@ async fn admin_phase(
     operator_command(&state, CommandBody::SetPhase { instrument, phase }).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/instruments/{symbol}/uncross",
+    tag = "admin",
+    summary = "Run the uncross",
+    params(("symbol" = String, Path, description = "Instrument symbol")),
+    responses((status = 200, description = "Done: the events", body = Object), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_uncross(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -713,6 +953,15 @@ async fn admin_uncross(
     operator_command(&state, CommandBody::Uncross { instrument }).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/instruments/{symbol}/expire",
+    tag = "admin",
+    summary = "End of day: expire DAY orders",
+    params(("symbol" = String, Path, description = "Instrument symbol")),
+    responses((status = 200, description = "Done: the events", body = Object), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_expire(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -724,6 +973,15 @@ async fn admin_expire(
     operator_command(&state, CommandBody::ExpireDay { instrument }).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/instruments/{symbol}/orders",
+    tag = "admin",
+    summary = "Cancel every order of an instrument",
+    params(("symbol" = String, Path, description = "Instrument symbol")),
+    responses((status = 200, description = "Done: the events", body = Object), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "The engine refused it; `reason_code` says why", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_mass_cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -735,6 +993,15 @@ async fn admin_mass_cancel(
     operator_command(&state, CommandBody::MassCancel(MassCancelScope::Instrument(instrument))).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/instruments/{symbol}/sell-totals",
+    tag = "admin",
+    summary = "Each seller's offered total: the export for the registry's holdings check",
+    params(("symbol" = String, Path, description = "Instrument symbol")),
+    responses((status = 200, description = "Sellers", body = Object), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "The key may not use this route", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "No such instrument or order (or another participant's order)", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn admin_sell_totals(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -756,7 +1023,8 @@ async fn admin_sell_totals(
     Ok(Json(json!({"symbol": symbol, "sellers": list})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct WsParams {
     key: Option<String>,
@@ -765,6 +1033,15 @@ struct WsParams {
 /// `GET /v1/ws`: public trades, level changes, phases and auction results for everyone; each
 /// participant also gets its own order reports. A subscriber that falls too far behind is
 /// disconnected (close code 1013, "try again later"), never allowed to slow the engine.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "market data",
+    summary = "WebSocket feed: public market data and the caller's order reports",
+    params(WsParams),
+    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400, description = "Not a WebSocket upgrade", body = ProblemDoc), (status = 401, description = "No or unknown API key", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
 async fn websocket(
     State(state): State<AppState>,
     headers: HeaderMap,

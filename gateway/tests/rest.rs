@@ -337,3 +337,49 @@ async fn a_restart_keeps_orders_books_and_client_ids() {
     assert!(metrics.as_str().unwrap().contains("cccx_commands_total"));
     api.running.stop().await.unwrap();
 }
+
+/// `/openapi.json` describes the server: every operation in it is a live route (answered by
+/// its handler, not the fallback), and the routes the tests use are all in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path()).await;
+    let (s, doc) = api.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with('3')), Some(true), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for method in ["get", "post", "patch", "delete", "put"] {
+            if item.get(method).is_some() {
+                operations.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert_eq!(operations.len(), 25, "{operations:?}");
+    for must in [
+        ("POST", "/v1/orders"),
+        ("PATCH", "/v1/orders/{order_id}"),
+        ("POST", "/v1/admin/instruments/{symbol}/phase"),
+    ] {
+        assert!(operations.contains(&(must.0.to_string(), must.1.to_string())), "{must:?} missing");
+    }
+    assert!(doc["components"]["schemas"]["NewOrderRequest"].is_object());
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+    for (method, path) in &operations {
+        let concrete = path
+            .replace("{symbol}", "CCC-2026-O")
+            .replace("{order_id}", "1")
+            .replace("{client_order_id}", "x");
+        let key = if path.starts_with("/v1/admin") { api.ops() } else { api.key(1) };
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body) = api.call(method.clone(), &concrete, Some(&key), Some(json!({}))).await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_ne!(body["detail"], "no such route", "{method} {path}");
+        assert!(
+            status.as_u16() < 500 || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}: {status} {body}"
+        );
+    }
+    api.running.stop().await.unwrap();
+}
