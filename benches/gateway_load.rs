@@ -95,7 +95,7 @@ async fn run(args: Args) {
                 } else {
                     due = Instant::now();
                 }
-                let side = if (n + c as u64) % 2 == 0 { "buy" } else { "sell" };
+                let side = if (n + c as u64).is_multiple_of(2) { "buy" } else { "sell" };
                 let price = 1000 + (n % 5) as i64 - 2;
                 let body = json!({"symbol": "CCC-2026-O", "side": side, "price": price, "qty": 1 + n % 3, "tif": "ioc"});
                 let response = client.post(&url).bearer_auth(&key).json(&body).send().await;
