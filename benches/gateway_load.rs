@@ -30,8 +30,15 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { clients: 32, rate: 0.0, seconds: 5.0, durability: DurabilityName::Batch };
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this once without it, as a
+    // smoke test: one second, four clients.
+    let smoke = !argv.iter().any(|a| a == "--bench");
+    let mut a = if smoke {
+        Args { clients: 4, rate: 0.0, seconds: 1.0, durability: DurabilityName::Batch }
+    } else {
+        Args { clients: 32, rate: 0.0, seconds: 5.0, durability: DurabilityName::Batch }
+    };
     let mut i = 0;
     while i < argv.len() {
         let value = argv.get(i + 1).cloned().unwrap_or_default();
