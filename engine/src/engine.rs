@@ -348,12 +348,23 @@ impl<B: OrderBook> Engine<B> {
                     _ => None,
                 };
                 match self.books.get_mut(instrument.0 as usize) {
+                    // A participant may not cancel outside its trading window (the operator
+                    // may: an instrument-wide mass cancel is an operator action).
+                    Some(book) if participant.is_some() && !book.phase().accepts_orders() => {
+                        out.push(Event::Rejected {
+                            request: RequestKind::MassCancel,
+                            order_id: OrderId(0),
+                            instrument,
+                            reason: RejectReason::OutsideTradingWindow,
+                        })
+                    }
                     Some(book) => book.mass_cancel(participant, out),
                     None => out.push(unknown_instrument(RequestKind::MassCancel, OrderId(0), instrument)),
                 }
             }
             MassCancelScope::Participant(participant) => {
-                for book in &mut self.books {
+                // Only in the instruments whose phase accepts cancels.
+                for book in self.books.iter_mut().filter(|b| b.phase().accepts_orders()) {
                     book.mass_cancel(Some(participant), out);
                 }
             }

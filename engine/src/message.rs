@@ -55,7 +55,9 @@
 //! loses priority goes to the back of its new level.
 //!
 //! Mass cancel and day expiry emit one event per order, instruments in id order, bids in priority
-//! order then asks in priority order.
+//! order then asks in priority order. A participant's mass cancel only reaches instruments whose
+//! phase accepts cancels (one instrument outside its window: `Rejected(OutsideTradingWindow)`);
+//! the operator's instrument-wide mass cancel works in any phase.
 
 use serde::{Deserialize, Serialize};
 

@@ -26,8 +26,9 @@
 //! `HOLDINGS` or `FUNDS` command: the registry moves certificates on trade day, the seller is
 //! paid T+1. Those commands carry the net change the registry or the ledger reports, and
 //! settle the open amounts first: a `HOLDINGS` debit first settles certificates sold
-//! (`delivered`), a credit first settles certificates bought (`bought`), a `FUNDS` deposit first
-//! settles sale proceeds (`received`). Only what is left changes what is available.
+//! (`delivered`) and takes only the rest from what is available; a credit settles certificates
+//! bought (`bought`) and a `FUNDS` deposit sale proceeds (`received`), and both add their whole
+//! amount to what is available.
 //!
 //! The invariants, checked by [`Risk::check`] (the property tests run it after every command):
 //! for every participant, `available + locked + paid = deposited` for funds and
@@ -500,6 +501,10 @@ impl Risk {
             if self.locks.len() != resting.len() {
                 return Err(format!("{} locks for {} resting orders", self.locks.len(), resting.len()));
             }
+            let add = |total: &mut Amount, amount: Amount| -> Result<(), String> {
+                *total = total.checked_add(amount).ok_or("locked amounts overflow")?;
+                Ok(())
+            };
             for (instrument, o) in resting {
                 let lock = self
                     .locks
@@ -510,13 +515,11 @@ impl Risk {
                 {
                     return Err(format!("order {}: lock {lock:?} disagrees with the book", o.order_id));
                 }
-                match o.side {
-                    Side::Buy => *funds_locked.entry(o.participant).or_default() += lock.amount(o.leaves_qty),
-                    Side::Sell => {
-                        *holdings_locked.entry((o.participant, *instrument)).or_default() +=
-                            lock.amount(o.leaves_qty)
-                    }
-                }
+                let total = match o.side {
+                    Side::Buy => funds_locked.entry(o.participant).or_default(),
+                    Side::Sell => holdings_locked.entry((o.participant, *instrument)).or_default(),
+                };
+                add(total, lock.amount(o.leaves_qty))?;
             }
         } else if !self.locks.is_empty() {
             return Err("locks kept with risk checks off".into());
@@ -526,7 +529,8 @@ impl Risk {
             if f.available < 0 || f.locked < 0 || f.paid < 0 || f.received < 0 {
                 return Err(format!("participant {p}: negative funds {f:?}"));
             }
-            if f.available + f.locked + f.paid != f.deposited {
+            let sum = f.available.checked_add(f.locked).and_then(|s| s.checked_add(f.paid));
+            if sum != Some(f.deposited) {
                 return Err(format!("participant {p}: available + locked + paid != deposited in {f:?}"));
             }
             if f.locked != funds_locked.get(p).copied().unwrap_or(0) {
@@ -539,7 +543,8 @@ impl Risk {
                 if h.available < 0 || h.locked < 0 || h.delivered < 0 || h.bought < 0 {
                     return Err(format!("participant {p}: negative holding of instrument {} {h:?}", i.0));
                 }
-                if h.available + h.locked + h.delivered != h.held {
+                let sum = h.available.checked_add(h.locked).and_then(|s| s.checked_add(h.delivered));
+                if sum != Some(h.held) {
                     return Err(format!("participant {p}: available + locked + delivered != held in {h:?}"));
                 }
                 if h.locked != holdings_locked.get(&(*p, *i)).copied().unwrap_or(0) {

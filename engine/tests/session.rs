@@ -3,8 +3,9 @@
 //! command and the exact events it must give, for both books.
 
 use cccx_engine::{
-    Aggressor, Book, Command, CommandBody, Engine, Event, InstrumentId, InstrumentSpec, NewOrder, OrderBook,
-    OrderId, ParticipantId, Phase, ReferenceBook, RejectReason, RequestKind, Side, TimeInForce, Trade,
+    Aggressor, Book, Command, CommandBody, Engine, Event, InstrumentId, InstrumentSpec, MassCancelScope,
+    NewOrder, OrderBook, OrderId, ParticipantId, Phase, ReferenceBook, RejectReason, RequestKind, Side,
+    TimeInForce, Trade,
 };
 
 const CCC: InstrumentId = InstrumentId(0);
@@ -104,14 +105,20 @@ fn steps() -> Vec<(CommandBody, Vec<Event>)> {
             CommandBody::Cancel { instrument: CCC, order_id: OrderId(3), participant: ParticipantId(3) },
             rejected(R::Cancel, 3, OutsideTradingWindow),
         ),
+        // Nor by mass cancel: a seller cannot withdraw its offers from the holdings check.
+        (
+            CommandBody::MassCancel(MassCancelScope::ParticipantInInstrument(ParticipantId(3), CCC)),
+            rejected(R::MassCancel, 0, OutsideTradingWindow),
+        ),
+        (CommandBody::MassCancel(MassCancelScope::Participant(ParticipantId(3))), vec![]),
         // The uncross: demand 100 at 105; supply 40 up to 103, 90 from 104. Volume 90 with a
         // surplus of 10 at 104 and 105: the midpoint, floor(104.5) = 104.
         (
             CommandBody::Uncross { instrument: CCC },
             vec![
                 Event::Uncrossed { instrument: CCC, price: Some(104), volume: 90 },
-                trade(Aggressor::Auction, 104, 40, (1, 1, 60), (2, 2, 0), 13),
-                trade(Aggressor::Auction, 104, 50, (1, 1, 10), (3, 3, 0), 13),
+                trade(Aggressor::Auction, 104, 40, (1, 1, 60), (2, 2, 0), 15),
+                trade(Aggressor::Auction, 104, 50, (1, 1, 10), (3, 3, 0), 15),
                 Event::PhaseChanged { instrument: CCC, phase: Phase::Uncrossed },
             ],
         ),
@@ -123,7 +130,7 @@ fn steps() -> Vec<(CommandBody, Vec<Event>)> {
             limit(6, 6, Side::Sell, 105, 10),
             vec![
                 Event::Accepted { order_id: OrderId(6), instrument: CCC },
-                trade(Aggressor::Sell, 105, 10, (1, 1, 0), (6, 6, 0), 17),
+                trade(Aggressor::Sell, 105, 10, (1, 1, 0), (6, 6, 0), 19),
             ],
         ),
         (set(Phase::Closed), changed(Phase::Closed)),
@@ -136,7 +143,7 @@ fn run<B: OrderBook>() {
     let mut engine = Engine::<B>::new(vec![spec]).unwrap();
     let mut trades = Vec::new();
     for (i, (body, expected)) in steps().into_iter().enumerate() {
-        if matches!(body, CommandBody::Uncross { .. }) && i == 12 {
+        if matches!(body, CommandBody::Uncross { .. }) && i == 14 {
             // What the operator plots before the uncross: demand at or above, supply at or below.
             let curves: Vec<_> =
                 engine.auction_curves(CCC).unwrap().iter().map(|p| (p.price, p.demand, p.supply)).collect();

@@ -426,8 +426,8 @@ impl Config {
                 return bad(format!("operator {} is configured twice", o.name));
             }
         }
-        if self.server.queue_capacity == 0 {
-            return bad("queue_capacity must be at least 1".into());
+        if !(1..=QUEUE_CAPACITY_MAX).contains(&self.server.queue_capacity) {
+            return bad(format!("queue_capacity must be 1 to {QUEUE_CAPACITY_MAX}"));
         }
         Ok(())
     }
@@ -496,9 +496,22 @@ impl Config {
     }
 }
 
+/// The largest engine input queue.
+pub const QUEUE_CAPACITY_MAX: usize = 1 << 24;
+/// The longest holdings check or publication interval of a calendar, in minutes (a week).
+pub const CALENDAR_MINUTES_MAX: i64 = 7 * 24 * 60;
+
 impl CalendarConfig {
     /// The engine's calendar for instrument `instrument`.
     pub fn schedule(&self, instrument: InstrumentId) -> Result<SessionSchedule, String> {
+        for (name, minutes) in [
+            ("holdings_check_minutes", self.holdings_check_minutes),
+            ("publish_minutes", self.publish_minutes),
+        ] {
+            if !(0..=CALENDAR_MINUTES_MAX).contains(&minutes) {
+                return Err(format!("{name} must be 0 to {CALENDAR_MINUTES_MAX}"));
+            }
+        }
         let hhmm = time::macros::format_description!("[hour]:[minute]");
         let at = |s: &str| Time::parse(s, &hhmm).map_err(|_| format!("`{s}` is not a time of day HH:MM"));
         let offset_format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
@@ -576,6 +589,11 @@ mod tests {
                 "[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[[participant]]\nid = 1\nname = \"x\"\ncomp_id = \"X\"\ninitial_holdings = { B = 1 }\n",
                 "unknown instrument B",
             ),
+            (
+                "[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[instrument.calendar]\nday = \"last-friday\"\nopen = \"13:00\"\nclose = \"15:00\"\nholdings_check_minutes = 9223372036854775807\n",
+                "holdings_check_minutes",
+            ),
+            ("[server]\nqueue_capacity = 18446744073709551615\n[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n", "queue_capacity"),
         ];
         for (text, needle) in cases {
             let err = Config::parse(text, Path::new("x.toml")).unwrap_err().to_string();

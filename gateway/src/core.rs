@@ -13,7 +13,7 @@
 //! and every later request is refused ([`CoreError::Stopped`]).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -211,6 +211,9 @@ pub enum CoreError {
     /// The input queue is full: try again later.
     #[error("the exchange is busy: its input queue is full")]
     Busy,
+    /// The client order id already names one of the participant's open orders.
+    #[error("the client order id is in use by an open order")]
+    DuplicateClientOrderId,
     /// The engine has stopped (shut down, or its journal failed).
     #[error("the exchange is not accepting requests: {0}")]
     Stopped(String),
@@ -288,12 +291,14 @@ impl Core {
         let created = !journal_dir.join(recovery::INSTRUMENTS_FILE).exists();
         let client_ids = read_client_ids(&config.data_dir.join(CLIENT_IDS_FILE))?;
         let mut store = None::<OrderStore>;
+        let mut last_ts = 0;
         let mut on_replay = |seq: u64, cmd: &Command, events: &[Event], engine: &Engine<Book>| {
             let s = store.get_or_insert_with(|| {
                 OrderStore::new(&engine.instruments().iter().map(|s| s.symbol.clone()).collect::<Vec<_>>())
             });
             let cid = client_id_of(cmd, &client_ids);
             s.apply(seq, cmd, events, cid);
+            last_ts = cmd.ts_ns;
         };
         let (engine, writer, rec) = recovery::open_replaying::<Book>(
             &journal_dir,
@@ -306,15 +311,27 @@ impl Core {
         let mut store = store.unwrap_or_else(|| {
             OrderStore::new(&engine.instruments().iter().map(|s| s.symbol.clone()).collect::<Vec<_>>())
         });
-        // Client ids of amendments (renames) are not tied to a command kind the replay sees.
-        for (order_id, (participant, cid)) in client_ids.latest {
-            store.name(order_id, participant, &cid);
+        // Replaces that renamed orders, in the order they happened (each logged after its
+        // command took effect).
+        for r in &client_ids.renames {
+            if store.get(r.order_id).is_some_and(|o| o.participant == r.participant) {
+                store.name(r.order_id, r.participant, &r.client_order_id);
+            }
         }
         if engine.instruments() != config.engine.instruments.as_slice() {
             return Err(format!(
                 "{} was created for other instruments ({}); move it away or configure those instruments",
                 journal_dir.display(),
                 engine.instruments().iter().map(|s| s.symbol.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if engine.risk().config() != config.engine.risk {
+            let on = |c: bool| if c { "on" } else { "off" };
+            return Err(format!(
+                "{} was created with risk checks {}; the configuration asks for them {}",
+                journal_dir.display(),
+                on(engine.risk().config().checks),
+                on(config.engine.risk.checks)
             ));
         }
         let side_log = std::fs::OpenOptions::new()
@@ -340,8 +357,9 @@ impl Core {
             store,
             side_log: BufWriter::new(side_log),
             next_order_id,
-            last_ts: 0,
+            last_ts,
             published,
+            unpublished: Vec::new(),
             metrics,
             stopped,
             pending: Vec::new(),
@@ -445,48 +463,69 @@ impl Core {
     }
 }
 
+/// One line of the client id side log.
 #[derive(Serialize, Deserialize)]
 struct ClientIdRecord {
     order_id: u64,
     participant: u32,
     client_order_id: String,
+    /// A replace renamed the order (logged after it took effect); otherwise the name of a NEW
+    /// (logged before its journal append).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rename: bool,
 }
 
 #[derive(Default)]
 struct ClientIds {
-    /// By order id: the client id its NEW carried.
-    first: std::collections::HashMap<u64, String>,
-    /// By order id: the latest name (after replaces).
-    latest: std::collections::HashMap<u64, (u32, String)>,
+    /// By order id: the last NEW record. A record whose command never reached the journal (a
+    /// crash or failure between the two writes) is later overwritten by the record of the NEW
+    /// that reuses its order id, or never matched by a journaled NEW.
+    new: std::collections::HashMap<u64, (u32, String)>,
+    /// Renames by replaces, in log order.
+    renames: Vec<ClientIdRecord>,
 }
 
+/// Reads the side log; a torn last line (a crash while writing it) is cut off the file, so
+/// that the next record starts on a line of its own.
 fn read_client_ids(path: &Path) -> Result<ClientIds, String> {
     let mut ids = ClientIds::default();
-    let file = match File::open(path) {
-        Ok(f) => f,
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(io(e)),
     };
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
-        if line.trim().is_empty() {
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < bytes.len() {
+        tracing::warn!("{}: torn last record cut off", path.display());
+        let file = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+        file.set_len(complete as u64).and_then(|()| file.sync_all()).map_err(io)?;
+    }
+    for (n, line) in bytes[..complete].split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        // A torn last line (a crash while writing) is ignored; its command was not journaled
-        // before the line was complete.
-        let Ok(r) = serde_json::from_str::<ClientIdRecord>(&line) else {
+        let Ok(r) = serde_json::from_slice::<ClientIdRecord>(line) else {
             tracing::warn!("{}:{}: unreadable client id record ignored", path.display(), n + 1);
             continue;
         };
-        ids.first.entry(r.order_id).or_insert_with(|| r.client_order_id.clone());
-        ids.latest.insert(r.order_id, (r.participant, r.client_order_id));
+        if r.rename {
+            ids.renames.push(r);
+        } else {
+            ids.new.insert(r.order_id, (r.participant, r.client_order_id));
+        }
     }
     Ok(ids)
 }
 
+/// The client id a journaled NEW carried, if the side log has it for the same participant.
 fn client_id_of<'a>(cmd: &Command, ids: &'a ClientIds) -> Option<&'a str> {
     match &cmd.body {
-        CommandBody::New(o) => ids.first.get(&o.order_id.0).map(String::as_str),
+        CommandBody::New(o) => ids
+            .new
+            .get(&o.order_id.0)
+            .filter(|(participant, _)| *participant == o.participant.0)
+            .map(|(_, cid)| cid.as_str()),
         _ => None,
     }
 }
@@ -503,6 +542,9 @@ struct EngineThread {
     stopped: Arc<AtomicBool>,
     /// Answers waiting for the journal to become durable.
     pending: Vec<(u64, Reply, Outcome)>,
+    /// What was applied but is not durable yet: published (to the feed and FIX) only once the
+    /// journal holds it, in sequence order.
+    unpublished: Vec<Arc<Published>>,
     events: Vec<Event>,
     durability: Durability,
 }
@@ -595,6 +637,7 @@ impl EngineThread {
         };
         Ok(match intent {
             Intent::New { instrument, side, order_type, tif, price, qty, post_only, client_order_id } => {
+                self.check_client_id(participant, client_order_id)?;
                 let order_id = OrderId(self.next_order_id);
                 self.next_order_id += 1;
                 let cid =
@@ -618,6 +661,9 @@ impl EngineThread {
             }
             Intent::Amend { order_id, price, qty, client_order_id } => {
                 let instrument = own(&self.store, *order_id)?;
+                if let Some(cid) = client_order_id {
+                    self.check_client_id(participant, cid)?;
+                }
                 let body = CommandBody::Amend {
                     instrument,
                     order_id: OrderId(*order_id),
@@ -660,7 +706,7 @@ impl EngineThread {
         let cmd = Command { ts_ns: self.now(), body };
         // The side log first: a client id must never be missing for a journaled order.
         if let (CommandBody::New(o), Some(cid)) = (&cmd.body, &client_id) {
-            if let Err(e) = self.log_client_id(o.order_id.0, participant, cid) {
+            if let Err(e) = self.log_client_id(o.order_id.0, participant, cid, false) {
                 self.fail(format!("client id log: {e}"));
                 return answer(reply, Err(CoreError::Stopped("the client id log failed".into())));
             }
@@ -684,7 +730,7 @@ impl EngineThread {
         if let (CommandBody::Amend { order_id, .. }, Some(cid)) = (&cmd.body, &client_id) {
             if self.events.iter().any(|e| matches!(e, Event::Amended { .. })) {
                 self.store.name(order_id.0, participant.0, cid);
-                if let Err(e) = self.log_client_id(order_id.0, participant, cid) {
+                if let Err(e) = self.log_client_id(order_id.0, participant, cid, true) {
                     tracing::warn!("client id log: {e}");
                 }
             }
@@ -693,22 +739,36 @@ impl EngineThread {
             self.metrics.rejects.inc();
         }
         let outcome = Outcome { seq, events: self.events.clone(), updates: published.updates.clone() };
-        let _ = self.published.send(Arc::new(published));
+        self.unpublished.push(Arc::new(published));
         if let Some(reply) = reply {
             self.pending.push((seq, reply, outcome));
         }
     }
 
-    fn log_client_id(&mut self, order_id: u64, participant: ParticipantId, cid: &str) -> std::io::Result<()> {
+    /// Refuses a client order id that names one of the participant's open orders.
+    fn check_client_id(&self, participant: ParticipantId, cid: &str) -> Result<(), CoreError> {
+        match self.store.by_client_id(participant.0, cid) {
+            Some(o) if !cid.is_empty() && o.status.is_open() => Err(CoreError::DuplicateClientOrderId),
+            _ => Ok(()),
+        }
+    }
+
+    fn log_client_id(
+        &mut self,
+        order_id: u64,
+        participant: ParticipantId,
+        cid: &str,
+        rename: bool,
+    ) -> std::io::Result<()> {
         let record =
-            ClientIdRecord { order_id, participant: participant.0, client_order_id: cid.to_string() };
+            ClientIdRecord { order_id, participant: participant.0, client_order_id: cid.to_string(), rename };
         let line = serde_json::to_string(&record).map_err(std::io::Error::other)?;
         writeln!(self.side_log, "{line}")
     }
 
     /// Makes what was applied durable (per the policy) and sends the answers it covers.
     fn flush(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.unpublished.is_empty() {
             if let Some(w) = self.writer.as_mut() {
                 let _ = w.sync_if_due();
             }
@@ -738,13 +798,21 @@ impl EngineThread {
                 }
             },
         };
+        let ready = self.unpublished.iter().take_while(|p| p.seq <= durable).count();
+        for p in self.unpublished.drain(..ready) {
+            let _ = self.published.send(p);
+        }
+        if self.writer.is_none() {
+            // Never published: whether they survive is known after a restart.
+            self.unpublished.clear();
+        }
         let mut kept = Vec::new();
         for (seq, reply, outcome) in self.pending.drain(..) {
             if seq <= durable {
                 let _ = reply.send(Ok(outcome));
             } else if self.writer.is_none() {
-                let _ = reply
-                    .send(Err(CoreError::Stopped("the journal failed before this became durable".into())));
+                let why = "the journal failed before this became durable: whether it took effect is known after a restart";
+                let _ = reply.send(Err(CoreError::Stopped(why.into())));
             } else {
                 kept.push((seq, reply, outcome));
             }

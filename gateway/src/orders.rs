@@ -310,7 +310,7 @@ impl OrderStore {
     /// The order a participant knows by a client order id.
     pub fn by_client_id(&self, participant: u32, client_order_id: &str) -> Option<&OrderView> {
         let id = self.by_client.get(&(participant, client_order_id.to_string()))?;
-        self.orders.get(id)
+        self.orders.get(id).filter(|o| o.participant == participant)
     }
 
     /// A participant's orders, newest first (open ones only when `open_only`).
@@ -365,8 +365,9 @@ impl OrderStore {
         client_order_id: Option<&str>,
     ) -> Published {
         let mut out = Published { seq, ts_ns: cmd.ts_ns, updates: Vec::new(), market: Vec::new() };
+        let touched = touched(events);
         let before: HashMap<u64, Option<(Price, Qty)>> =
-            touched(events).filter_map(|id| self.orders.get(&id).map(|o| (id, o.resting()))).collect();
+            touched.iter().filter_map(|id| self.orders.get(id).map(|o| (*id, o.resting()))).collect();
         if let CommandBody::New(o) = &cmd.body {
             self.max_order_id = self.max_order_id.max(o.order_id.0);
         }
@@ -376,7 +377,7 @@ impl OrderStore {
         }
         // Level changes, from what each touched order rested before and after.
         let mut changed: BTreeMap<(u32, u8, Price), ()> = BTreeMap::new();
-        for id in touched(events) {
+        for id in touched {
             let Some(o) = self.orders.get(&id) else { continue };
             let (old, new) = (before.get(&id).copied().flatten(), o.resting());
             if old == new {
@@ -577,9 +578,10 @@ impl OrderStore {
     }
 }
 
-/// The order ids an event list touches, each once, in first-touch order.
-fn touched(events: &[Event]) -> impl Iterator<Item = u64> + '_ {
-    let mut seen = Vec::<u64>::new();
+/// The order ids an event list touches, each once, in first-touch order (linear: an uncross or
+/// mass cancel can touch hundreds of thousands).
+fn touched(events: &[Event]) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
     events
         .iter()
         .flat_map(|e| {
@@ -593,14 +595,9 @@ fn touched(events: &[Event]) -> impl Iterator<Item = u64> + '_ {
             };
             ids.into_iter().flatten()
         })
-        .filter_map(move |id| {
-            if seen.contains(&id.0) {
-                None
-            } else {
-                seen.push(id.0);
-                Some(id.0)
-            }
-        })
+        .filter(|id| seen.insert(id.0))
+        .map(|id| id.0)
+        .collect()
 }
 
 /// `notional / qty`, rounded to 6 decimal places.

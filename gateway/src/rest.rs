@@ -82,6 +82,9 @@ impl From<CoreError> for Problem {
     fn from(e: CoreError) -> Self {
         match e {
             CoreError::UnknownOrder => Problem::not_found("no such order"),
+            CoreError::DuplicateClientOrderId => {
+                Problem::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
             CoreError::Busy => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
             CoreError::Stopped(_) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
@@ -128,11 +131,17 @@ fn caller(state: &AppState, headers: &HeaderMap, key: Option<&str>) -> Result<Ca
             "send Authorization: Bearer <api key>",
         ));
     };
+    // Only the participants and operators of the current configuration: a key left in the
+    // secrets file for someone removed from it no longer works.
     if let Some(p) = state.secrets.participant_by_key(key) {
-        return Ok(Caller::Participant(p));
+        if state.config.participant(ParticipantId(p)).is_some() {
+            return Ok(Caller::Participant(p));
+        }
     }
-    if state.secrets.operator_by_key(key).is_some() {
-        return Ok(Caller::Operator);
+    if let Some(name) = state.secrets.operator_by_key(key) {
+        if state.config.operators.iter().any(|o| o.name == name) {
+            return Ok(Caller::Operator);
+        }
     }
     Err(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
 }
@@ -701,6 +710,11 @@ async fn mass_cancel(
     let QueryParams(params) = params.map_err(query_error)?;
     let instrument = params.symbol.as_deref().map(|s| instrument(&state, s)).transpose()?;
     let outcome = state.core.call(ParticipantId(p), Intent::MassCancel { instrument }).await?;
+    if let Some(Event::Rejected { reason, .. }) = outcome.events.first() {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason.text());
+        p.extra = json!({"reason_code": reason.code(), "seq": outcome.seq});
+        return Err(p);
+    }
     let cancelled: Vec<u64> =
         outcome.updates.iter().filter(|u| u.exec == ExecKind::Cancelled).map(|u| u.order.order_id).collect();
     Ok(Json(json!({"seq": outcome.seq, "cancelled": cancelled})).into_response())
@@ -1060,13 +1074,16 @@ async fn websocket(
     Ok(upgrade.on_upgrade(move |socket| feed(socket, rx, participant, metrics)))
 }
 
+/// How long a WebSocket subscriber may take to accept one message.
+pub const WS_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn feed(
     mut socket: WebSocket,
     mut rx: tokio::sync::broadcast::Receiver<Arc<Published>>,
     participant: Option<u32>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
-    metrics.ws_subscribers.set(metrics.ws_subscribers.get() + 1);
+    metrics.ws_subscribers.inc();
     let hello = json!({"type": "subscribed", "participant": participant});
     let mut open = socket.send(Message::text(hello.to_string())).await.is_ok();
     while open {
@@ -1074,9 +1091,19 @@ async fn feed(
             published = rx.recv() => match published {
                 Ok(p) => {
                     for text in feed_messages(&p, participant) {
-                        if socket.send(Message::text(text)).await.is_err() {
-                            open = false;
-                            break;
+                        // A reader that does not take a message within the timeout is cut off
+                        // like one that falls behind the broadcast.
+                        match tokio::time::timeout(WS_SEND_TIMEOUT, socket.send(Message::text(text))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => {
+                                open = false;
+                                break;
+                            }
+                            Err(_) => {
+                                metrics.slow_consumers.inc();
+                                open = false;
+                                break;
+                            }
                         }
                     }
                 }
@@ -1094,7 +1121,7 @@ async fn feed(
             },
         }
     }
-    metrics.ws_subscribers.set(metrics.ws_subscribers.get().saturating_sub(1));
+    metrics.ws_subscribers.dec();
 }
 
 /// The feed's JSON messages for one published record, as one subscriber sees them.

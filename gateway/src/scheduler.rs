@@ -19,6 +19,23 @@ use crate::core::{Core, Intent};
 /// How often the scheduler looks at the clock.
 pub const TICK: Duration = Duration::from_millis(500);
 
+/// Submits a phase command, retrying while the engine's queue is full: a session must not
+/// stall because the market was busy when its window closed.
+fn submit(core: &Core, body: cccx_engine::CommandBody, stop: &AtomicBool) {
+    loop {
+        match core.submit_nowait(ParticipantId(0), Intent::Operator(body)) {
+            Ok(()) => return,
+            Err(crate::core::CoreError::Busy) if !stop.load(Ordering::Acquire) => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                tracing::error!("scheduler: {body:?} not submitted: {e}");
+                return;
+            }
+        }
+    }
+}
+
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
@@ -38,9 +55,7 @@ pub fn start(core: Core, schedules: Vec<SessionSchedule>, stop: Arc<AtomicBool>)
                     Ok(commands) => {
                         for cmd in commands {
                             tracing::info!("scheduler: {:?}", cmd.body);
-                            if let Err(e) = core.submit_nowait(ParticipantId(0), Intent::Operator(cmd.body)) {
-                                tracing::error!("scheduler: {:?} not submitted: {e}", cmd.body);
-                            }
+                            submit(&core, cmd.body, &stop);
                         }
                     }
                     Err(e) => tracing::error!("scheduler: {e}"),

@@ -383,3 +383,95 @@ async fn the_openapi_document_matches_the_routes() {
     }
     api.running.stop().await.unwrap();
 }
+
+/// Regressions from the review of the gateway (each once a confirmed bug).
+mod review {
+    use super::*;
+
+    /// A seller cannot withdraw its offers once the bid window has closed (it would escape the
+    /// registry's holdings check), not even by mass cancel.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_mass_cancel_after_the_window_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = Api::start(dir.path()).await;
+        let ops = api.ops();
+        let phase = |p: &str| json!({"phase": p});
+        let path = "/v1/admin/instruments/CCC-2026-C/phase";
+        api.call(Method::POST, path, Some(&ops), Some(phase("call"))).await;
+        let (s, _) =
+            api.order(3, json!({"symbol": "CCC-2026-C", "side": "sell", "price": 1000, "qty": 100})).await;
+        assert_eq!(s, StatusCode::CREATED);
+        api.call(Method::POST, path, Some(&ops), Some(phase("call_closed"))).await;
+        let (s, p) = api.call(Method::DELETE, "/v1/orders?symbol=CCC-2026-C", Some(&api.key(3)), None).await;
+        assert_eq!((s, p["reason_code"].as_u64()), (StatusCode::UNPROCESSABLE_ENTITY, Some(15)), "{p}");
+        let (s, all) = api.call(Method::DELETE, "/v1/orders", Some(&api.key(3)), None).await;
+        assert_eq!((s, &all["cancelled"]), (StatusCode::OK, &json!([])));
+        let body = json!({"participant": 3, "symbol": "CCC-2026-C"});
+        let (s, r) = api.call(Method::POST, "/v1/admin/shortfall", Some(&ops), Some(body)).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        api.running.stop().await.unwrap();
+    }
+
+    /// A client order id names one open order at a time; after a restart it still names the
+    /// order it named before, even when it was first used by a rejected order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_order_ids_survive_a_restart_unambiguously() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = Api::start(dir.path()).await;
+        let order = |price: i64, cid: &str| json!({"symbol": "CCC-2026-O", "side": "sell", "price": price, "qty": 5, "client_order_id": cid});
+        let mut live = Vec::new();
+        for n in 0..20 {
+            let cid = format!("c-{n}");
+            let (s, _) = api.order(4, order(50, &cid)).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "below the floor");
+            let (s, r) = api.order(4, order(2000 + n, &cid)).await;
+            assert_eq!(s, StatusCode::CREATED);
+            live.push(r["order"]["order_id"].as_u64().unwrap());
+        }
+        // While it is open the id cannot be reused.
+        let (s, p) = api.order(4, order(2100, "c-3")).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{p}");
+        api.running.stop().await.unwrap();
+        // A crash while writing the side log leaves a torn line; a restart repairs it.
+        let side_log = dir.path().join("client-ids.jsonl");
+        let mut bytes = std::fs::read(&side_log).unwrap();
+        bytes.extend_from_slice(b"{\"order_id\":99,\"partic");
+        std::fs::write(&side_log, bytes).unwrap();
+
+        let api = Api::start(dir.path()).await;
+        for (n, id) in live.iter().enumerate() {
+            let (s, o) = api
+                .call(Method::GET, &format!("/v1/orders/by-client-id/c-{n}"), Some(&api.key(4)), None)
+                .await;
+            assert_eq!((s, o["order_id"].as_u64()), (StatusCode::OK, Some(*id)), "c-{n}");
+        }
+        let (s, _) = api.order(4, order(2500, "after-restart")).await;
+        assert_eq!(s, StatusCode::CREATED);
+        // Another participant cannot see it by client id.
+        let (s, _) =
+            api.call(Method::GET, "/v1/orders/by-client-id/after-restart", Some(&api.key(3)), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        api.running.stop().await.unwrap();
+        let api = Api::start(dir.path()).await;
+        let (s, _) =
+            api.call(Method::GET, "/v1/orders/by-client-id/after-restart", Some(&api.key(4)), None).await;
+        assert_eq!(s, StatusCode::OK, "the record after the torn line is read back");
+        api.running.stop().await.unwrap();
+    }
+
+    /// The key of a participant removed from the configuration no longer works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn removed_participants_lose_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = Api::start(dir.path()).await;
+        let old_key = api.key(4);
+        api.running.stop().await.unwrap();
+        let mut c = config(dir.path());
+        c.participants.retain(|p| p.id != 4);
+        let running = server::start(c).await.unwrap();
+        let api = Api { running, client: Client::new() };
+        let (s, _) = api.call(Method::GET, "/v1/orders", Some(&old_key), None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        api.running.stop().await.unwrap();
+    }
+}
