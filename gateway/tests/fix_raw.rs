@@ -289,3 +289,64 @@ fn reqwest_free_get(addr: SocketAddr, path: &str) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+/// An uncross reaches market data subscribers as a trade entry with the clearing price and
+/// volume and TradeCondition R, and the owners as fills; a DAY order expires with ExecType C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auction_results_and_expiry_over_fix() {
+    use cccx_engine::{CommandBody, InstrumentId, ParticipantId, Phase};
+    use cccx_gateway::core::Intent;
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let operator = |body| running.core.call(ParticipantId(0), Intent::Operator(body));
+    let auction = InstrumentId(0);
+    operator(CommandBody::SetPhase { instrument: auction, phase: Phase::Call }).await.unwrap();
+
+    let mut buyer = Raw::logon(addr, "ALUCO", &password(&running, 1));
+    let mut seller = Raw::logon(addr, "STEELCO", &password(&running, 3));
+    buyer.send(
+        "V",
+        &[(262, "md-a"), (263, "1"), (264, "0"), (267, "1"), (269, "2"), (146, "1"), (55, "CCC-2026-C")],
+    );
+    let w = buyer.expect(|m| get(m, 35) == Some("W"));
+    assert_eq!(get(&w, 268), Some("0"), "{w:?}");
+    let order = |cl: &'static str, side: &'static str, price: &'static str| {
+        vec![
+            (11, cl),
+            (55, "CCC-2026-C"),
+            (54, side),
+            (60, "20260101-00:00:00"),
+            (38, "40"),
+            (40, "2"),
+            (44, price),
+        ]
+    };
+    buyer.send("D", &order("AB1", "1", "600"));
+    buyer.expect(|m| get(m, 35) == Some("8") && get(m, 150) == Some("0"));
+    seller.send("D", &order("AS1", "2", "400"));
+    seller.expect(|m| get(m, 35) == Some("8") && get(m, 150) == Some("0"));
+    operator(CommandBody::Uncross { instrument: auction }).await.unwrap();
+
+    let x = buyer.expect(|m| get(m, 35) == Some("X") && get(m, 277) == Some("R"));
+    assert_eq!((get(&x, 269), get(&x, 270), get(&x, 271)), (Some("2"), Some("500"), Some("40")), "{x:?}");
+    let fill = seller.expect(|m| get(m, 35) == Some("8") && get(m, 150) == Some("F"));
+    assert_eq!(
+        (get(&fill, 31), get(&fill, 32), get(&fill, 39)),
+        (Some("500"), Some("40"), Some("2")),
+        "{fill:?}"
+    );
+
+    // A DAY order in the continuous book expires at the end of the day.
+    let mut day = order("DAY1", "1", "300");
+    day[1] = (55, "CCC-2026-O");
+    day.push((59, "0"));
+    buyer.send("D", &day);
+    buyer.expect(|m| get(m, 35) == Some("8") && get(m, 11) == Some("DAY1") && get(m, 150) == Some("0"));
+    operator(CommandBody::ExpireDay { instrument: InstrumentId(1) }).await.unwrap();
+    let expired =
+        buyer.expect(|m| get(m, 35) == Some("8") && get(m, 11) == Some("DAY1") && get(m, 150) == Some("C"));
+    assert_eq!((get(&expired, 39), get(&expired, 151)), (Some("C"), Some("0")), "{expired:?}");
+    running.stop().await.unwrap();
+}
