@@ -152,14 +152,19 @@ pub(crate) struct TracingLog;
 
 impl LogCallback for TracingLog {
     fn on_incoming(&self, session: Option<&SessionId>, msg: &str) {
-        tracing::trace!(target: "cccx::fix", "in  {:?}: {}", session.map(SessionId::to_repr), msg.replace('\x01', "|"));
+        tracing::trace!(target: "cccx::fix", "in  {:?}: {}", session.map(SessionId::to_repr), redacted(msg));
     }
     fn on_outgoing(&self, session: Option<&SessionId>, msg: &str) {
-        tracing::trace!(target: "cccx::fix", "out {:?}: {}", session.map(SessionId::to_repr), msg.replace('\x01', "|"));
+        tracing::trace!(target: "cccx::fix", "out {:?}: {}", session.map(SessionId::to_repr), redacted(msg));
     }
     fn on_event(&self, session: Option<&SessionId>, msg: &str) {
         tracing::info!(target: "cccx::fix", "{:?}: {msg}", session.map(SessionId::to_repr));
     }
+}
+
+/// A message for the log: SOH shown as `|`, the Password (554) hidden.
+fn redacted(msg: &str) -> String {
+    msg.split('\x01').map(|f| if f.starts_with("554=") { "554=***" } else { f }).collect::<Vec<_>>().join("|")
 }
 
 /// The thread that owns the QuickFIX acceptor (it borrows the callbacks, the store and the log
@@ -223,5 +228,16 @@ impl AcceptorThread {
     pub(crate) fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_the_log() {
+        assert_eq!(
+            super::redacted("35=A\x01553=ALUCO\x01554=fx_secret\x0110=1\x01"),
+            "35=A|553=ALUCO|554=***|10=1|"
+        );
     }
 }
