@@ -7,10 +7,12 @@
 //! - [`rest`]: the REST/JSON API and the WebSocket feed (axum).
 //! - [`scheduler`]: the session calendar's phase commands.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`fix`]: the FIX 4.4 acceptor (QuickFIX sessions, order routing, market data).
 //! - [`server`]: `cccx serve`: all of the above in one process.
 
 pub mod config;
 pub mod core;
+pub mod fix;
 pub mod metrics;
 pub mod orders;
 pub mod rest;

@@ -26,6 +26,12 @@ pub struct Running {
     pub secrets: Arc<Secrets>,
     /// What recovery found.
     pub started: Started,
+    /// The FIX acceptor's address; `None` when it could not start (the error is logged; `cccx
+    /// serve` refuses to run without it).
+    pub fix: Option<std::net::SocketAddr>,
+    /// Why the FIX acceptor is not running, if it is not.
+    pub fix_error: Option<String>,
+    fix_acceptor: Option<crate::fix::FixAcceptor>,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     core_thread: Option<CoreThread>,
@@ -77,6 +83,16 @@ pub async fn start(config: Config) -> Result<Running, String> {
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.server.http))?;
     let http = listener.local_addr().map_err(|e| e.to_string())?;
+    // A FIX acceptor that cannot start (its port taken) does not stop an embedded server:
+    // several test servers share the default FIX port. `serve` makes it fatal.
+    let (fix_acceptor, fix_error) = match crate::fix::FixAcceptor::start(&config, &secrets, core.clone()) {
+        Ok(a) => (Some(a), None),
+        Err(e) => {
+            tracing::error!("FIX acceptor not running: {e}");
+            (None, Some(e))
+        }
+    };
+    let fix = fix_acceptor.as_ref().map(|a| a.addr);
     let state = AppState { core: core.clone(), config: Arc::new(config), secrets: secrets.clone() };
     let app = rest::router(state);
     let (shutdown, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -93,6 +109,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
         core,
         secrets,
         started,
+        fix,
+        fix_error,
+        fix_acceptor,
         shutdown,
         server,
         core_thread: Some(core_thread),
@@ -104,6 +123,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
 impl Running {
     /// Stops accepting, finishes what is in flight, drains the engine and closes the journal.
     pub async fn stop(mut self) -> Result<(), String> {
+        if let Some(fix) = self.fix_acceptor.take() {
+            let _ = tokio::task::spawn_blocking(move || fix.stop()).await;
+        }
         let _ = self.shutdown.send(true);
         let _ = (&mut self.server).await;
         self.stop_scheduler.store(true, Ordering::Release);
@@ -137,12 +159,17 @@ pub fn serve(config_path: Option<&Path>) -> Result<(), String> {
         let data_dir = config.server.data_dir.clone();
         let symbols: Vec<String> = config.instruments.iter().map(|i| i.symbol.clone()).collect();
         let running = start(config).await?;
+        if let Some(e) = running.fix_error.clone() {
+            running.stop().await?;
+            return Err(e);
+        }
         let s = &running.started;
         println!("cccx exchange running ({source})");
         println!("  data directory  {}", data_dir.display());
         println!("  journal         {} commands recovered (last seq {})", s.replayed, s.last_seq);
         println!("  instruments     {}", symbols.join(", "));
         println!("  HTTP            http://{}  (REST under /v1, WebSocket /v1/ws, /health, /metrics)", running.http);
+        println!("  FIX             {}  (FIX 4.4, SenderCompID CCCX; Username = comp_id, Password = fix_password)", running.fix.map_or("-".to_string(), |a| a.to_string()));
         println!("  credentials     {}  (API keys and FIX passwords, generated on first start)", data_dir.join(SECRETS_FILE).display());
         println!("  try             curl -H \"Authorization: Bearer $(jq -r '.participants[\"1\"].api_key' {})\" http://{}/v1/instruments", data_dir.join(SECRETS_FILE).display(), running.http);
         println!("stop with Ctrl-C or SIGTERM");

@@ -1,0 +1,243 @@
+//! The QuickFIX side: the application callbacks (logon check, hand-off of application
+//! messages), the log bridge to `tracing`, the acceptor's own thread, and sending.
+//!
+//! Callbacks run on QuickFIX's C++ threads (one per connection with the multi-threaded socket
+//! server). They never block: an application message is copied out as text and handed to the
+//! router over a bounded channel with `try_send`; when the router is saturated the session gets
+//! a BusinessMessageReject (380=4, application not available) at once, sent from the callback's
+//! own thread (QuickFIX's session lock is re-entrant there).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError};
+use quickfix::{
+    send_to_target, Acceptor, Application, ApplicationCallback, ConnectionHandler, FieldMap,
+    FileMessageStoreFactory, FixSocketServerKind, Group, LogCallback, LogFactory, Message, MsgFromAdminError,
+    MsgFromAppError, QuickFixError, SessionId, SessionSettings,
+};
+
+use super::reports::business_reject;
+use super::tags::*;
+use super::wire::OutMsg;
+use super::{BEGIN_STRING, EXCHANGE_COMP_ID};
+use crate::metrics::Metrics;
+use crate::secrets::constant_time_eq;
+
+/// What the callbacks hand to the router: plain data only (QuickFIX objects are not `Send`).
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// An application message that passed QuickFIX's session and data dictionary checks.
+    App {
+        /// The counterparty's CompID.
+        comp_id: String,
+        /// The message as FIX text.
+        raw: String,
+    },
+    /// A session logged on.
+    Up(String),
+    /// A session logged out or disconnected.
+    Down(String),
+}
+
+/// The application callbacks.
+pub(crate) struct App {
+    pub(crate) tx: Sender<Inbound>,
+    /// CompID -> FIX password.
+    pub(crate) passwords: HashMap<String, String>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) logged_on: AtomicU64,
+}
+
+fn target_of(session: &SessionId) -> String {
+    session.get_target_comp_id().unwrap_or_default()
+}
+
+impl ApplicationCallback for App {
+    fn on_logon(&self, session: &SessionId) {
+        let n = self.logged_on.fetch_add(1, Ordering::AcqRel) + 1;
+        self.metrics.fix_sessions.set(n);
+        tracing::info!("FIX session {} logged on", session.to_repr());
+        let _ = self.tx.try_send(Inbound::Up(target_of(session)));
+    }
+
+    fn on_logout(&self, session: &SessionId) {
+        let n = self.logged_on.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        self.metrics.fix_sessions.set(n);
+        tracing::info!("FIX session {} logged out", session.to_repr());
+        let _ = self.tx.try_send(Inbound::Down(target_of(session)));
+    }
+
+    fn on_msg_from_admin(&self, msg: &Message, session: &SessionId) -> Result<(), MsgFromAdminError> {
+        if msg.with_header(|h| h.get_field(MSG_TYPE)).as_deref() != Some("A") {
+            return Ok(());
+        }
+        let comp_id = target_of(session);
+        let user_ok = msg.get_field(USERNAME).is_some_and(|u| u == comp_id);
+        let pass_ok = match (self.passwords.get(&comp_id), msg.get_field(PASSWORD)) {
+            (Some(expected), Some(given)) => constant_time_eq(expected, &given),
+            _ => false,
+        };
+        if user_ok && pass_ok {
+            Ok(())
+        } else {
+            tracing::warn!("FIX logon refused for {comp_id}: wrong Username (553) or Password (554)");
+            Err(MsgFromAdminError::RejectLogon)
+        }
+    }
+
+    fn on_msg_from_app(&self, msg: &Message, session: &SessionId) -> Result<(), MsgFromAppError> {
+        self.metrics.fix_messages.inc();
+        let comp_id = target_of(session);
+        let raw = match msg.to_fix_string() {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::warn!("FIX message from {comp_id} cannot be read back: {e}");
+                return Ok(());
+            }
+        };
+        match self.tx.try_send(Inbound::App { comp_id, raw }) {
+            Ok(()) => Ok(()),
+            Err(
+                TrySendError::Full(Inbound::App { comp_id, raw })
+                | TrySendError::Disconnected(Inbound::App { comp_id, raw }),
+            ) => {
+                let f = super::wire::Fields::parse(&raw);
+                let reject = business_reject(
+                    f.get(u(MSG_SEQ_NUM)),
+                    f.get(u(MSG_TYPE)).unwrap_or("?"),
+                    "4",
+                    "the exchange is busy: try again",
+                );
+                if let Err(e) = send(&reject, &comp_id) {
+                    tracing::warn!("FIX busy reject to {comp_id}: {e}");
+                }
+                Ok(())
+            }
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Sends an outgoing message to a participant's session (stored for resend when it is not
+/// logged on).
+pub(crate) fn send(out: &OutMsg, comp_id: &str) -> Result<(), QuickFixError> {
+    let session = SessionId::try_new(BEGIN_STRING, EXCHANGE_COMP_ID, comp_id, "")?;
+    send_to_target(to_message(out)?, &session)
+}
+
+fn to_message(out: &OutMsg) -> Result<Message, QuickFixError> {
+    let mut m = Message::new();
+    m.with_header_mut(|h| h.set_field(MSG_TYPE, out.msg_type))?;
+    for (tag, value) in &out.fields {
+        m.set_field(*tag, value.as_str())?;
+    }
+    for g in &out.groups {
+        for entry in &g.entries {
+            let mut group = Group::try_with_orders(g.count_tag, g.delimiter, g.order)?;
+            for (tag, value) in entry {
+                group.set_field(*tag, value.as_str())?;
+            }
+            m.add_group(&group)?;
+        }
+    }
+    Ok(m)
+}
+
+/// QuickFIX's log, into `tracing` (messages at trace level, session events at info).
+pub(crate) struct TracingLog;
+
+impl LogCallback for TracingLog {
+    fn on_incoming(&self, session: Option<&SessionId>, msg: &str) {
+        tracing::trace!(target: "cccx::fix", "in  {:?}: {}", session.map(SessionId::to_repr), redacted(msg));
+    }
+    fn on_outgoing(&self, session: Option<&SessionId>, msg: &str) {
+        tracing::trace!(target: "cccx::fix", "out {:?}: {}", session.map(SessionId::to_repr), redacted(msg));
+    }
+    fn on_event(&self, session: Option<&SessionId>, msg: &str) {
+        tracing::info!(target: "cccx::fix", "{:?}: {msg}", session.map(SessionId::to_repr));
+    }
+}
+
+/// A message for the log: SOH shown as `|`, the Password (554) hidden.
+fn redacted(msg: &str) -> String {
+    msg.split('\x01').map(|f| if f.starts_with("554=") { "554=***" } else { f }).collect::<Vec<_>>().join("|")
+}
+
+/// The thread that owns the QuickFIX acceptor (it borrows the callbacks, the store and the log
+/// factory, so they all live on one thread's stack).
+pub(crate) struct AcceptorThread {
+    stop: mpsc::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl AcceptorThread {
+    /// Starts the acceptor with a settings file; returns once it listens (or failed to).
+    pub(crate) fn spawn(settings_path: PathBuf, app: App) -> Result<AcceptorThread, String> {
+        let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("cccx-fix-acceptor".into())
+            .spawn(move || {
+                let run = || -> Result<(), QuickFixError> {
+                    let settings = SessionSettings::try_from_path(&settings_path)?;
+                    let store = FileMessageStoreFactory::try_new(&settings)?;
+                    let log = TracingLog;
+                    let log_factory = LogFactory::try_new(&log)?;
+                    let application = Application::try_new(&app)?;
+                    let mut acceptor = Acceptor::try_new(
+                        &settings,
+                        &application,
+                        &store,
+                        &log_factory,
+                        FixSocketServerKind::MultiThreaded,
+                    )?;
+                    acceptor.start()?;
+                    let _ = started_tx.send(Ok(()));
+                    // Until the server stops (or drops the sender).
+                    let _ = stop_rx.recv();
+                    // Logs out every session (waits for their Logout answers), closes sockets.
+                    acceptor.stop()
+                };
+                match run() {
+                    Ok(()) => {}
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.to_string()));
+                        tracing::error!("FIX acceptor: {e}");
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the FIX acceptor thread: {e}"))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(AcceptorThread { stop, handle }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err("the FIX acceptor thread ended at start".into())
+            }
+        }
+    }
+
+    /// Logs out the sessions, stops listening and waits for the thread.
+    pub(crate) fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_the_log() {
+        assert_eq!(
+            super::redacted("35=A\x01553=ALUCO\x01554=fx_secret\x0110=1\x01"),
+            "35=A|553=ALUCO|554=***|10=1|"
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! FIX tag=value text without QuickFIX: reading the fields of a message QuickFIX has already
+//! accepted, the checksum, and outgoing messages as plain values.
+//!
+//! QuickFIX's `Message` and `SessionId` are not `Send`, so what crosses threads is text
+//! ([`Fields`]) one way and [`OutMsg`] the other; the QuickFIX objects are built on the thread
+//! that sends them.
+
+/// The field separator.
+pub const SOH: char = '\x01';
+
+/// Fields of one message kept at most (a message with more is cut: QuickFIX has already
+/// checked it against the data dictionary, so this only bounds memory).
+pub const MESSAGE_FIELDS_MAX: usize = 1024;
+
+/// The FIX checksum (tag 10): the byte sum modulo 256.
+pub fn checksum(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b))
+}
+
+/// The fields of one message, in wire order (repeating groups stay flat).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fields(Vec<(u32, String)>);
+
+impl Fields {
+    /// Splits `tag=value<SOH>` text; pieces that are not `number=value` are skipped.
+    pub fn parse(raw: &str) -> Fields {
+        let fields = raw
+            .split(SOH)
+            .filter_map(|piece| {
+                let (tag, value) = piece.split_once('=')?;
+                Some((tag.parse::<u32>().ok()?, value.to_string()))
+            })
+            .take(MESSAGE_FIELDS_MAX)
+            .collect();
+        Fields(fields)
+    }
+
+    /// The first value of a tag.
+    pub fn get(&self, tag: u32) -> Option<&str> {
+        self.0.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a tag, in order (the entries of a repeating group).
+    pub fn all(&self, tag: u32) -> impl Iterator<Item = &str> {
+        self.0.iter().filter(move |(t, _)| *t == tag).map(|(_, v)| v.as_str())
+    }
+
+    /// A non-empty value of a tag.
+    pub fn non_empty(&self, tag: u32) -> Option<&str> {
+        self.get(tag).filter(|v| !v.is_empty())
+    }
+}
+
+/// A repeating group of an outgoing message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutGroup {
+    /// The NoXxx tag that counts the entries.
+    pub count_tag: i32,
+    /// The first tag of each entry.
+    pub delimiter: i32,
+    /// The order of the tags inside an entry (the data dictionary's order).
+    pub order: &'static [i32],
+    /// The entries.
+    pub entries: Vec<Vec<(i32, String)>>,
+}
+
+/// An outgoing application message as plain data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutMsg {
+    /// MsgType (35).
+    pub msg_type: &'static str,
+    /// Body fields.
+    pub fields: Vec<(i32, String)>,
+    /// Repeating groups, after the body fields.
+    pub groups: Vec<OutGroup>,
+}
+
+impl OutMsg {
+    /// An empty message of a type.
+    pub fn new(msg_type: &'static str) -> OutMsg {
+        OutMsg { msg_type, fields: Vec::new(), groups: Vec::new() }
+    }
+
+    /// Adds a field.
+    pub fn set(&mut self, tag: i32, value: impl ToString) -> &mut OutMsg {
+        self.fields.push((tag, value.to_string()));
+        self
+    }
+
+    /// The value of a body field (tests).
+    pub fn get(&self, tag: i32) -> Option<&str> {
+        self.fields.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_parse_and_groups_stay_flat() {
+        let f =
+            Fields::parse("8=FIX.4.4\x019=5\x0135=V\x01146=2\x0155=A\x0155=B\x01junk\x01=x\x0110=000\x01");
+        assert_eq!(f.get(35), Some("V"));
+        assert_eq!(f.all(55).collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(f.get(999), None);
+    }
+
+    #[test]
+    fn checksum_is_the_byte_sum() {
+        assert_eq!(
+            checksum(b"8=FIX.4.4\x01"),
+            (b"8=FIX.4.4\x01".iter().map(|b| *b as u32).sum::<u32>() % 256) as u8
+        );
+    }
+}

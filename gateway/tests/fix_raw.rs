@@ -1,0 +1,352 @@
+//! Malformed and hostile FIX input on raw sockets (frames built by hand): bad checksums, bad
+//! body lengths, missing required tags, bad field values, garbage. The server answers with a
+//! session Reject (35=3), drops the frame or disconnects, and keeps serving every other
+//! session.
+//!
+//! QuickFIX keeps its sessions in a process-wide registry, so the servers of this file run one
+//! at a time.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cccx_gateway::config::Config;
+use cccx_gateway::fix::reports::{now_ns, utc_timestamp};
+use cccx_gateway::server::{self, Running};
+
+static ONE_SERVER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn checksum(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b))
+}
+
+/// A frame: header (35, 49, 56, 34, 52), `body`, then BodyLength and CheckSum computed (or
+/// replaced by `body_len` / `sum` when given, to break them).
+fn frame(
+    msg_type: &str,
+    comp_id: &str,
+    seq: u64,
+    body: &[(u32, &str)],
+    body_len: Option<usize>,
+    sum: Option<u8>,
+) -> Vec<u8> {
+    let mut inner =
+        format!("35={msg_type}\x0149={comp_id}\x0156=CCCX\x0134={seq}\x0152={}\x01", utc_timestamp(now_ns()));
+    for (tag, value) in body {
+        inner.push_str(&format!("{tag}={value}\x01"));
+    }
+    let mut out = format!("8=FIX.4.4\x019={}\x01", body_len.unwrap_or(inner.len())).into_bytes();
+    out.extend_from_slice(inner.as_bytes());
+    let sum = sum.unwrap_or_else(|| checksum(&out));
+    out.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
+    out
+}
+
+type Msg = Vec<(u32, String)>;
+
+fn get(m: &Msg, tag: u32) -> Option<&str> {
+    m.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_str())
+}
+
+struct Raw {
+    stream: TcpStream,
+    comp_id: String,
+    seq: u64,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr, comp_id: &str) -> Raw {
+        let stream = TcpStream::connect(addr).expect("FIX port accepts");
+        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        Raw { stream, comp_id: comp_id.into(), seq: 0, buf: Vec::new() }
+    }
+
+    fn logon(addr: SocketAddr, comp_id: &str, password: &str) -> Raw {
+        let mut r = Raw::connect(addr, comp_id);
+        r.send("A", &[(98, "0"), (108, "30"), (553, comp_id), (554, password)]);
+        let m = r.expect(|m| get(m, 35) == Some("A"));
+        assert_eq!(get(&m, 34), Some("1"));
+        r
+    }
+
+    fn send(&mut self, msg_type: &str, body: &[(u32, &str)]) {
+        self.seq += 1;
+        let f = frame(msg_type, &self.comp_id, self.seq, body, None, None);
+        self.write(&f);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+
+    /// The next whole message, if one comes within `wait`; `Err` when the server closed.
+    fn read(&mut self, wait: Duration) -> Result<Option<Msg>, ()> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(m) = self.take_frame() {
+                return Ok(Some(m));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return Err(()),
+            }
+        }
+    }
+
+    fn take_frame(&mut self) -> Option<Msg> {
+        let end = self.buf.windows(4).position(|w| w == b"\x0110=")? + 8;
+        if self.buf.len() < end {
+            return None;
+        }
+        let frame: Vec<u8> = self.buf.drain(..end).collect();
+        let text = String::from_utf8_lossy(&frame);
+        Some(
+            text.split('\x01')
+                .filter_map(|p| p.split_once('='))
+                .filter_map(|(t, v)| Some((t.parse().ok()?, v.to_string())))
+                .collect(),
+        )
+    }
+
+    /// The first message matching `pred` within 5 s (others are skipped).
+    fn expect(&mut self, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.read(Duration::from_millis(200)) {
+                Ok(Some(m)) if pred(&m) => return m,
+                Ok(_) => {}
+                Err(()) => panic!("{}: the server closed the connection", self.comp_id),
+            }
+        }
+        panic!("{}: no matching message", self.comp_id)
+    }
+
+    /// Whether the session still answers a TestRequest (with the next sequence number).
+    fn alive(&mut self, id: &str) -> bool {
+        self.send("1", &[(112, id)]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.read(Duration::from_millis(200)) {
+                Ok(Some(m)) if get(&m, 35) == Some("0") && get(&m, 112) == Some(id) => return true,
+                Ok(_) => {}
+                Err(()) => return false,
+            }
+        }
+        false
+    }
+
+    /// Whether the server closes this connection (or sends only a Logout) within `wait`.
+    fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if self.read(Duration::from_millis(100)).is_err() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn config(data_dir: &Path) -> Config {
+    let mut c = Config::embedded();
+    c.server.data_dir = data_dir.to_path_buf();
+    c.server.http = "127.0.0.1:0".parse().unwrap();
+    c.server.fix = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+fn password(running: &Running, participant: u32) -> String {
+    running.secrets.participants[&participant].fix_password.clone()
+}
+
+const ORDER: &[(u32, &str)] = &[
+    (11, "O1"),
+    (55, "CCC-2026-O"),
+    (54, "2"),
+    (60, "20260101-00:00:00"),
+    (38, "1"),
+    (40, "2"),
+    (44, "900"),
+];
+
+fn order_with(change: (u32, &'static str), drop: Option<u32>) -> Vec<(u32, &'static str)> {
+    ORDER
+        .iter()
+        .copied()
+        .filter(|(t, _)| Some(*t) != drop)
+        .map(|(t, v)| if t == change.0 { change } else { (t, v) })
+        .collect()
+}
+
+/// Another participant can still trade: logon, a sell, its ExecutionReport.
+fn another_session_trades(addr: SocketAddr, running: &Running) {
+    let mut g = Raw::logon(addr, "GREENOFF", &password(running, 4));
+    g.send("D", &order_with((11, "OK-1"), None));
+    let er = g.expect(|m| get(m, 35) == Some("8"));
+    assert_eq!((get(&er, 11), get(&er, 150), get(&er, 39)), (Some("OK-1"), Some("0"), Some("0")), "{er:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_rejects_for_bad_messages_and_the_session_goes_on() {
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let mut a = Raw::logon(addr, "ALUCO", &password(&running, 1));
+
+    // A bad checksum: the frame is dropped (not counted); the session goes on.
+    let f = frame("D", "ALUCO", a.seq + 1, ORDER, None, Some(0));
+    a.write(&f);
+    assert_eq!(a.read(Duration::from_millis(500)), Ok(None));
+    assert!(a.alive("after-checksum"));
+
+    // A required tag missing (Side): session Reject naming it.
+    a.send("D", &order_with((11, "O2"), Some(54)));
+    let rej = a.expect(|m| get(m, 35) == Some("3"));
+    assert_eq!((get(&rej, 371), get(&rej, 373)), (Some("54"), Some("1")), "{rej:?}");
+
+    // A value outside the enumeration (Side Z) and a value in the wrong format (OrderQty abc).
+    a.send("D", &order_with((54, "Z"), None));
+    let rej = a.expect(|m| get(m, 35) == Some("3"));
+    assert_eq!((get(&rej, 371), get(&rej, 373)), (Some("54"), Some("5")), "{rej:?}");
+    a.send("D", &order_with((38, "abc"), None));
+    let rej = a.expect(|m| get(m, 35) == Some("3"));
+    assert_eq!((get(&rej, 371), get(&rej, 373)), (Some("38"), Some("6")), "{rej:?}");
+
+    // A message type that does not exist.
+    a.send("ZZ", &[(58, "hello")]);
+    let rej = a.expect(|m| matches!(get(m, 35), Some("3" | "j")));
+    assert_eq!(get(&rej, 45).map(str::to_string), Some(a.seq.to_string()), "{rej:?}");
+
+    // Valid FIX the gateway refuses: a side it does not trade, a fractional price.
+    a.send("D", &order_with((54, "5"), None));
+    let er = a.expect(|m| get(m, 35) == Some("8"));
+    assert_eq!((get(&er, 150), get(&er, 103)), (Some("8"), Some("11")), "{er:?}");
+    a.send("D", &order_with((44, "900.25"), None));
+    let er = a.expect(|m| get(m, 35) == Some("8"));
+    assert!(get(&er, 58).unwrap_or("").contains("whole number"), "{er:?}");
+
+    assert!(a.alive("after-rejects"));
+    another_session_trades(addr, &running);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_broken_frames_do_not_reach_other_sessions() {
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let mut a = Raw::logon(addr, "ALUCO", &password(&running, 1));
+
+    // Garbage before any logon: the connection is dropped or ignored.
+    let mut junk = Raw::connect(addr, "NOBODY");
+    junk.write(b"\x00\xff\xfe GET / HTTP/1.1\r\n\r\n 8=FIX.4.4\x019=zz\x01 \x01\x01\x01");
+    let _ = junk.closed_within(Duration::from_millis(500));
+
+    // A logon for a CompID that has no session: refused.
+    let mut stranger = Raw::connect(addr, "STRANGER");
+    stranger.send("A", &[(98, "0"), (108, "30"), (553, "STRANGER"), (554, "x")]);
+    assert!(stranger.closed_within(Duration::from_secs(3)), "an unknown CompID must be disconnected");
+
+    // A wrong password: refused.
+    let mut thief = Raw::connect(addr, "CEMCO");
+    thief.send("A", &[(98, "0"), (108, "30"), (553, "CEMCO"), (554, "fx_guess")]);
+    assert!(thief.closed_within(Duration::from_secs(3)), "a wrong password must be disconnected");
+
+    // A logged-on session sends a body length that is too short, then one that is too long,
+    // then garbage: whatever QuickFIX makes of it, the server and the other sessions go on.
+    let mut s = Raw::logon(addr, "STEELCO", &password(&running, 3));
+    let short = frame("D", "STEELCO", s.seq + 1, ORDER, Some(10), None);
+    s.write(&short);
+    let long = frame("D", "STEELCO", s.seq + 1, ORDER, Some(5000), None);
+    s.write(&long);
+    s.write(&[0xff; 2048]);
+    let _ = s.closed_within(Duration::from_millis(500));
+
+    assert!(a.alive("after-garbage"));
+    another_session_trades(addr, &running);
+    // The HTTP side is untouched too.
+    let health = reqwest_free_get(running.http, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    running.stop().await.unwrap();
+}
+
+fn reqwest_free_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// An uncross reaches market data subscribers as a trade entry with the clearing price and
+/// volume and TradeCondition R, and the owners as fills; a DAY order expires with ExecType C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auction_results_and_expiry_over_fix() {
+    use cccx_engine::{CommandBody, InstrumentId, ParticipantId, Phase};
+    use cccx_gateway::core::Intent;
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let operator = |body| running.core.call(ParticipantId(0), Intent::Operator(body));
+    let auction = InstrumentId(0);
+    operator(CommandBody::SetPhase { instrument: auction, phase: Phase::Call }).await.unwrap();
+
+    let mut buyer = Raw::logon(addr, "ALUCO", &password(&running, 1));
+    let mut seller = Raw::logon(addr, "STEELCO", &password(&running, 3));
+    buyer.send(
+        "V",
+        &[(262, "md-a"), (263, "1"), (264, "0"), (267, "1"), (269, "2"), (146, "1"), (55, "CCC-2026-C")],
+    );
+    let w = buyer.expect(|m| get(m, 35) == Some("W"));
+    assert_eq!(get(&w, 268), Some("0"), "{w:?}");
+    let order = |cl: &'static str, side: &'static str, price: &'static str| {
+        vec![
+            (11, cl),
+            (55, "CCC-2026-C"),
+            (54, side),
+            (60, "20260101-00:00:00"),
+            (38, "40"),
+            (40, "2"),
+            (44, price),
+        ]
+    };
+    buyer.send("D", &order("AB1", "1", "600"));
+    buyer.expect(|m| get(m, 35) == Some("8") && get(m, 150) == Some("0"));
+    seller.send("D", &order("AS1", "2", "400"));
+    seller.expect(|m| get(m, 35) == Some("8") && get(m, 150) == Some("0"));
+    operator(CommandBody::Uncross { instrument: auction }).await.unwrap();
+
+    let x = buyer.expect(|m| get(m, 35) == Some("X") && get(m, 277) == Some("R"));
+    assert_eq!((get(&x, 269), get(&x, 270), get(&x, 271)), (Some("2"), Some("500"), Some("40")), "{x:?}");
+    let fill = seller.expect(|m| get(m, 35) == Some("8") && get(m, 150) == Some("F"));
+    assert_eq!(
+        (get(&fill, 31), get(&fill, 32), get(&fill, 39)),
+        (Some("500"), Some("40"), Some("2")),
+        "{fill:?}"
+    );
+
+    // A DAY order in the continuous book expires at the end of the day.
+    let mut day = order("DAY1", "1", "300");
+    day[1] = (55, "CCC-2026-O");
+    day.push((59, "0"));
+    buyer.send("D", &day);
+    buyer.expect(|m| get(m, 35) == Some("8") && get(m, 11) == Some("DAY1") && get(m, 150) == Some("0"));
+    operator(CommandBody::ExpireDay { instrument: InstrumentId(1) }).await.unwrap();
+    let expired =
+        buyer.expect(|m| get(m, 35) == Some("8") && get(m, 11) == Some("DAY1") && get(m, 150) == Some("C"));
+    assert_eq!((get(&expired, 39), get(&expired, 151)), (Some("C"), Some("0")), "{expired:?}");
+    running.stop().await.unwrap();
+}
