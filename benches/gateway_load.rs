@@ -76,6 +76,7 @@ async fn run(args: Args) {
     config.server.data_dir = dir.path().to_path_buf();
     config.server.http = "127.0.0.1:0".parse().unwrap();
     config.server.durability = args.durability;
+    config.server.fix_enabled = false;
     for p in &mut config.participants {
         p.initial_funds = i64::MAX / 8;
         p.initial_holdings.insert("CCC-2026-O".into(), i64::MAX / 8);

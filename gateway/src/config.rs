@@ -5,6 +5,7 @@
 //! data_dir = "data"            # journal, secrets, FIX stores (relative to the working directory)
 //! http = "127.0.0.1:8080"
 //! fix = "127.0.0.1:9878"
+//! fix_enabled = true           # the FIX acceptor (one per process)
 //! durability = "batch"         # none | batch | every
 //! risk = true                  # pre-trade risk checks (accounts, locks)
 //!
@@ -107,8 +108,11 @@ pub struct ServerSection {
     pub data_dir: PathBuf,
     /// The HTTP (REST and WebSocket) listen address.
     pub http: SocketAddr,
-    /// The FIX acceptor's listen address.
+    /// The FIX acceptor's listen address (port 0: any free port).
     pub fix: SocketAddr,
+    /// Whether to run the FIX acceptor (QuickFIX allows one per process: an embedding that
+    /// runs several servers in one process turns it off for all but one).
+    pub fix_enabled: bool,
     /// `none`, `batch` or `every`.
     pub durability: DurabilityName,
     /// Pre-trade risk checks.
@@ -123,6 +127,7 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("data"),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             fix: SocketAddr::from(([127, 0, 0, 1], 9878)),
+            fix_enabled: true,
             durability: DurabilityName::Batch,
             risk: true,
             queue_capacity: 65_536,

@@ -701,7 +701,17 @@ impl EngineThread {
         }
         let (body, client_id) = match self.command(participant, &intent) {
             Ok(x) => x,
-            Err(e) => return answer(reply, Err(e)),
+            Err(e) => {
+                if reply.is_none() {
+                    // A caller that does not wait (FIX) learns of it from the reports, in order.
+                    let seq = self.writer.as_ref().map_or(0, |w| w.last_seq());
+                    let ts = self.now();
+                    if let Some(p) = self.store.refusal(seq, ts, participant, &intent, &e.to_string()) {
+                        self.unpublished.push(Arc::new(p));
+                    }
+                }
+                return answer(reply, Err(e));
+            }
         };
         let cmd = Command { ts_ns: self.now(), body };
         // The side log first: a client id must never be missing for a journaled order.

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use cccx_engine::{
-    Aggressor, CancelReason, Command, CommandBody, Event, InstrumentId, OrderId, OrderType, Phase, Price,
-    Qty, RejectReason, RequestKind, Side, TimeInForce,
+    Aggressor, CancelReason, Command, CommandBody, Event, InstrumentId, OrderId, OrderType, ParticipantId,
+    Phase, Price, Qty, RejectReason, RequestKind, Side, TimeInForce,
 };
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -345,6 +345,74 @@ impl OrderStore {
     /// The last uncross of an instrument.
     pub fn last_auction(&self, instrument: InstrumentId) -> Option<&MarketEvent> {
         self.auctions.get(instrument.0 as usize)?.as_ref()
+    }
+
+    /// The report of an intent the gateway refused before it reached the engine (a client order
+    /// id in use, an order that is not the participant's): a rejected NEW (order id 0) or a
+    /// refused cancel or replace of a known order, with code 9 (duplicate) or 10 (unknown order)
+    /// and the gateway's text.
+    pub fn refusal(
+        &self,
+        seq: u64,
+        ts_ns: u64,
+        participant: ParticipantId,
+        intent: &crate::core::Intent,
+        text: &str,
+    ) -> Option<Published> {
+        use crate::core::Intent;
+        let text: &'static str = match text {
+            t if t.contains("client order id") => "client order id in use by an open order",
+            _ => "order not in the book",
+        };
+        let code = if text.starts_with("client") { 9 } else { 10 };
+        let reason = Some(Reason { code, text });
+        let update = match intent {
+            Intent::New { instrument, side, order_type, tif, price, qty, client_order_id, .. } => {
+                let view = OrderView {
+                    order_id: 0,
+                    client_order_id: client_order_id.clone(),
+                    participant: participant.0,
+                    symbol: self.symbol(*instrument),
+                    side: side_name(*side),
+                    order_type: if *order_type == OrderType::Market { "market" } else { "limit" },
+                    tif: tif_name(*tif),
+                    price: (*order_type == OrderType::Limit).then_some(*price),
+                    qty: *qty,
+                    cum_qty: 0,
+                    leaves_qty: 0,
+                    avg_px: None,
+                    status: OrderStatus::Rejected,
+                    updated_ns: ts_ns,
+                    instrument: *instrument,
+                    side_raw: *side,
+                    rests: false,
+                    notional: 0,
+                };
+                OrderUpdate {
+                    exec: ExecKind::Rejected,
+                    order: view,
+                    exec_id: format!("{seq}-r{ts_ns}"),
+                    last_px: None,
+                    last_qty: None,
+                    reason,
+                    amend: false,
+                }
+            }
+            Intent::Cancel { order_id } | Intent::Amend { order_id, .. } => {
+                let order = self.orders.get(order_id).filter(|o| o.participant == participant.0)?;
+                OrderUpdate {
+                    exec: ExecKind::CancelRejected,
+                    order: order.clone(),
+                    exec_id: format!("{seq}-r{ts_ns}"),
+                    last_px: None,
+                    last_qty: None,
+                    reason,
+                    amend: matches!(intent, Intent::Amend { .. }),
+                }
+            }
+            _ => return None,
+        };
+        Some(Published { seq, ts_ns, updates: vec![update], market: Vec::new() })
     }
 
     /// Records a client order id for an order (a NEW, or an amendment that renames it).

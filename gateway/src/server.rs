@@ -26,11 +26,9 @@ pub struct Running {
     pub secrets: Arc<Secrets>,
     /// What recovery found.
     pub started: Started,
-    /// The FIX acceptor's address; `None` when it could not start (the error is logged; `cccx
-    /// serve` refuses to run without it).
+    /// The FIX acceptor's address (`None` when `fix_enabled` is off; a FIX acceptor that cannot
+    /// start stops the server).
     pub fix: Option<std::net::SocketAddr>,
-    /// Why the FIX acceptor is not running, if it is not.
-    pub fix_error: Option<String>,
     fix_acceptor: Option<crate::fix::FixAcceptor>,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
@@ -83,14 +81,13 @@ pub async fn start(config: Config) -> Result<Running, String> {
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.server.http))?;
     let http = listener.local_addr().map_err(|e| e.to_string())?;
-    // A FIX acceptor that cannot start (its port taken) does not stop an embedded server:
-    // several test servers share the default FIX port. `serve` makes it fatal.
-    let (fix_acceptor, fix_error) = match crate::fix::FixAcceptor::start(&config, &secrets, core.clone()) {
-        Ok(a) => (Some(a), None),
-        Err(e) => {
-            tracing::error!("FIX acceptor not running: {e}");
-            (None, Some(e))
+    let (fix_acceptor, fix_error) = if config.server.fix_enabled {
+        match crate::fix::FixAcceptor::start(&config, &secrets, core.clone()) {
+            Ok(a) => (Some(a), None),
+            Err(e) => (None, Some(e)),
         }
+    } else {
+        (None, None)
     };
     let fix = fix_acceptor.as_ref().map(|a| a.addr);
     let state = AppState { core: core.clone(), config: Arc::new(config), secrets: secrets.clone() };
@@ -104,20 +101,26 @@ pub async fn start(config: Config) -> Result<Running, String> {
             tracing::error!("HTTP server: {e}");
         }
     });
-    Ok(Running {
+    let running = Running {
         http,
         core,
         secrets,
         started,
         fix,
-        fix_error,
         fix_acceptor,
         shutdown,
         server,
         core_thread: Some(core_thread),
         stop_scheduler,
         scheduler,
-    })
+    };
+    // A FIX acceptor that cannot start (its port taken, say) stops the server: a desk must not
+    // find the exchange half up.
+    if let Some(e) = fix_error {
+        running.stop().await?;
+        return Err(format!("the FIX acceptor cannot start: {e}"));
+    }
+    Ok(running)
 }
 
 impl Running {
@@ -159,10 +162,6 @@ pub fn serve(config_path: Option<&Path>) -> Result<(), String> {
         let data_dir = config.server.data_dir.clone();
         let symbols: Vec<String> = config.instruments.iter().map(|i| i.symbol.clone()).collect();
         let running = start(config).await?;
-        if let Some(e) = running.fix_error.clone() {
-            running.stop().await?;
-            return Err(e);
-        }
         let s = &running.started;
         println!("cccx exchange running ({source})");
         println!("  data directory  {}", data_dir.display());

@@ -15,6 +15,9 @@ fn config(data_dir: &Path) -> Config {
     c.server.data_dir = data_dir.to_path_buf();
     c.server.http = "127.0.0.1:0".parse().unwrap();
     c.server.durability = cccx_gateway::config::DurabilityName::Batch;
+    // These tests run several servers in one process; QuickFIX allows one acceptor per process
+    // (the FIX tests have their own).
+    c.server.fix_enabled = false;
     c
 }
 
