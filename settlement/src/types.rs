@@ -488,3 +488,66 @@ pub struct Shortfall {
     /// The units the account has available (held minus reserved); 0 for an unknown account.
     pub available: Qty,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(vintage: u16, start: u64, end: u64) -> SerialBlock {
+        SerialBlock { instrument: InstrumentId(1), vintage: Vintage(vintage), start, end }
+    }
+
+    #[test]
+    fn coalesce_merges_touching_blocks_of_one_vintage_only() {
+        let blocks = vec![b(2022, 6, 9), b(2021, 1, 5), b(2022, 1, 5), b(2022, 11, 12), b(2021, 6, 6)];
+        assert_eq!(coalesce(blocks), vec![b(2021, 1, 6), b(2022, 1, 9), b(2022, 11, 12)]);
+        let other_instrument = SerialBlock { instrument: InstrumentId(2), ..b(2022, 10, 10) };
+        assert_eq!(coalesce(vec![b(2022, 1, 9), other_instrument]).len(), 2);
+        assert!(coalesce(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn merge_held_keeps_reservations_apart() {
+        let t = RequestId::new("T").unwrap();
+        let held = vec![
+            HeldBlock { block: b(2022, 1, 2), reserved_by: Some(t.clone()) },
+            HeldBlock { block: b(2022, 3, 4), reserved_by: None },
+            HeldBlock { block: b(2022, 5, 9), reserved_by: None },
+        ];
+        let merged = merge_held(held);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[1].block, b(2022, 3, 9));
+        let h = Holdings::from_blocks(AccountId::new("A").unwrap(), InstrumentId(1), None, merged);
+        assert_eq!(h.total, Totals { held: 9, reserved: 2, available: 7 });
+    }
+
+    #[test]
+    fn timestamps_read_and_write_rfc3339() {
+        let t = Timestamp::parse_rfc3339("2026-05-01T20:30:00.5+05:30").unwrap();
+        assert_eq!(t, Timestamp::parse_rfc3339("2026-05-01T15:00:00.500Z").unwrap());
+        assert_eq!(t.to_rfc3339(), "2026-05-01T15:00:00.5Z");
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp::parse_rfc3339(&Timestamp(-1).to_rfc3339()).unwrap(), Timestamp(-1));
+        let err = Timestamp::parse_rfc3339("1 May 2026").unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidTimestamp(_)), "{err}");
+        assert!(Timestamp::parse_rfc3339("9999-01-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn status_and_entry_names_round_trip() {
+        use TransferStatus::*;
+        for s in [Proposed, Checked, Accepted, Rejected, Completed, Terminated, Cancelled] {
+            assert_eq!(TransferStatus::parse(s.as_str()), Some(s));
+        }
+        assert!(Accepted.is_pending() && !Completed.is_pending() && !Rejected.is_pending());
+        for k in [
+            EntryKind::Issued,
+            EntryKind::Reserved,
+            EntryKind::Released,
+            EntryKind::Debited,
+            EntryKind::Credited,
+        ] {
+            assert_eq!(EntryKind::parse(k.as_str()), Some(k));
+        }
+    }
+}
