@@ -38,6 +38,10 @@ pub enum Durability {
 }
 
 /// The embedded registry on SQLite. See the [module docs](self).
+///
+/// One `SqliteRegistry` is the only writer of its database: it keeps the next block id and
+/// entry sequence number in memory (portable, no autoincrement). A second writer on the same
+/// file would fail on a duplicate key (a storage error, nothing corrupted), never interleave.
 #[derive(Debug)]
 pub struct SqliteRegistry {
     conn: Connection,
