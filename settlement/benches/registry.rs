@@ -1,6 +1,8 @@
 //! Transfers per second of the embedded registry on a database file: each transfer is a
 //! proposal (reserving 10 units, splitting a block) and its post, two database transactions.
 //!
+//! The in-memory run shows what the SQL work costs without the disk.
+//!
 //! `cargo bench -p cccx-settlement --bench registry [-- TRANSFERS]`
 
 use std::time::Instant;
@@ -16,9 +18,12 @@ fn id(s: String) -> Result<RequestId, RegistryError> {
     RequestId::new(s)
 }
 
-fn run(durability: Durability, transfers: u64) -> Result<f64, RegistryError> {
+fn run(durability: Option<Durability>, transfers: u64) -> Result<f64, RegistryError> {
     let dir = tempfile::tempdir().map_err(|e| RegistryError::Storage(e.to_string()))?;
-    let mut r = SqliteRegistry::open_with(dir.path().join("bench.db"), durability)?;
+    let mut r = match durability {
+        Some(d) => SqliteRegistry::open_with(dir.path().join("bench.db"), d)?,
+        None => SqliteRegistry::open_in_memory()?,
+    };
     let (a, b) = (AccountId::new("A")?, AccountId::new("B")?);
     r.open_account(&OpenAccount { id: id("oa".into())?, account: a.clone() }, Timestamp(0))?;
     r.open_account(&OpenAccount { id: id("ob".into())?, account: b.clone() }, Timestamp(0))?;
@@ -52,11 +57,14 @@ fn run(durability: Durability, transfers: u64) -> Result<f64, RegistryError> {
 
 fn main() -> Result<(), RegistryError> {
     let transfers: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5_000);
-    for (name, durability) in
-        [("synchronous=FULL", Durability::Full), ("synchronous=NORMAL", Durability::Normal)]
-    {
+    let runs = [
+        ("WAL file, synchronous=FULL", Some(Durability::Full)),
+        ("WAL file, synchronous=NORMAL", Some(Durability::Normal)),
+        ("in memory (the CPU cost alone)", None),
+    ];
+    for (name, durability) in runs {
         let rate = run(durability, transfers)?;
-        println!("embedded registry, WAL file, {name}: {transfers} transfers (propose+post), {rate:.0} transfers/s");
+        println!("embedded registry, {name}: {transfers} transfers (propose+post), {rate:.0} transfers/s");
     }
     Ok(())
 }
