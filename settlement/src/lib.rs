@@ -1,1 +1,30 @@
-//! Registry transfers, delivery versus payment, reconciliation and the audit trail: not built yet (issue 6).
+//! cccx settlement: the registry ledger that settlement moves certificates in.
+//!
+//! - [`registry`]: the [`Registry`] connector interface: accounts, issuance, two-phase
+//!   transfers, holdings (now and as of a time), statements and the bid-window holdings check.
+//! - [`sqlite`]: [`SqliteRegistry`], the embedded registry on SQLite (portable SQL).
+//! - [the reference module](crate::reference): [`NaiveRegistry`], an in-memory model the tests compare the
+//!   embedded registry against.
+//! - [`types`]: ids, timestamps, serial blocks, requests and answers.
+//! - [`error`]: the [`RegistryError`] enum.
+//!
+//! The ledger reads no clock: every time is passed in, so tests and replays are deterministic.
+//! Delivery versus payment, reconciliation, the audit trail and the HTTP registry client are
+//! later work (issue 6).
+
+pub mod error;
+pub mod reference;
+pub mod registry;
+pub mod sqlite;
+pub mod types;
+
+pub use error::RegistryError;
+pub use reference::NaiveRegistry;
+pub use registry::Registry;
+pub use sqlite::SqliteRegistry;
+pub use types::{
+    coalesce, merge_held, Account, AccountId, EntryKind, HeldBlock, Holdings, Issuance, IssueUnits,
+    OpenAccount, PostTransfer, ProposeTransfer, RequestId, SerialBlock, Shortfall, Statement, StatementLine,
+    Timestamp, Totals, Transfer, TransferStatus, Vintage, VoidTransfer, ID_LENGTH_MAX, REQUEST_QTY_MAX,
+    SERIAL_MAX,
+};

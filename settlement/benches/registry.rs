@@ -1,0 +1,70 @@
+//! Transfers per second of the embedded registry on a database file: each transfer is a
+//! proposal (reserving 10 units, splitting a block) and its post, two database transactions.
+//!
+//! The in-memory run shows what the SQL work costs without the disk.
+//!
+//! `cargo bench -p cccx-settlement --bench registry [-- TRANSFERS]`
+
+use std::time::Instant;
+
+use cccx_engine::types::InstrumentId;
+use cccx_settlement::sqlite::Durability;
+use cccx_settlement::{
+    AccountId, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer, Registry, RegistryError, RequestId,
+    SqliteRegistry, Timestamp, Vintage,
+};
+
+fn id(s: String) -> Result<RequestId, RegistryError> {
+    RequestId::new(s)
+}
+
+fn run(durability: Option<Durability>, transfers: u64) -> Result<f64, RegistryError> {
+    let dir = tempfile::tempdir().map_err(|e| RegistryError::Storage(e.to_string()))?;
+    let mut r = match durability {
+        Some(d) => SqliteRegistry::open_with(dir.path().join("bench.db"), d)?,
+        None => SqliteRegistry::open_in_memory()?,
+    };
+    let (a, b) = (AccountId::new("A")?, AccountId::new("B")?);
+    r.open_account(&OpenAccount { id: id("oa".into())?, account: a.clone() }, Timestamp(0))?;
+    r.open_account(&OpenAccount { id: id("ob".into())?, account: b.clone() }, Timestamp(0))?;
+    let issue = IssueUnits {
+        id: id("i".into())?,
+        account: a.clone(),
+        instrument: InstrumentId(0),
+        vintage: Vintage(2024),
+        quantity: transfers * 10,
+    };
+    r.issue(&issue, Timestamp(0))?;
+    let start = Instant::now();
+    for n in 0..transfers {
+        let at = Timestamp(1 + n as i64);
+        let t = id(format!("t{n}"))?;
+        let propose = ProposeTransfer {
+            id: t.clone(),
+            from: a.clone(),
+            to: b.clone(),
+            instrument: InstrumentId(0),
+            quantity: 10,
+            vintage: None,
+        };
+        r.propose(&propose, at)?;
+        r.post(&PostTransfer { id: id(format!("p{n}"))?, transfer: t }, at)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    r.check_invariants().map_err(RegistryError::Storage)?;
+    Ok(transfers as f64 / secs)
+}
+
+fn main() -> Result<(), RegistryError> {
+    let transfers: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5_000);
+    let runs = [
+        ("WAL file, synchronous=FULL", Some(Durability::Full)),
+        ("WAL file, synchronous=NORMAL", Some(Durability::Normal)),
+        ("in memory (the CPU cost alone)", None),
+    ];
+    for (name, durability) in runs {
+        let rate = run(durability, transfers)?;
+        println!("embedded registry, {name}: {transfers} transfers (propose+post), {rate:.0} transfers/s");
+    }
+    Ok(())
+}
