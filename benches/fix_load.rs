@@ -1,0 +1,293 @@
+//! Load generator for the FIX acceptor: starts `cccx serve`'s server in-process on 127.0.0.1
+//! with a fresh data directory, logs on several FIX sessions (one per participant) with a
+//! minimal hand-written FIX 4.4 initiator (plain TCP, so the client's cost stays small), and
+//! sends NewOrderSingle messages open loop at a chosen total rate (or closed loop), then prints
+//! throughput and order-to-acknowledgement latency percentiles (hdrhistogram): from the moment
+//! an order was due to the first ExecutionReport for it (new, fill or reject).
+//!
+//! ```text
+//! cargo bench --bench fix_load -- [--sessions N] [--rate ORDERS_PER_S] [--seconds S]
+//!                                 [--durability none|batch|every] [--window W]
+//! ```
+//!
+//! `--rate 0` (the default) is closed loop with up to `--window` orders in flight per session.
+//! Open loop paces with tokio's timer, whose 1 ms granularity adds up to 1 ms to each order's
+//! latency (charged to the server, as an order due is an order due). Runs are shorter than the
+//! 30 s heartbeat interval, so the client never needs to answer a TestRequest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cccx_gateway::config::{Config, DurabilityName};
+use cccx_gateway::server;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+struct Args {
+    sessions: usize,
+    rate: f64,
+    seconds: f64,
+    durability: DurabilityName,
+    window: usize,
+}
+
+fn args() -> Args {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo test --all-targets` runs this once without --bench: a one-second smoke test.
+    let smoke = !argv.iter().any(|a| a == "--bench");
+    let mut a = Args {
+        sessions: 4,
+        rate: 0.0,
+        seconds: if smoke { 1.0 } else { 5.0 },
+        durability: DurabilityName::Batch,
+        window: 64,
+    };
+    let mut i = 0;
+    while i < argv.len() {
+        let value = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--sessions" => a.sessions = value.parse().expect("--sessions N"),
+            "--rate" => a.rate = value.parse().expect("--rate ORDERS_PER_S"),
+            "--seconds" => a.seconds = value.parse().expect("--seconds S"),
+            "--window" => a.window = value.parse().expect("--window W"),
+            "--durability" => {
+                a.durability = match value.as_str() {
+                    "none" => DurabilityName::None,
+                    "batch" => DurabilityName::Batch,
+                    "every" => DurabilityName::Every,
+                    other => panic!("--durability: {other}"),
+                }
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+const SOH: u8 = 1;
+
+/// A FIX message with header, body length and checksum around `body` (fields after 35=).
+fn frame(msg_type: &str, sender: &str, seq: u64, body: &str) -> Vec<u8> {
+    let now = time_stamp();
+    let inner = format!("35={msg_type}\x0149={sender}\x0156=CCCX\x0134={seq}\x0152={now}\x01{body}");
+    let mut out = format!("8=FIX.4.4\x019={}\x01{inner}", inner.len()).into_bytes();
+    let sum: u32 = out.iter().map(|b| u32::from(*b)).sum();
+    out.extend(format!("10={:03}\x01", sum % 256).into_bytes());
+    out
+}
+
+fn time_stamp() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = time_of(now.as_secs() as i64);
+    format!("{}.{:03}", t, now.subsec_millis())
+}
+
+/// `YYYYMMDD-HH:MM:SS` of a Unix time (UTC), civil-from-days.
+fn time_of(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The value of `tag` in a raw message.
+fn field<'a>(msg: &'a [u8], tag: &str) -> Option<&'a str> {
+    let needle = format!("\x01{tag}=");
+    let at = msg.windows(needle.len()).position(|w| w == needle.as_bytes())? + needle.len();
+    let end = msg[at..].iter().position(|b| *b == SOH)? + at;
+    std::str::from_utf8(&msg[at..end]).ok()
+}
+
+/// Splits complete messages (ending in `10=xxx<SOH>`) off the front of `buf`.
+fn take_messages(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(at) = buf.windows(4).position(|w| w == b"\x0110=") {
+        let Some(end) = buf[at + 4..].iter().position(|b| *b == SOH) else { break };
+        let msg: Vec<u8> = buf.drain(..at + 4 + end + 1).collect();
+        out.push(msg);
+    }
+    out
+}
+
+struct Stats {
+    hist: Histogram<u64>,
+    acked: u64,
+    rejected: u64,
+}
+
+async fn session(
+    addr: std::net::SocketAddr,
+    comp_id: String,
+    password: String,
+    args: Arc<Args>,
+    index: usize,
+    deadline: Instant,
+) -> Stats {
+    let stream = TcpStream::connect(addr).await.expect("FIX connect");
+    stream.set_nodelay(true).ok();
+    let (mut rd, wr) = stream.into_split();
+    let wr = Arc::new(Mutex::new(wr));
+    let mut seq = 1u64;
+    let logon = frame("A", &comp_id, seq, &format!("98=0\x01108=30\x01553={comp_id}\x01554={password}\x01"));
+    wr.lock().await.write_all(&logon).await.unwrap();
+    seq += 1;
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut chunk = vec![0u8; 1 << 16];
+    // Wait for the logon answer.
+    'logon: loop {
+        let n = rd.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "{comp_id}: disconnected at logon");
+        buf.extend_from_slice(&chunk[..n]);
+        for m in take_messages(&mut buf) {
+            if field(&m, "35") == Some("A") {
+                break 'logon;
+            }
+            if field(&m, "35") == Some("5") {
+                panic!("{comp_id}: logon refused");
+            }
+        }
+    }
+    let mut stats =
+        Stats { hist: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap(), acked: 0, rejected: 0 };
+    let due: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.sessions as f64 / args.rate));
+    let sem = Arc::new(tokio::sync::Semaphore::new(if period.is_some() { 1 << 20 } else { args.window }));
+    let sender = {
+        let (wr, due, sem, comp_id) = (wr.clone(), due.clone(), sem.clone(), comp_id.clone());
+        tokio::spawn(async move {
+            let mut next = Instant::now();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                if period.is_some() {
+                    tokio::time::sleep_until(next.into()).await;
+                } else {
+                    sem.clone().acquire_owned().await.unwrap().forget();
+                    next = Instant::now();
+                }
+                let side = if (n + index as u64).is_multiple_of(2) { 1 } else { 2 };
+                let price = 1000 + (n % 5) as i64 - 2;
+                let body = format!(
+                    "11=L{n}\x0155=CCC-2026-O\x0154={side}\x0160={}\x0138={}\x0140=2\x0144={price}\x0159=3\x01",
+                    time_stamp(),
+                    1 + n % 3
+                );
+                due.lock().await.insert(n, next);
+                let msg = frame("D", &comp_id, seq, &body);
+                seq += 1;
+                if wr.lock().await.write_all(&msg).await.is_err() {
+                    break;
+                }
+                if let Some(p) = period {
+                    next += p;
+                }
+                n += 1;
+            }
+            seq
+        })
+    };
+    // Read reports until the deadline plus a grace second.
+    let end = deadline + Duration::from_secs(1);
+    while Instant::now() < end {
+        let read = tokio::time::timeout_at(end.into(), rd.read(&mut chunk)).await;
+        let n = match read {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        for m in take_messages(&mut buf) {
+            if field(&m, "35") != Some("8") {
+                continue;
+            }
+            let Some(id) = field(&m, "11").and_then(|c| c.strip_prefix('L')).and_then(|c| c.parse().ok())
+            else {
+                continue;
+            };
+            if let Some(t) = due.lock().await.remove(&id) {
+                stats.hist.saturating_record(t.elapsed().as_nanos() as u64);
+                if field(&m, "150") == Some("8") {
+                    stats.rejected += 1;
+                } else {
+                    stats.acked += 1;
+                }
+                if period.is_none() {
+                    sem.add_permits(1);
+                }
+            }
+        }
+    }
+    let _ = sender.await;
+    stats
+}
+
+fn main() {
+    let args = Arc::new(args());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(run(args));
+}
+
+async fn run(args: Arc<Args>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::embedded();
+    config.server.data_dir = dir.path().to_path_buf();
+    config.server.http = "127.0.0.1:0".parse().unwrap();
+    config.server.fix = "127.0.0.1:0".parse().unwrap();
+    config.server.durability = args.durability;
+    for p in &mut config.participants {
+        p.initial_funds = i64::MAX / 8;
+        p.initial_holdings.insert("CCC-2026-O".into(), i64::MAX / 8);
+    }
+    let participants: Vec<(String, String)> = config
+        .participants
+        .iter()
+        .map(|p| (p.comp_id.clone(), p.id))
+        .map(|(c, id)| (c, id.to_string()))
+        .collect();
+    let running = server::start(config).await.expect("server starts");
+    let fix = running.fix.expect("the FIX acceptor runs");
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.seconds);
+    let mut tasks = Vec::new();
+    for (i, (comp_id, id)) in participants.iter().take(args.sessions).cloned().enumerate() {
+        let password = running.secrets.participants[&id.parse::<u32>().unwrap()].fix_password.clone();
+        tasks.push(tokio::spawn(session(fix, comp_id, password, args.clone(), i, deadline)));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
+    let (mut acked, mut rejected) = (0, 0);
+    for t in tasks {
+        let s = t.await.unwrap();
+        hist.add(s.hist).unwrap();
+        acked += s.acked;
+        rejected += s.rejected;
+    }
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "FIX: {} sessions, {} durability, {}: {:.0} orders/s acknowledged ({acked} acknowledged, {rejected} rejected) over {:.1} s",
+        args.sessions.min(participants.len()),
+        format!("{:?}", args.durability).to_lowercase(),
+        if args.rate > 0.0 { format!("open loop at {:.0}/s", args.rate) } else { format!("closed loop, window {}", args.window) },
+        (acked + rejected) as f64 / args.seconds,
+        args.seconds
+    );
+    println!(
+        "order-to-ack latency: p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        hist.max() as f64 / 1e3
+    );
+    running.stop().await.unwrap();
+}
