@@ -56,7 +56,10 @@ fn run(durability: Option<Durability>, transfers: u64) -> Result<f64, RegistryEr
 }
 
 fn main() -> Result<(), RegistryError> {
-    let transfers: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5_000);
+    // `cargo test --all-targets` runs this without --bench: a small smoke run.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let default = if smoke { 200 } else { 5_000 };
+    let transfers: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(default);
     let runs = [
         ("WAL file, synchronous=FULL", Some(Durability::Full)),
         ("WAL file, synchronous=NORMAL", Some(Durability::Normal)),
