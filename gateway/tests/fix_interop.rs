@@ -30,9 +30,8 @@ fn python() -> Option<PathBuf> {
     }
     panic!(
         "CCCX_FIX_PYTHON is not set. The FIX interoperability tests need a Python with QuickFIX: \
-         `python3 -m venv /tmp/cccx-fix-venv && /tmp/cccx-fix-venv/bin/pip install quickfix==1.16.0` \
-         (needs g++; about 6 minutes the first time), then \
-         `export CCCX_FIX_PYTHON=/tmp/cccx-fix-venv/bin/python`. \
+         `bash scripts/test.sh` builds one in target/fix-venv and sets it (PyPI quickfix==1.16.0 in \
+         a venv; needs g++; about 6 minutes the first time). \
          Set CCCX_SKIP_FIX_INTEROP=1 to skip them."
     );
 }
