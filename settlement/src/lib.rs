@@ -7,14 +7,16 @@
 //!   embedded registry against.
 //! - [`types`]: ids, timestamps, serial blocks, requests and answers.
 //! - [`error`]: the [`RegistryError`] enum.
+//! - [`settle`]: delivery versus payment: obligations from trades, a durable state machine per
+//!   obligation, the exchange's funds ledger.
 //!
 //! The ledger reads no clock: every time is passed in, so tests and replays are deterministic.
-//! Delivery versus payment, reconciliation, the audit trail and the HTTP registry client are
-//! later work (issue 6).
+//! Reconciliation, the audit trail and the HTTP registry client are later work (issue 6).
 
 pub mod error;
 pub mod reference;
 pub mod registry;
+pub mod settle;
 pub mod sqlite;
 pub mod types;
 
