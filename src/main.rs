@@ -53,6 +53,9 @@ enum Cmd {
     /// Journal maintenance.
     #[command(subcommand)]
     Journal(JournalCmd),
+    /// The settlement audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Run the exchange: the engine, the REST/WebSocket API and the session scheduler.
     ///
     /// Without --config it runs on embedded defaults: two CCC instruments (the compliance
@@ -77,6 +80,16 @@ enum JournalCmd {
     Verify {
         /// The journal directory.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Check an audit log's hash chain: print the number of records and the head hash to
+    /// keep, or name the first record that is not intact (exit code 1).
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
     },
 }
 
@@ -148,6 +161,13 @@ fn main() {
         }),
         Cmd::Replay { dir } => journaled::replay(&dir),
         Cmd::Journal(JournalCmd::Verify { dir }) => journaled::verify(&dir),
+        Cmd::Audit(AuditCmd::Verify { file }) => match cccx_settlement::audit::verify(&file) {
+            Ok((records, head)) => {
+                println!("intact: {records} records, head {}", cccx_settlement::audit::hash_hex(&head));
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::msg(e.to_string())),
+        },
         Cmd::Serve { print_default_config: true, .. } => {
             print!("{}", cccx_gateway::config::DEFAULT_CONFIG.trim_start());
             Ok(())

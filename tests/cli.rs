@@ -143,3 +143,22 @@ fn generated_flow_runs_without_a_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("commands        2500"), "{}", stdout(&out));
 }
+
+#[test]
+fn audit_verify_names_the_first_tampered_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let mut log = cccx_settlement::audit::AuditLog::open(&file).unwrap();
+    for i in 0..4 {
+        log.append(i, "obligation", serde_json::json!({"trade": format!("T{i}")})).unwrap();
+    }
+    drop(log);
+    let out = cccx(&["audit", "verify", path(&file)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("intact: 4 records, head "), "{}", stdout(&out));
+    let text = std::fs::read_to_string(&file).unwrap().replace("\"T2\"", "\"T7\"");
+    std::fs::write(&file, text).unwrap();
+    let out = cccx(&["audit", "verify", path(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("audit.jsonl:3: record 3 is not intact"), "{}", stderr(&out));
+}

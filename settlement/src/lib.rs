@@ -7,12 +7,14 @@
 //!   embedded registry against.
 //! - [`types`]: ids, timestamps, serial blocks, requests and answers.
 //! - [`error`]: the [`RegistryError`] enum.
+//! - [`audit`]: the append-only, hash-chained audit trail and its verification.
 //! - [`settle`]: delivery versus payment: obligations from trades, a durable state machine per
 //!   obligation, the exchange's funds ledger.
 //!
 //! The ledger reads no clock: every time is passed in, so tests and replays are deterministic.
-//! Reconciliation, the audit trail and the HTTP registry client are later work (issue 6).
+//! Reconciliation and the HTTP registry client are later work (issue 6).
 
+pub mod audit;
 pub mod error;
 pub mod reference;
 pub mod registry;

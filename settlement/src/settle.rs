@@ -37,6 +37,7 @@ use cccx_engine::types::{InstrumentId, Qty};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditLog;
 use crate::error::RegistryError;
 use crate::registry::Registry;
 use crate::types::{
@@ -199,6 +200,7 @@ pub type StateCounts = Vec<(ObligationState, u64)>;
 pub struct Settlement {
     conn: Connection,
     config: SettlementConfig,
+    audit: Option<AuditLog>,
 }
 
 impl Settlement {
@@ -254,7 +256,27 @@ impl Settlement {
                 )))
             }
         }
-        Ok(Settlement { conn, config })
+        Ok(Settlement { conn, config, audit: None })
+    }
+
+    /// Records every obligation, state change and registry answer in an audit trail too.
+    pub fn with_audit(mut self, log: AuditLog) -> Settlement {
+        self.audit = Some(log);
+        self
+    }
+
+    fn audit(&mut self, at: Timestamp, kind: &str, data: serde_json::Value) -> Result<(), SettlementError> {
+        if let Some(log) = self.audit.as_mut() {
+            log.append(at.0, kind, data).map_err(|e| SettlementError::Storage(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn sync_audit(&mut self) -> Result<(), SettlementError> {
+        match self.audit.as_mut() {
+            Some(log) => log.sync().map_err(|e| SettlementError::Storage(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Records trades as obligations (each buyer's payment goes into clearing). A trade already
@@ -319,6 +341,10 @@ impl Settlement {
             added += 1;
         }
         tx.commit()?;
+        for t in trades {
+            self.audit(at, "obligation", serde_json::json!({"trade": t, "state": "created"}))?;
+        }
+        self.sync_audit()?;
         Ok(added)
     }
 
@@ -332,7 +358,18 @@ impl Settlement {
             }
             o.attempts += 1;
             self.set_state(&mut o, ObligationState::Submitted, None, at)?;
-            match self.deliver(registry, &o, at) {
+            let delivered = self.deliver(registry, &o, at);
+            let answer = match &delivered {
+                Ok(()) => "completed".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let transfer = o.transfer_id()?.to_string();
+            self.audit(
+                at,
+                "registry",
+                serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer, "answer": answer}),
+            )?;
+            match delivered {
                 Ok(()) => {
                     self.confirm(&mut o, at)?;
                     report.confirmed += 1;
@@ -361,6 +398,7 @@ impl Settlement {
                 }
             }
         }
+        self.sync_audit()?;
         Ok(report)
     }
 
@@ -442,7 +480,10 @@ impl Settlement {
         update_state(&tx, o, ObligationState::Confirmed, None, at)?;
         tx.commit()?;
         o.state = ObligationState::Confirmed;
-        Ok(())
+        let data = serde_json::json!({
+            "trade": t.trade_id, "state": "confirmed", "seller_paid": value - o.fee, "fee": 2 * o.fee,
+        });
+        self.audit(at, "obligation", data)
     }
 
     fn set_state(
@@ -456,7 +497,10 @@ impl Settlement {
         update_state(&tx, o, state, reason.clone(), at)?;
         tx.commit()?;
         (o.state, o.reason, o.updated_at) = (state, reason, at);
-        Ok(())
+        let data = serde_json::json!({
+            "trade": o.trade.trade_id, "state": state.as_str(), "attempts": o.attempts, "reason": o.reason,
+        });
+        self.audit(at, "obligation", data)
     }
 
     fn open_obligations(&self) -> Result<Vec<Obligation>, SettlementError> {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 
 use cccx_engine::types::InstrumentId;
+use cccx_settlement::audit::AuditLog;
 use cccx_settlement::settle::{
     ObligationState, Settlement, SettlementConfig, TradeToSettle, CLEARING_ACCOUNT, FEE_ACCOUNT,
 };
@@ -259,8 +260,10 @@ fn a_crash_in_flight_is_resumed_without_moving_anything_twice() {
     // Call 1 proposes T1, call 2 posts it: die right after the post.
     let mut registry = Flaky { inner, seed: 7, before: 0, after: 0, crash_on: Some(2), calls: 0 };
     let config = SettlementConfig::default();
+    let audit = dir.path().join("audit.jsonl");
+    let open = || Settlement::open(&db, config).unwrap().with_audit(AuditLog::open(&audit).unwrap());
     {
-        let mut s = Settlement::open(&db, config).unwrap();
+        let mut s = open();
         s.add_trades(&[trade("T1", "S1", "B1", 40, 500), trade("T2", "S1", "B1", 10, 505)], Timestamp(5))
             .unwrap();
         let crashed = std::panic::catch_unwind(AssertUnwindSafe(|| s.run(&mut registry, Timestamp(10))));
@@ -268,11 +271,18 @@ fn a_crash_in_flight_is_resumed_without_moving_anything_twice() {
     }
     assert_eq!(held(&registry.inner, "B1"), 40, "the registry did move T1");
     registry.crash_on = None;
-    let mut s = Settlement::open(&db, config).unwrap();
+    let mut s = open();
     assert_eq!(s.obligation("T1").unwrap().unwrap().state, ObligationState::Submitted);
     let report = s.run(&mut registry, Timestamp(20)).unwrap();
     assert_eq!((report.confirmed, report.broken), (2, 0));
     assert_eq!(s.obligation("T1").unwrap().unwrap().attempts, 2);
     check_exactly_once(&s, &registry.inner, &issued);
     assert_eq!(held(&registry.inner, "B1"), 50);
+    // The audit trail is intact and tells the story: both trades created, T1 submitted twice.
+    drop(s);
+    let (records, _) = cccx_settlement::audit::verify(&audit).unwrap();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let submitted = text.lines().filter(|l| l.contains("\"T1\"") && l.contains("\"submitted\"")).count();
+    assert_eq!(submitted, 2, "{text}");
+    assert!(records >= 8, "{records}");
 }
