@@ -18,6 +18,11 @@ pub mod registry;
 pub mod sqlite;
 pub mod types;
 
+// The registry service and its HTTP client (issue 6, second slice).
+pub mod client;
+pub mod faults;
+pub mod service;
+
 pub use error::RegistryError;
 pub use reference::NaiveRegistry;
 pub use registry::Registry;
