@@ -221,3 +221,61 @@ pub struct CheckAnswer {
     /// The sellers found short, in account order.
     pub short: Vec<Shortfall>,
 }
+
+#[cfg(test)]
+mod tests {
+    use cccx_engine::types::InstrumentId;
+    use serde::de::DeserializeOwned;
+
+    use crate::types::{self as t, AccountId, RequestId, Timestamp, Vintage};
+
+    /// Reads a real answer into its mirror, unknown fields denied.
+    fn fits<M: DeserializeOwned>(value: &impl serde::Serialize) {
+        let json = serde_json::to_string(value).unwrap();
+        if let Err(e) = serde_json::from_str::<M>(&json) {
+            panic!("{} does not describe {json}: {e}", std::any::type_name::<M>());
+        }
+    }
+
+    #[test]
+    fn the_schemas_describe_the_answers() {
+        let (a, b) = (AccountId::new("A").unwrap(), AccountId::new("B").unwrap());
+        let id = RequestId::new("T1").unwrap();
+        let block = t::SerialBlock { instrument: InstrumentId(1), vintage: Vintage(2022), start: 1, end: 5 };
+        let transfer = t::Transfer {
+            id: id.clone(),
+            from: a.clone(),
+            to: b.clone(),
+            instrument: InstrumentId(1),
+            vintage: Some(Vintage(2022)),
+            quantity: 5,
+            status: t::TransferStatus::Completed,
+            blocks: vec![block],
+            proposed_at: Timestamp(1),
+            resolved_at: Some(Timestamp(2)),
+        };
+        fits::<super::Transfer>(&transfer);
+        fits::<super::ExpireAnswer>(&super::super::wire::ExpireAnswer { expired: vec![transfer] });
+        fits::<super::Account>(&t::Account { id: a.clone(), opened_at: Timestamp(0) });
+        fits::<super::Issuance>(&t::Issuance { account: a.clone(), block, issued_at: Timestamp(0) });
+        let held = vec![t::HeldBlock { block, reserved_by: Some(id.clone()) }];
+        fits::<super::Holdings>(&t::Holdings::from_blocks(
+            a.clone(),
+            InstrumentId(1),
+            Some(Timestamp(3)),
+            held,
+        ));
+        let line = t::StatementLine {
+            at: Timestamp(2),
+            kind: t::EntryKind::Debited,
+            block,
+            transfer: Some(id),
+            counterparty: Some(b),
+        };
+        let statement =
+            t::Statement { account: a.clone(), from: Timestamp(0), to: Timestamp(9), lines: vec![line] };
+        fits::<super::Statement>(&statement);
+        let short = vec![t::Shortfall { account: a, requested: 3, available: 1 }];
+        fits::<super::CheckAnswer>(&super::super::wire::CheckAnswer { short });
+    }
+}
