@@ -35,9 +35,24 @@ use crate::types::{
 /// The most attempts a client may be configured to make per request.
 pub const ATTEMPTS_MAX_LIMIT: u32 = 100;
 
+/// Whose clock dates a change.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum TimeSource {
+    /// The caller's: the `at` (or `now`) passed in is sent with the request, as the
+    /// [`Registry`] interface means it. Deterministic; for one client per registry.
+    #[default]
+    Caller,
+    /// The service's: the time passed in is not sent, and the service stamps each request with
+    /// its own clock when it applies it. For several clients of one registry, whose clocks
+    /// would otherwise interleave out of order (refused as `TimeWentBackwards`).
+    Service,
+}
+
 /// How the client times out and retries.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct HttpRegistryConfig {
+    /// Whose clock dates a change.
+    pub time_source: TimeSource,
     /// How long one attempt may take, answer included.
     pub timeout_ms: u64,
     /// Attempts per request, the first included (1 to [`ATTEMPTS_MAX_LIMIT`]).
@@ -50,7 +65,13 @@ pub struct HttpRegistryConfig {
 
 impl Default for HttpRegistryConfig {
     fn default() -> Self {
-        HttpRegistryConfig { timeout_ms: 2_000, attempts_max: 8, backoff_ms: 10, backoff_max_ms: 1_000 }
+        HttpRegistryConfig {
+            time_source: TimeSource::Caller,
+            timeout_ms: 2_000,
+            attempts_max: 8,
+            backoff_ms: 10,
+            backoff_max_ms: 1_000,
+        }
     }
 }
 
@@ -175,7 +196,16 @@ impl HttpRegistry {
         )))
     }
 
-    fn post_json<T: DeserializeOwned>(&self, segments: &[&str], body: Value) -> Result<T, RegistryError> {
+    /// Sends a change, dated `at` if the caller's clock dates changes.
+    fn change<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        mut body: Value,
+        at: Timestamp,
+    ) -> Result<T, RegistryError> {
+        if self.config.time_source == TimeSource::Caller {
+            body["at"] = json!(at);
+        }
         self.call(Method::POST, self.url(segments, &[]), Some(body))
     }
 }
@@ -218,34 +248,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl Registry for HttpRegistry {
     fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
-        self.post_json(&["v1", "accounts"], json!({"id": req.id, "account": req.account, "at": at}))
+        self.change(&["v1", "accounts"], json!({"id": req.id, "account": req.account}), at)
     }
 
     fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
         let body = json!({
             "id": req.id, "account": req.account, "instrument": req.instrument, "vintage": req.vintage,
-            "quantity": req.quantity, "at": at,
+            "quantity": req.quantity,
         });
-        self.post_json(&["v1", "issuances"], body)
+        self.change(&["v1", "issuances"], body, at)
     }
 
     fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
         let mut body = json!({
             "id": req.id, "from": req.from, "to": req.to, "instrument": req.instrument,
-            "quantity": req.quantity, "at": at,
+            "quantity": req.quantity,
         });
         if let Some(vintage) = req.vintage {
             body["vintage"] = json!(vintage);
         }
-        self.post_json(&["v1", "transfers"], body)
+        self.change(&["v1", "transfers"], body, at)
     }
 
     fn post(&mut self, req: &PostTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-        self.post_json(&["v1", "transfers", req.transfer.as_str(), "post"], json!({"id": req.id, "at": at}))
+        self.change(&["v1", "transfers", req.transfer.as_str(), "post"], json!({"id": req.id}), at)
     }
 
     fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-        self.post_json(&["v1", "transfers", req.transfer.as_str(), "void"], json!({"id": req.id, "at": at}))
+        self.change(&["v1", "transfers", req.transfer.as_str(), "void"], json!({"id": req.id}), at)
     }
 
     /// Each call gets a request id of its own (the client's nonce and a count), which its
@@ -254,8 +284,8 @@ impl Registry for HttpRegistry {
     fn expire_pending(&mut self, timeout_ns: u64, now: Timestamp) -> Result<Vec<Transfer>, RegistryError> {
         self.expiries += 1;
         let id = format!("expire-{:x}-{}", self.nonce, self.expiries);
-        let body = json!({"id": id, "timeout_ns": timeout_ns, "at": now});
-        self.post_json::<ExpireAnswer>(&["v1", "expiries"], body).map(|a| a.expired)
+        let body = json!({"id": id, "timeout_ns": timeout_ns});
+        self.change::<ExpireAnswer>(&["v1", "expiries"], body, now).map(|a| a.expired)
     }
 
     fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {

@@ -171,8 +171,13 @@ fn every_fault_at_once_still_gives_exactly_once_effects() {
         drop_mode: DropMode::Close,
         duplicate_pct: 15,
     };
-    let client =
-        HttpRegistryConfig { timeout_ms: 5_000, attempts_max: 40, backoff_ms: 1, backoff_max_ms: 20 };
+    let client = HttpRegistryConfig {
+        time_source: Default::default(),
+        timeout_ms: 5_000,
+        attempts_max: 40,
+        backoff_ms: 1,
+        backoff_max_ms: 20,
+    };
     run(faults, client, 400);
 }
 
@@ -189,6 +194,75 @@ fn answers_later_than_the_timeout_are_retried_without_a_second_effect() {
         drop_mode: DropMode::Delay { delay_ms: 400 },
         duplicate_pct: 10,
     };
-    let client = HttpRegistryConfig { timeout_ms: 150, attempts_max: 40, backoff_ms: 1, backoff_max_ms: 20 };
+    let client = HttpRegistryConfig {
+        time_source: Default::default(),
+        timeout_ms: 150,
+        attempts_max: 40,
+        backoff_ms: 1,
+        backoff_max_ms: 20,
+    };
     run(faults, client, 60);
+}
+
+/// Several clients at once, dated by the service's clock (their own clocks would interleave out
+/// of order), with faults on: every transfer lands exactly once.
+#[test]
+fn concurrent_clients_dated_by_the_service_move_every_unit_once() {
+    use cccx_settlement::client::TimeSource;
+    const CLIENTS: usize = 4;
+    const TRANSFERS: u64 = 40;
+    let faults = Faults { seed: 11, error_pct: 10, drop_pct: 10, duplicate_pct: 10, ..Faults::default() };
+    let listen = "127.0.0.1:0".parse().expect("address");
+    let server = RegistryServer::start(SqliteRegistry::open_in_memory().expect("open"), listen, faults)
+        .expect("start");
+    let config = HttpRegistryConfig {
+        time_source: TimeSource::Service,
+        timeout_ms: 5_000,
+        attempts_max: 40,
+        backoff_ms: 1,
+        backoff_max_ms: 20,
+    };
+    let url = server.url();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut r = HttpRegistry::new(&url, config).expect("client");
+                let (from, to) = (acct(2 * c), acct(2 * c + 1));
+                // The time passed in is ignored: the service dates every change.
+                let t = Timestamp(0);
+                for a in [&from, &to] {
+                    r.open_account(&OpenAccount { id: id(format!("open-{a}")), account: a.clone() }, t)
+                        .expect("open");
+                }
+                let issue = IssueUnits {
+                    id: id(format!("issue-{c}")),
+                    account: from.clone(),
+                    instrument: CCC,
+                    vintage: Vintage(2024),
+                    quantity: TRANSFERS * 3,
+                };
+                r.issue(&issue, t).expect("issue");
+                for n in 0..TRANSFERS {
+                    let tid = id(format!("T{c}-{n}"));
+                    let req = ProposeTransfer {
+                        id: tid.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        instrument: CCC,
+                        quantity: 2,
+                        vintage: None,
+                    };
+                    r.propose(&req, t).expect("propose");
+                    r.post(&PostTransfer { id: id(format!("P{c}-{n}")), transfer: tid }, t).expect("post");
+                }
+                (r.holdings(&from, CCC, None).expect("from"), r.holdings(&to, CCC, None).expect("to"))
+            })
+        })
+        .collect();
+    for t in threads {
+        let (from, to) = t.join().expect("client thread");
+        assert_eq!((from.total.held, to.total.held), (TRANSFERS, TRANSFERS * 2));
+    }
+    server.stop().expect("stop").check_invariants().expect("invariants");
 }
