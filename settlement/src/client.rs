@@ -95,6 +95,8 @@ enum Attempt {
     Answer(StatusCode, Vec<u8>),
     /// Worth another attempt: why.
     Retry(String),
+    /// The request could not even be built: no attempt will do better.
+    Unsendable(String),
 }
 
 impl HttpRegistry {
@@ -153,6 +155,7 @@ impl HttpRegistry {
         }
         let response = match request.send() {
             Ok(response) => response,
+            Err(e) if e.is_builder() => return Attempt::Unsendable(error_chain(&e)),
             Err(e) => return Attempt::Retry(error_chain(&e)),
         };
         let status = response.status();
@@ -181,6 +184,9 @@ impl HttpRegistry {
             }
             match self.attempt(&method, &url, body.as_ref()) {
                 Attempt::Retry(reason) => why = reason,
+                Attempt::Unsendable(reason) => {
+                    return Err(RegistryError::Storage(format!("request to the registry service: {reason}")))
+                }
                 Attempt::Answer(status, bytes) if status.is_success() => {
                     return serde_json::from_slice(&bytes).map_err(|e| {
                         RegistryError::Storage(format!("unreadable answer from the registry service: {e}"))
