@@ -14,6 +14,8 @@ use cccx::genflow::{write_flow, GenFlowArgs};
 use cccx::journaled::{self, JournalArgs};
 use cccx_engine::{Book, ReferenceBook};
 
+mod registry_cmd;
+
 /// cccx: an exchange core for carbon credit certificate (CCC) markets.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
@@ -71,6 +73,9 @@ enum Cmd {
         #[arg(long)]
         print_default_config: bool,
     },
+    /// The reference registry as its own process.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +180,7 @@ fn main() {
         Cmd::Serve { config, .. } => {
             cccx_gateway::server::serve(config.as_deref()).map_err(anyhow::Error::msg)
         }
+        Cmd::Registry(cmd) => registry_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("cccx: {e:#}");

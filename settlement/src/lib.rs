@@ -22,6 +22,11 @@ pub mod settle;
 pub mod sqlite;
 pub mod types;
 
+// The registry service and its HTTP client (issue 6, second slice).
+pub mod client;
+pub mod faults;
+pub mod service;
+
 pub use error::RegistryError;
 pub use reference::NaiveRegistry;
 pub use registry::Registry;

@@ -42,12 +42,25 @@ fn totals(held: u64, reserved: u64) -> Totals {
     Totals { held, reserved, available: held - reserved }
 }
 
-/// Runs a scenario against both registries.
+/// Runs a scenario against both registries, and against the SQLite one again through the
+/// registry service and its HTTP client.
 fn both(scenario: fn(&mut dyn Registry)) {
     scenario(&mut NaiveRegistry::new());
     let mut sqlite = SqliteRegistry::open_in_memory().expect("open");
     scenario(&mut sqlite);
     sqlite.check_invariants().expect("invariants");
+    over_http(scenario);
+}
+
+fn over_http(scenario: fn(&mut dyn Registry)) {
+    use cccx_settlement::client::{HttpRegistry, HttpRegistryConfig};
+    use cccx_settlement::service::RegistryServer;
+    let registry = SqliteRegistry::open_in_memory().expect("open");
+    let listen = "127.0.0.1:0".parse().expect("address");
+    let server = RegistryServer::start(registry, listen, Default::default()).expect("start");
+    let mut http = HttpRegistry::new(&server.url(), HttpRegistryConfig::default()).expect("client");
+    scenario(&mut http);
+    server.stop().expect("stop").check_invariants().expect("invariants");
 }
 
 /// Accounts A, B, C (opened at 0, 1, 2); A holds 2022 [1,10], 2021 [1,5], 2022 [11,20] (issued
