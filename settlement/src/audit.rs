@@ -10,7 +10,9 @@
 //! then the length of `kind` (8 bytes) and its bytes, then the length of the compact JSON
 //! encoding of `data` and its bytes. The first record's `prev` is 32 zero bytes. Editing,
 //! removing, inserting or reordering any record breaks the chain from that record on, and
-//! [`verify`] names the first record that does not check out (its line number and why). Anyone
+//! [`verify`] names the first record that does not check out (its line number and why). A line
+//! must also be exactly the canonical encoding of its record (the bytes the writer wrote): other
+//! spellings of the same values, extra fields or duplicate keys are refused. Anyone
 //! can verify a copy: keep the last hash somewhere else (a report, a regulator's inbox) to
 //! detect a rewrite of the whole file.
 
@@ -23,6 +25,7 @@ use serde_json::Value;
 
 /// One record of the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     /// 1, 2, 3, ... without gaps.
     pub seq: u64,
@@ -97,6 +100,9 @@ pub struct AuditLog {
     file: File,
     seq: u64,
     head: [u8; 32],
+    /// Set when a write failed: the file may end in a partial line, so nothing more is
+    /// appended (reopening cuts the partial line off).
+    poisoned: bool,
 }
 
 impl AuditLog {
@@ -114,7 +120,7 @@ impl AuditLog {
         }
         let (seq, head) = if path.exists() { verify(&path)? } else { (0, [0u8; 32]) };
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-        Ok(AuditLog { path, file, seq, head })
+        Ok(AuditLog { path, file, seq, head, poisoned: false })
     }
 
     /// Appends a record and flushes it to the operating system (durable with the next
@@ -124,9 +130,17 @@ impl AuditLog {
         let hash = chain(&self.head, seq, at, kind, &data);
         let record =
             AuditRecord { seq, at, kind: kind.to_string(), data, prev: hex(&self.head), hash: hex(&hash) };
-        let line = serde_json::to_string(&record)
-            .map_err(|e| AuditError::Io { path: self.path.clone(), error: std::io::Error::other(e) })?;
-        writeln!(self.file, "{line}").map_err(|error| AuditError::Io { path: self.path.clone(), error })?;
+        let io = |error| AuditError::Io { path: self.path.clone(), error };
+        if self.poisoned {
+            return Err(io(std::io::Error::other("an earlier write failed: reopen the log")));
+        }
+        let mut line = serde_json::to_string(&record).map_err(|e| io(std::io::Error::other(e)))?;
+        line.push('\n');
+        // One write of the whole line: a failure leaves at most a torn last line.
+        if let Err(error) = self.file.write_all(line.as_bytes()) {
+            self.poisoned = true;
+            return Err(io(error));
+        }
         (self.seq, self.head) = (seq, hash);
         Ok(&self.head)
     }
@@ -153,22 +167,35 @@ impl AuditLog {
 }
 
 /// Checks a whole log; returns the number of records and the last hash, or names the first
-/// record that is not intact.
+/// record that is not intact. An unterminated last line (a crash while appending) is not a
+/// record: [`AuditLog::open`] cuts it off.
 pub fn verify(path: &Path) -> Result<(u64, [u8; 32]), AuditError> {
-    let file = File::open(path).map_err(|error| AuditError::Io { path: path.to_path_buf(), error })?;
+    let io = |error| AuditError::Io { path: path.to_path_buf(), error };
+    let mut reader = BufReader::new(File::open(path).map_err(io)?);
     let mut head = [0u8; 32];
     let mut seq = 0u64;
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line_no = n as u64 + 1;
+    let mut line_no = 0u64;
+    loop {
+        let mut bytes = Vec::new();
+        let read = reader.read_until(b'\n', &mut bytes).map_err(io)?;
+        if read == 0 || bytes.last() != Some(&b'\n') {
+            break;
+        }
+        bytes.pop();
+        line_no += 1;
         let broken = |reason: String| AuditError::Broken {
             path: path.to_path_buf(),
             line: line_no,
             seq: seq + 1,
             reason,
         };
-        let line = line.map_err(|e| broken(format!("unreadable: {e}")))?;
+        let line = String::from_utf8(bytes).map_err(|_| broken("not UTF-8".into()))?;
         let record: AuditRecord =
             serde_json::from_str(&line).map_err(|e| broken(format!("not a record: {e}")))?;
+        // Only the exact bytes the writer wrote: no other spelling of the same values.
+        if serde_json::to_string(&record).ok().as_deref() != Some(line.as_str()) {
+            return Err(broken("the line is not the canonical encoding of its record".into()));
+        }
         if record.seq != seq + 1 {
             return Err(broken(format!("sequence {} where {} was expected", record.seq, seq + 1)));
         }
@@ -259,6 +286,19 @@ mod tests {
         forged[4].hash = hex(&chain(&prev, 5, forged[4].at, "obligation", &forged[4].data));
         write(&path, &forged.iter().map(|r| serde_json::to_string(r).unwrap()).collect::<Vec<_>>());
         assert_eq!(first_bad(&path).map(|b| b.0), Some(6));
+        // The same values spelled otherwise, an extra field, a duplicate key.
+        for (from, to) in [
+            ("\"T2\"", "\"\\u0054\\u0032\""),
+            ("\"state\":\"confirmed\"", "\"state\":\"confirmed\",\"note\":\"paid in cash\""),
+            ("\"state\":\"confirmed\"", "\"state\":\"broken\",\"state\":\"confirmed\""),
+            ("\"kind\":", "\"note\":1,\"kind\":"),
+        ] {
+            let mut respelled = good.clone();
+            respelled[1] = respelled[1].replacen(from, to, 1);
+            assert_ne!(respelled[1], good[1], "{from}");
+            write(&path, &respelled);
+            assert_eq!(first_bad(&path).map(|b| b.0), Some(2), "{to}");
+        }
         // Garbage.
         let mut garbage = good.clone();
         garbage[0] = "not json".into();

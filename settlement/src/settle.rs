@@ -196,6 +196,20 @@ pub struct RunReport {
 /// Counts of obligations per state.
 pub type StateCounts = Vec<(ObligationState, u64)>;
 
+/// What became of a transfer after the last attempt.
+enum Verdict {
+    /// The registry completed it.
+    Delivered,
+    /// Definitely not delivered: break, with why.
+    Break(String),
+    /// The registry could not say: try again later.
+    InDoubt(String),
+}
+
+/// The largest value of one trade (price x quantity) settlement takes: sums of many trades
+/// stay far inside 64 bits.
+pub const TRADE_VALUE_MAX: i64 = 1_000_000_000_000_000;
+
 /// The settlement state machine over its database.
 pub struct Settlement {
     conn: Connection,
@@ -218,6 +232,13 @@ impl Settlement {
     }
 
     fn with_connection(conn: Connection, config: SettlementConfig) -> Result<Settlement, SettlementError> {
+        if config.fee_bps > 10_000 {
+            return Err(SettlementError::Storage(format!(
+                "fee_bps {} is more than the whole value (10000)",
+                config.fee_bps
+            )));
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS settlement_schema (version INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS obligations (
@@ -241,7 +262,9 @@ impl Settlement {
                  amount BIGINT NOT NULL,
                  at BIGINT NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS funds_account ON funds (account);",
+             CREATE INDEX IF NOT EXISTS funds_account ON funds (account);
+             CREATE INDEX IF NOT EXISTS funds_seq ON funds (seq);
+             CREATE UNIQUE INDEX IF NOT EXISTS funds_once ON funds (trade_id, account, kind);",
         )?;
         let version: Option<i64> =
             conn.query_row("SELECT version FROM settlement_schema", [], |r| r.get(0)).optional()?;
@@ -285,6 +308,7 @@ impl Settlement {
     pub fn add_trades(&mut self, trades: &[TradeToSettle], at: Timestamp) -> Result<usize, SettlementError> {
         let tx = self.conn.transaction()?;
         let mut added = 0;
+        let mut inserted = Vec::new();
         let mut seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM obligations", [], |r| r.get(0))?;
         for t in trades {
             let bad = |reason: &str| SettlementError::BadTrade {
@@ -306,7 +330,8 @@ impl Settlement {
             let value = i64::try_from(t.qty)
                 .ok()
                 .and_then(|q| q.checked_mul(t.price))
-                .ok_or_else(|| bad("value overflows"))?;
+                .filter(|v| *v <= TRADE_VALUE_MAX)
+                .ok_or_else(|| bad("value overflows the largest trade value settlement takes"))?;
             let fee = i64::try_from(i128::from(value) * i128::from(self.config.fee_bps) / 10_000)
                 .map_err(|_| bad("fee overflows"))?;
             let text = serde_json::to_string(t).map_err(|e| bad(&e.to_string()))?;
@@ -339,9 +364,10 @@ impl Settlement {
             insert_funds(&tx, t.buyer.as_str(), &t.trade_id, "pay", -paid, at)?;
             insert_funds(&tx, CLEARING_ACCOUNT, &t.trade_id, "pay", paid, at)?;
             added += 1;
+            inserted.push(t.clone());
         }
         tx.commit()?;
-        for t in trades {
+        for t in &inserted {
             self.audit(at, "obligation", serde_json::json!({"trade": t, "state": "created"}))?;
         }
         self.sync_audit()?;
@@ -382,13 +408,18 @@ impl Settlement {
                     // Out of attempts: ask the registry what became of the transfer before
                     // giving up, so that a delivery whose answer was lost is not a break.
                     match self.give_up(registry, &o, at, &e.to_string())? {
-                        None => {
+                        Verdict::Delivered => {
                             self.confirm(&mut o, at)?;
                             report.confirmed += 1;
                         }
-                        Some(why) => {
+                        Verdict::Break(why) => {
                             self.set_state(&mut o, ObligationState::Broken, Some(why), at)?;
                             report.broken += 1;
+                        }
+                        Verdict::InDoubt(why) => {
+                            // Not final: the registry could not say; the next run asks again.
+                            self.set_state(&mut o, ObligationState::Failed, Some(why), at)?;
+                            report.failed += 1;
                         }
                     }
                 }
@@ -402,39 +433,44 @@ impl Settlement {
         Ok(report)
     }
 
-    /// After the last attempt: `None` when the registry completed the transfer after all,
-    /// otherwise the reason for the break (a pending transfer is voided, releasing its units).
+    /// After the last attempt, what the registry says became of the transfer. Only a definite
+    /// answer breaks the obligation; while the registry cannot say, it stays in doubt (failed,
+    /// asked again next run). A pending transfer is voided; a void refused because the transfer
+    /// completed meanwhile (a late post) confirms the delivery.
     fn give_up(
         &self,
         registry: &mut dyn Registry,
         o: &Obligation,
         at: Timestamp,
         error: &str,
-    ) -> Result<Option<String>, SettlementError> {
+    ) -> Result<Verdict, SettlementError> {
         let attempts = o.attempts;
-        let why = match registry.transfer(&o.transfer_id()?) {
-            Ok(Some(t)) if t.status == TransferStatus::Completed => return Ok(None),
+        let prefix = format!("no answer after {attempts} attempts ({error})");
+        let id = o.transfer_id()?;
+        let verdict = match registry.transfer(&id) {
+            Ok(Some(t)) if t.status == TransferStatus::Completed => Verdict::Delivered,
             Ok(Some(t)) if t.status.is_pending() => {
                 let void =
                     VoidTransfer { id: RequestId::new(format!("{}:v", o.trade.trade_id))?, transfer: t.id };
                 match registry.void(&void, at) {
-                    Ok(_) => format!("no answer after {attempts} attempts ({error}); the pending transfer was voided"),
-                    Err(e) => format!(
-                        "no answer after {attempts} attempts ({error}); the pending transfer could not be voided: {e}"
-                    ),
+                    Ok(v) if v.status == TransferStatus::Completed => Verdict::Delivered,
+                    Ok(_) => Verdict::Break(format!("{prefix}; the pending transfer was voided")),
+                    Err(e) => match registry.transfer(&id) {
+                        Ok(Some(t)) if t.status == TransferStatus::Completed => Verdict::Delivered,
+                        Ok(Some(t)) if !t.status.is_pending() => {
+                            Verdict::Break(format!("{prefix}; the transfer is {}", t.status))
+                        }
+                        _ => Verdict::InDoubt(format!(
+                            "{prefix}; the pending transfer could not be voided: {e}"
+                        )),
+                    },
                 }
             }
-            Ok(Some(t)) => {
-                format!("no answer after {attempts} attempts ({error}); the transfer is {}", t.status)
-            }
-            Ok(None) => {
-                format!("no answer after {attempts} attempts ({error}); the registry has no such transfer")
-            }
-            Err(e) => {
-                format!("no answer after {attempts} attempts ({error}); the registry's state is unknown: {e}")
-            }
+            Ok(Some(t)) => Verdict::Break(format!("{prefix}; the transfer is {}", t.status)),
+            Ok(None) => Verdict::Break(format!("{prefix}; the registry has no such transfer")),
+            Err(e) => Verdict::InDoubt(format!("{prefix}; the registry's state is unknown: {e}")),
         };
-        Ok(Some(why))
+        Ok(verdict)
     }
 
     /// The certificate leg: propose then post, with the obligation's fixed request ids.
@@ -471,17 +507,19 @@ impl Settlement {
     /// Records the delivery and pays the seller and the fee, in one transaction.
     fn confirm(&mut self, o: &mut Obligation, at: Timestamp) -> Result<(), SettlementError> {
         let t = &o.trade;
-        let value = t.price * t.qty as i64;
+        let overflow = || SettlementError::Storage(format!("trade {}: amounts overflow", t.trade_id));
+        let value = i64::try_from(t.qty).ok().and_then(|q| q.checked_mul(t.price)).ok_or_else(overflow)?;
+        let paid = value.checked_add(o.fee).ok_or_else(overflow)?;
+        let fees = o.fee.checked_mul(2).ok_or_else(overflow)?;
         let tx = self.conn.transaction()?;
-        let paid = value + o.fee;
         insert_funds(&tx, CLEARING_ACCOUNT, &t.trade_id, "deliver", -paid, at)?;
         insert_funds(&tx, t.seller.as_str(), &t.trade_id, "receive", value - o.fee, at)?;
-        insert_funds(&tx, FEE_ACCOUNT, &t.trade_id, "fee", 2 * o.fee, at)?;
+        insert_funds(&tx, FEE_ACCOUNT, &t.trade_id, "fee", fees, at)?;
         update_state(&tx, o, ObligationState::Confirmed, None, at)?;
         tx.commit()?;
         o.state = ObligationState::Confirmed;
         let data = serde_json::json!({
-            "trade": t.trade_id, "state": "confirmed", "seller_paid": value - o.fee, "fee": 2 * o.fee,
+            "trade": t.trade_id, "state": "confirmed", "seller_paid": value - o.fee, "fee": fees,
         });
         self.audit(at, "obligation", data)
     }
@@ -566,13 +604,13 @@ impl Settlement {
         if total != 0 {
             return Err(format!("the funds ledger does not balance: {total}"));
         }
-        let mut clearing = 0i64;
+        let mut clearing = 0i128;
         for o in self.obligations().map_err(err)? {
             if o.state != ObligationState::Confirmed {
-                clearing += o.trade.price * o.trade.qty as i64 + o.fee;
+                clearing += i128::from(o.trade.price) * i128::from(o.trade.qty) + i128::from(o.fee);
             }
         }
-        let held = self.balance(CLEARING_ACCOUNT).map_err(err)?;
+        let held = i128::from(self.balance(CLEARING_ACCOUNT).map_err(err)?);
         if held != clearing {
             return Err(format!("clearing holds {held}, unconfirmed obligations {clearing}"));
         }
@@ -629,9 +667,18 @@ fn update_state(
     reason: Option<String>,
     at: Timestamp,
 ) -> Result<(), SettlementError> {
-    tx.execute(
-        "UPDATE obligations SET state = ?1, attempts = ?2, reason = ?3, updated_at = ?4 WHERE trade_id = ?5",
-        params![state.as_str(), i64::from(o.attempts), reason, at.0, o.trade.trade_id],
+    // Only from the state this runner read: a second runner on the same database (two
+    // processes, a restart while the old one hangs) cannot move it twice.
+    let changed = tx.execute(
+        "UPDATE obligations SET state = ?1, attempts = ?2, reason = ?3, updated_at = ?4
+         WHERE trade_id = ?5 AND state = ?6",
+        params![state.as_str(), i64::from(o.attempts), reason, at.0, o.trade.trade_id, o.state.as_str()],
     )?;
+    if changed != 1 {
+        return Err(SettlementError::Storage(format!(
+            "obligation {} changed under this runner (another settlement process?)",
+            o.trade.trade_id
+        )));
+    }
     Ok(())
 }

@@ -19,7 +19,10 @@ impl Api {
         let listen = "127.0.0.1:0".parse().expect("address");
         let registry = SqliteRegistry::open_in_memory().expect("open");
         let server = RegistryServer::start(registry, listen, Faults::default()).expect("start");
-        Api { server, http: Client::new() }
+        // A fresh connection per request: some answers (413, say) close the connection, and a pooled
+        // connection reused just then fails with an incomplete message.
+        let http = Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        Api { server, http }
     }
 
     /// Sends a request; `body` is sent as raw text with the given content type.

@@ -286,3 +286,122 @@ fn a_crash_in_flight_is_resumed_without_moving_anything_twice() {
     assert_eq!(submitted, 2, "{text}");
     assert!(records >= 8, "{records}");
 }
+
+/// Regressions from the review of settlement (each once a confirmed bug).
+mod review {
+    use super::*;
+
+    /// A registry whose every post is lost in transit (no answer), but which completes the
+    /// transfer later, just before the void arrives (`late_post`); or whose status query fails
+    /// (`blind`).
+    struct Late {
+        inner: SqliteRegistry,
+        late_post: bool,
+        blind: bool,
+    }
+
+    impl Registry for Late {
+        fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
+            self.inner.open_account(req, at)
+        }
+        fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
+            self.inner.issue(req, at)
+        }
+        fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.propose(req, at)
+        }
+        fn post(&mut self, _req: &PostTransfer, _at: Timestamp) -> Result<Transfer, RegistryError> {
+            Err(RegistryError::Storage("timed out".into()))
+        }
+        fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            if self.late_post {
+                let post = PostTransfer {
+                    id: RequestId::new(format!("{}:c", &req.transfer.as_str()[..2])).unwrap(),
+                    transfer: req.transfer.clone(),
+                };
+                self.inner.post(&post, at).unwrap();
+            }
+            self.inner.void(req, at)
+        }
+        fn expire_pending(
+            &mut self,
+            timeout_ns: u64,
+            now: Timestamp,
+        ) -> Result<Vec<Transfer>, RegistryError> {
+            self.inner.expire_pending(timeout_ns, now)
+        }
+        fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
+            if self.blind {
+                return Err(RegistryError::Storage("unreachable".into()));
+            }
+            self.inner.transfer(id)
+        }
+        fn holdings(
+            &self,
+            a: &AccountId,
+            i: InstrumentId,
+            as_of: Option<Timestamp>,
+        ) -> Result<Holdings, RegistryError> {
+            self.inner.holdings(a, i, as_of)
+        }
+        fn statement(
+            &self,
+            a: &AccountId,
+            from: Timestamp,
+            to: Timestamp,
+        ) -> Result<Statement, RegistryError> {
+            self.inner.statement(a, from, to)
+        }
+        fn holdings_check(
+            &self,
+            i: InstrumentId,
+            v: Option<Vintage>,
+            sells: &BTreeMap<AccountId, u64>,
+        ) -> Result<Vec<Shortfall>, RegistryError> {
+            self.inner.holdings_check(i, v, sells)
+        }
+    }
+
+    /// The post lands after its attempt timed out and before the void: delivered, so
+    /// confirmed and paid, never broken.
+    #[test]
+    fn a_late_post_that_beats_the_void_is_a_delivery() {
+        let mut registry =
+            Late { inner: registry_with(&[("S1", 100), ("B1", 0)]), late_post: true, blind: false };
+        let mut s = Settlement::open_in_memory(SettlementConfig { fee_bps: 0, max_attempts: 1 }).unwrap();
+        s.add_trades(&[trade("T1", "S1", "B1", 40, 500)], Timestamp(5)).unwrap();
+        let report = s.run(&mut registry, Timestamp(10)).unwrap();
+        assert_eq!((report.confirmed, report.broken), (1, 0), "{:?}", s.obligation("T1").unwrap());
+        assert_eq!(s.balance("S1").unwrap(), 20_000);
+        let issued = [("S1".to_string(), 100), ("B1".to_string(), 0)].into_iter().collect();
+        check_exactly_once(&s, &registry.inner, &issued);
+    }
+
+    /// When the registry cannot say what became of the transfer, the obligation stays in doubt
+    /// (failed, not broken) and is settled once the registry answers again.
+    #[test]
+    fn an_unknown_outcome_is_not_a_break() {
+        let mut registry =
+            Late { inner: registry_with(&[("S1", 100), ("B1", 0)]), late_post: false, blind: true };
+        let mut s = Settlement::open_in_memory(SettlementConfig { fee_bps: 0, max_attempts: 1 }).unwrap();
+        s.add_trades(&[trade("T1", "S1", "B1", 40, 500)], Timestamp(5)).unwrap();
+        let report = s.run(&mut registry, Timestamp(10)).unwrap();
+        assert_eq!((report.failed, report.broken), (1, 0));
+        assert_eq!(s.obligation("T1").unwrap().unwrap().state, ObligationState::Failed);
+        // The registry answers again (and posts this time).
+        let mut healthy = registry.inner;
+        let report = s.run(&mut healthy, Timestamp(20)).unwrap();
+        assert_eq!(report.confirmed, 1);
+        let issued = [("S1".to_string(), 100), ("B1".to_string(), 0)].into_iter().collect();
+        check_exactly_once(&s, &healthy, &issued);
+    }
+
+    #[test]
+    fn a_fee_above_the_whole_value_is_refused() {
+        assert!(Settlement::open_in_memory(SettlementConfig { fee_bps: 10_001, max_attempts: 1 }).is_err());
+        let mut s =
+            Settlement::open_in_memory(SettlementConfig { fee_bps: 10_000, max_attempts: 1 }).unwrap();
+        let too_big = trade("T1", "S1", "B1", 3, 1_000_000_000_000_000_000);
+        assert!(s.add_trades(&[too_big], Timestamp(1)).is_err());
+    }
+}
