@@ -355,6 +355,8 @@ impl Core {
             engine,
             writer: Some(writer),
             store,
+            side_syncer: FileSyncer::start(side_log.try_clone().map_err(|e| format!("client id log: {e}"))?)?,
+            side_bytes: 0,
             side_log: BufWriter::new(side_log),
             next_order_id,
             last_ts,
@@ -463,6 +465,61 @@ impl Core {
     }
 }
 
+/// A thread that fsyncs a file on request, so that the engine thread never waits for it.
+struct FileSyncer {
+    tx: crossbeam_channel::Sender<u64>,
+    synced: Arc<std::sync::atomic::AtomicU64>,
+    error: Arc<std::sync::Mutex<Option<String>>>,
+    requested: u64,
+}
+
+impl FileSyncer {
+    fn start(file: File) -> Result<FileSyncer, String> {
+        let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+        let synced = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let error = Arc::new(std::sync::Mutex::new(None));
+        let (s, e) = (synced.clone(), error.clone());
+        std::thread::Builder::new()
+            .name("cccx-side-sync".into())
+            .spawn(move || {
+                while let Ok(mut upto) = rx.recv() {
+                    // Coalesce: one fsync covers every request made meanwhile.
+                    while let Ok(more) = rx.try_recv() {
+                        upto = upto.max(more);
+                    }
+                    match file.sync_data() {
+                        Ok(()) => s.store(upto, Ordering::Release),
+                        Err(err) => {
+                            if let Ok(mut slot) = e.lock() {
+                                *slot = Some(err.to_string());
+                            }
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the client id log's sync thread: {e}"))?;
+        Ok(FileSyncer { tx, synced, error, requested: 0 })
+    }
+
+    /// Asks for the first `bytes` bytes (already written to the file) to be made durable.
+    fn request(&mut self, bytes: u64) {
+        if bytes > self.requested {
+            self.requested = bytes;
+            let _ = self.tx.send(bytes);
+        }
+    }
+
+    /// Bytes known durable.
+    fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
 /// One line of the client id side log.
 #[derive(Serialize, Deserialize)]
 struct ClientIdRecord {
@@ -535,16 +592,20 @@ struct EngineThread {
     writer: Option<JournalWriter>,
     store: OrderStore,
     side_log: BufWriter<File>,
+    /// Bytes written to the side log so far, and the thread that fsyncs it.
+    side_bytes: u64,
+    side_syncer: FileSyncer,
     next_order_id: u64,
     last_ts: u64,
     published: broadcast::Sender<Arc<Published>>,
     metrics: Arc<Metrics>,
     stopped: Arc<AtomicBool>,
-    /// Answers waiting for the journal to become durable.
-    pending: Vec<(u64, Reply, Outcome)>,
+    /// Answers waiting for the journal (to the sequence) and the side log (to the byte) to
+    /// become durable.
+    pending: Vec<(u64, u64, Reply, Outcome)>,
     /// What was applied but is not durable yet: published (to the feed and FIX) only once the
-    /// journal holds it, in sequence order.
-    unpublished: Vec<Arc<Published>>,
+    /// journal and the side log hold it, in sequence order.
+    unpublished: Vec<(u64, Arc<Published>)>,
     events: Vec<Event>,
     durability: Durability,
 }
@@ -552,7 +613,7 @@ struct EngineThread {
 impl EngineThread {
     fn run(mut self, rx: Receiver<Request>) {
         loop {
-            let first = if self.pending.is_empty() {
+            let first = if self.pending.is_empty() && self.unpublished.is_empty() {
                 match rx.recv() {
                     Ok(r) => r,
                     Err(_) => break,
@@ -571,7 +632,6 @@ impl EngineThread {
             let mut n = 0;
             while let Some(request) = next.take() {
                 if let Request::Shutdown { reply } = request {
-                    self.flush();
                     let result = self.close();
                     self.stopped.store(true, Ordering::Release);
                     let _ = reply.send(result);
@@ -590,7 +650,6 @@ impl EngineThread {
             self.flush();
             self.metrics.queue_depth.set(rx.len() as u64);
         }
-        self.flush();
         let _ = self.close();
     }
 
@@ -707,7 +766,7 @@ impl EngineThread {
                     let seq = self.writer.as_ref().map_or(0, |w| w.last_seq());
                     let ts = self.now();
                     if let Some(p) = self.store.refusal(seq, ts, participant, &intent, &e.to_string()) {
-                        self.unpublished.push(Arc::new(p));
+                        self.unpublished.push((self.side_bytes, Arc::new(p)));
                     }
                 }
                 return answer(reply, Err(e));
@@ -749,9 +808,9 @@ impl EngineThread {
             self.metrics.rejects.inc();
         }
         let outcome = Outcome { seq, events: self.events.clone(), updates: published.updates.clone() };
-        self.unpublished.push(Arc::new(published));
+        self.unpublished.push((self.side_bytes, Arc::new(published)));
         if let Some(reply) = reply {
-            self.pending.push((seq, reply, outcome));
+            self.pending.push((seq, self.side_bytes, reply, outcome));
         }
     }
 
@@ -773,7 +832,9 @@ impl EngineThread {
         let record =
             ClientIdRecord { order_id, participant: participant.0, client_order_id: cid.to_string(), rename };
         let line = serde_json::to_string(&record).map_err(std::io::Error::other)?;
-        writeln!(self.side_log, "{line}")
+        writeln!(self.side_log, "{line}")?;
+        self.side_bytes += line.len() as u64 + 1;
+        Ok(())
     }
 
     /// Makes what was applied durable (per the policy) and sends the answers it covers.
@@ -787,29 +848,31 @@ impl EngineThread {
         if let Err(e) = self.side_log.flush() {
             self.fail(format!("client id log: {e}"));
         }
-        let durable = match self.writer.as_mut() {
-            None => 0,
+        // Group commit without stalling: the journal's sync thread and the side log's fsync
+        // thread work while this thread goes on applying; what they cover is released here
+        // (the run loop comes back every 200 us while anything waits).
+        let (durable, side_durable) = match self.writer.as_mut() {
+            None => (0, 0),
             Some(w) => match self.durability {
-                Durability::None => w.last_seq(),
-                _ => {
-                    let synced = self
-                        .side_log
-                        .get_ref()
-                        .sync_data()
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| w.sync().map_err(|e| e.to_string()));
-                    match synced {
-                        Ok(()) => w.durable_seq(),
-                        Err(e) => {
-                            self.fail(format!("sync: {e}"));
-                            0
-                        }
+                Durability::None => (w.last_seq(), u64::MAX),
+                _ => match w.sync_soon() {
+                    Ok(()) => {
+                        self.side_syncer.request(self.side_bytes);
+                        (w.durable_seq(), self.side_syncer.synced())
                     }
-                }
+                    Err(e) => {
+                        self.fail(format!("sync: {e}"));
+                        (0, 0)
+                    }
+                },
             },
         };
-        let ready = self.unpublished.iter().take_while(|p| p.seq <= durable).count();
-        for p in self.unpublished.drain(..ready) {
+        if let Some(e) = self.side_syncer.error() {
+            self.fail(format!("client id log: {e}"));
+        }
+        let covered = |seq: u64, bytes: u64| seq <= durable && bytes <= side_durable;
+        let ready = self.unpublished.iter().take_while(|(bytes, p)| covered(p.seq, *bytes)).count();
+        for (_, p) in self.unpublished.drain(..ready) {
             let _ = self.published.send(p);
         }
         if self.writer.is_none() {
@@ -817,14 +880,14 @@ impl EngineThread {
             self.unpublished.clear();
         }
         let mut kept = Vec::new();
-        for (seq, reply, outcome) in self.pending.drain(..) {
-            if seq <= durable {
+        for (seq, bytes, reply, outcome) in self.pending.drain(..) {
+            if self.writer.is_some() && covered(seq, bytes) {
                 let _ = reply.send(Ok(outcome));
             } else if self.writer.is_none() {
                 let why = "the journal failed before this became durable: whether it took effect is known after a restart";
                 let _ = reply.send(Err(CoreError::Stopped(why.into())));
             } else {
-                kept.push((seq, reply, outcome));
+                kept.push((seq, bytes, reply, outcome));
             }
         }
         self.pending = kept;
@@ -836,13 +899,34 @@ impl EngineThread {
         self.stopped.store(true, Ordering::Release);
     }
 
+    /// Syncs and closes the side log and the journal, then answers and publishes everything
+    /// still waiting (it is durable now), or fails it when the close failed.
     fn close(&mut self) -> Result<(), String> {
-        let _ = self.side_log.flush();
-        let _ = self.side_log.get_ref().sync_data();
-        match self.writer.take() {
+        let side = self
+            .side_log
+            .flush()
+            .and_then(|()| self.side_log.get_ref().sync_data())
+            .map_err(|e| format!("client id log: {e}"));
+        let journal = match self.writer.take() {
             Some(w) => w.close().map_err(|e| e.to_string()),
-            None => Ok(()),
+            None => Err("the journal had failed".into()),
+        };
+        let result = side.and(journal);
+        for (_, p) in self.unpublished.drain(..) {
+            if result.is_ok() {
+                let _ = self.published.send(p);
+            }
         }
+        for (_, _, reply, outcome) in self.pending.drain(..) {
+            let answer = match &result {
+                Ok(()) => Ok(outcome),
+                Err(e) => Err(CoreError::Stopped(format!(
+                    "closing: {e}; whether it took effect is known after a restart"
+                ))),
+            };
+            let _ = reply.send(answer);
+        }
+        result
     }
 
     fn query(&self, query: Query) -> QueryResult {

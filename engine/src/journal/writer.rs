@@ -264,6 +264,18 @@ impl JournalWriter {
         Ok(())
     }
 
+    /// Asks for everything appended so far to reach stable storage without waiting: under
+    /// `Batch` the sync thread starts on it when it is idle (one sync in flight at most; call
+    /// again to cover what was appended meanwhile) and [`Self::durable_seq`] says when it is
+    /// done. Under the other policies the same as [`Self::sync`].
+    pub fn sync_soon(&mut self) -> Result<(), JournalError> {
+        let Some(syncer) = &self.syncer else { return self.sync() };
+        if syncer.durable() >= self.requested_seq && self.last_seq > self.requested_seq {
+            self.request_range(self.offset, self.last_seq)?;
+        }
+        Ok(())
+    }
+
     /// Forces everything appended so far to stable storage, and waits for it.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         if self.syncer.is_some() {
