@@ -848,6 +848,9 @@ impl EngineThread {
         if let Err(e) = self.side_log.flush() {
             self.fail(format!("client id log: {e}"));
         }
+        if let Some(e) = self.side_syncer.error() {
+            self.fail(format!("client id log: {e}"));
+        }
         // Group commit without stalling: the journal's sync thread and the side log's fsync
         // thread work while this thread goes on applying; what they cover is released here
         // (the run loop comes back every 200 us while anything waits).
@@ -867,9 +870,6 @@ impl EngineThread {
                 },
             },
         };
-        if let Some(e) = self.side_syncer.error() {
-            self.fail(format!("client id log: {e}"));
-        }
         let covered = |seq: u64, bytes: u64| seq <= durable && bytes <= side_durable;
         let ready = self.unpublished.iter().take_while(|(bytes, p)| covered(p.seq, *bytes)).count();
         for (_, p) in self.unpublished.drain(..ready) {
