@@ -61,6 +61,12 @@ impl Problem {
     fn not_found(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::NOT_FOUND, "not found", detail)
     }
+    /// 422: the engine refused the command of journal sequence `seq`.
+    fn rejected(reason: cccx_engine::RejectReason, seq: u64) -> Self {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason.text());
+        p.extra = json!({"reason_code": reason.code(), "seq": seq});
+        p
+    }
 }
 
 impl IntoResponse for Problem {
@@ -482,8 +488,8 @@ fn answer(
     if let Some(Event::Rejected { reason, .. }) =
         outcome.events.iter().find(|e| matches!(e, Event::Rejected { .. }))
     {
-        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason.text());
-        p.extra = json!({"reason_code": reason.code(), "seq": outcome.seq, "order": order});
+        let mut p = Problem::rejected(*reason, outcome.seq);
+        p.extra["order"] = json!(order);
         return Err(p);
     }
     Ok((ok, Json(OrderAnswer { seq: outcome.seq, order, reports })).into_response())
@@ -711,9 +717,7 @@ async fn mass_cancel(
     let instrument = params.symbol.as_deref().map(|s| instrument(&state, s)).transpose()?;
     let outcome = state.core.call(ParticipantId(p), Intent::MassCancel { instrument }).await?;
     if let Some(Event::Rejected { reason, .. }) = outcome.events.first() {
-        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason.text());
-        p.extra = json!({"reason_code": reason.code(), "seq": outcome.seq});
-        return Err(p);
+        return Err(Problem::rejected(*reason, outcome.seq));
     }
     let cancelled: Vec<u64> =
         outcome.updates.iter().filter(|u| u.exec == ExecKind::Cancelled).map(|u| u.order.order_id).collect();
@@ -805,13 +809,24 @@ async fn admin_accounts(State(state): State<AppState>, headers: HeaderMap) -> Re
 async fn operator_command(state: &AppState, body: CommandBody) -> Result<Response, Problem> {
     let outcome = state.core.call(ParticipantId(0), Intent::Operator(body)).await?;
     if let Some(Event::Rejected { reason, .. }) = outcome.events.first() {
-        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason.text());
-        p.extra = json!({"reason_code": reason.code(), "seq": outcome.seq});
-        return Err(p);
+        return Err(Problem::rejected(*reason, outcome.seq));
     }
     let events: Vec<Value> =
         outcome.events.iter().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)).collect();
     Ok(Json(json!({"seq": outcome.seq, "events": events})).into_response())
+}
+
+/// An operator command on the instrument named in the path.
+async fn instrument_command(
+    state: &AppState,
+    headers: &HeaderMap,
+    symbol: Result<Path<String>, PathRejection>,
+    command: impl FnOnce(InstrumentId) -> CommandBody,
+) -> Result<Response, Problem> {
+    operator(state, headers)?;
+    let Path(symbol) = symbol.map_err(path_error)?;
+    let instrument = instrument(state, &symbol)?;
+    operator_command(state, command(instrument)).await
 }
 
 fn known_participant(state: &AppState, id: u32) -> Result<ParticipantId, Problem> {
@@ -961,10 +976,7 @@ async fn admin_uncross(
     headers: HeaderMap,
     symbol: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    operator(&state, &headers)?;
-    let Path(symbol) = symbol.map_err(path_error)?;
-    let instrument = instrument(&state, &symbol)?;
-    operator_command(&state, CommandBody::Uncross { instrument }).await
+    instrument_command(&state, &headers, symbol, |instrument| CommandBody::Uncross { instrument }).await
 }
 
 #[utoipa::path(
@@ -981,10 +993,7 @@ async fn admin_expire(
     headers: HeaderMap,
     symbol: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    operator(&state, &headers)?;
-    let Path(symbol) = symbol.map_err(path_error)?;
-    let instrument = instrument(&state, &symbol)?;
-    operator_command(&state, CommandBody::ExpireDay { instrument }).await
+    instrument_command(&state, &headers, symbol, |instrument| CommandBody::ExpireDay { instrument }).await
 }
 
 #[utoipa::path(
@@ -1001,10 +1010,10 @@ async fn admin_mass_cancel(
     headers: HeaderMap,
     symbol: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    operator(&state, &headers)?;
-    let Path(symbol) = symbol.map_err(path_error)?;
-    let instrument = instrument(&state, &symbol)?;
-    operator_command(&state, CommandBody::MassCancel(MassCancelScope::Instrument(instrument))).await
+    instrument_command(&state, &headers, symbol, |instrument| {
+        CommandBody::MassCancel(MassCancelScope::Instrument(instrument))
+    })
+    .await
 }
 
 #[utoipa::path(
