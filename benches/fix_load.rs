@@ -19,56 +19,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cccx_gateway::config::{Config, DurabilityName};
+use cccx_gateway::config::DurabilityName;
 use cccx_gateway::server;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-struct Args {
-    sessions: usize,
-    rate: f64,
-    seconds: f64,
-    durability: DurabilityName,
-    window: usize,
-}
+mod common;
 
-fn args() -> Args {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo test --all-targets` runs this once without --bench: a one-second smoke test.
-    let smoke = !argv.iter().any(|a| a == "--bench");
-    let mut a = Args {
-        sessions: 4,
-        rate: 0.0,
-        seconds: if smoke { 1.0 } else { 5.0 },
-        durability: DurabilityName::Batch,
-        window: 64,
-    };
-    let mut i = 0;
-    while i < argv.len() {
-        let value = argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--sessions" => a.sessions = value.parse().expect("--sessions N"),
-            "--rate" => a.rate = value.parse().expect("--rate ORDERS_PER_S"),
-            "--seconds" => a.seconds = value.parse().expect("--seconds S"),
-            "--window" => a.window = value.parse().expect("--window W"),
-            "--durability" => {
-                a.durability = match value.as_str() {
-                    "none" => DurabilityName::None,
-                    "batch" => DurabilityName::Batch,
-                    "every" => DurabilityName::Every,
-                    other => panic!("--durability: {other}"),
-                }
-            }
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    a
+use common::{funded_config, LoadArgs};
+
+fn args() -> LoadArgs {
+    let bench =
+        LoadArgs { streams: 4, rate: 0.0, seconds: 5.0, durability: DurabilityName::Batch, window: 64 };
+    // A smoke run under `cargo test`: one second.
+    let smoke = LoadArgs { seconds: 1.0, ..bench };
+    LoadArgs::parse("--sessions", bench, smoke)
 }
 
 const SOH: u8 = 1;
@@ -133,7 +100,7 @@ async fn session(
     addr: std::net::SocketAddr,
     comp_id: String,
     password: String,
-    args: Arc<Args>,
+    args: Arc<LoadArgs>,
     index: usize,
     deadline: Instant,
 ) -> Stats {
@@ -164,7 +131,7 @@ async fn session(
     let mut stats =
         Stats { hist: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap(), acked: 0, rejected: 0 };
     let due: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.sessions as f64 / args.rate));
+    let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.streams as f64 / args.rate));
     let sem = Arc::new(tokio::sync::Semaphore::new(if period.is_some() { 1 << 20 } else { args.window }));
     let sender = {
         let (wr, due, sem, comp_id) = (wr.clone(), due.clone(), sem.clone(), comp_id.clone());
@@ -239,17 +206,9 @@ fn main() {
     runtime.block_on(run(args));
 }
 
-async fn run(args: Arc<Args>) {
+async fn run(args: Arc<LoadArgs>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::embedded();
-    config.server.data_dir = dir.path().to_path_buf();
-    config.server.http = "127.0.0.1:0".parse().unwrap();
-    config.server.fix = "127.0.0.1:0".parse().unwrap();
-    config.server.durability = args.durability;
-    for p in &mut config.participants {
-        p.initial_funds = i64::MAX / 8;
-        p.initial_holdings.insert("CCC-2026-O".into(), i64::MAX / 8);
-    }
+    let config = funded_config(dir.path(), args.durability);
     let participants: Vec<(String, String)> = config
         .participants
         .iter()
@@ -261,7 +220,7 @@ async fn run(args: Arc<Args>) {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.seconds);
     let mut tasks = Vec::new();
-    for (i, (comp_id, id)) in participants.iter().take(args.sessions).cloned().enumerate() {
+    for (i, (comp_id, id)) in participants.iter().take(args.streams).cloned().enumerate() {
         let password = running.secrets.participants[&id.parse::<u32>().unwrap()].fix_password.clone();
         tasks.push(tokio::spawn(session(fix, comp_id, password, args.clone(), i, deadline)));
     }
@@ -276,9 +235,9 @@ async fn run(args: Arc<Args>) {
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     println!(
         "FIX: {} sessions, {} durability, {}: {:.0} orders/s acknowledged ({acked} acknowledged, {rejected} rejected) over {:.1} s",
-        args.sessions.min(participants.len()),
+        args.streams.min(participants.len()),
         format!("{:?}", args.durability).to_lowercase(),
-        if args.rate > 0.0 { format!("open loop at {:.0}/s", args.rate) } else { format!("closed loop, window {}", args.window) },
+        if args.rate > 0.0 { args.loop_name() } else { format!("{}, window {}", args.loop_name(), args.window) },
         (acked + rejected) as f64 / args.seconds,
         args.seconds
     );

@@ -17,51 +17,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cccx_gateway::config::{Config, DurabilityName};
+use cccx_gateway::config::DurabilityName;
 use cccx_gateway::server;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-struct Args {
-    clients: usize,
-    rate: f64,
-    seconds: f64,
-    durability: DurabilityName,
-}
+mod common;
 
-fn args() -> Args {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this once without it, as a
-    // smoke test: one second, four clients.
-    let smoke = !argv.iter().any(|a| a == "--bench");
-    let mut a = if smoke {
-        Args { clients: 4, rate: 0.0, seconds: 1.0, durability: DurabilityName::Batch }
-    } else {
-        Args { clients: 32, rate: 0.0, seconds: 5.0, durability: DurabilityName::Batch }
-    };
-    let mut i = 0;
-    while i < argv.len() {
-        let value = argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--clients" => a.clients = value.parse().expect("--clients N"),
-            "--rate" => a.rate = value.parse().expect("--rate ORDERS_PER_S"),
-            "--seconds" => a.seconds = value.parse().expect("--seconds S"),
-            "--durability" => {
-                a.durability = match value.as_str() {
-                    "none" => DurabilityName::None,
-                    "batch" => DurabilityName::Batch,
-                    "every" => DurabilityName::Every,
-                    other => panic!("--durability: {other}"),
-                }
-            }
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    a
+use common::{funded_config, LoadArgs};
+
+fn args() -> LoadArgs {
+    let bench =
+        LoadArgs { streams: 32, rate: 0.0, seconds: 5.0, durability: DurabilityName::Batch, window: 1 };
+    // A smoke run under `cargo test`: one second, four clients.
+    let smoke = LoadArgs { streams: 4, seconds: 1.0, ..bench };
+    LoadArgs::parse("--clients", bench, smoke)
 }
 
 fn main() {
@@ -70,26 +40,19 @@ fn main() {
     runtime.block_on(run(args));
 }
 
-async fn run(args: Args) {
+async fn run(args: LoadArgs) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::embedded();
-    config.server.data_dir = dir.path().to_path_buf();
-    config.server.http = "127.0.0.1:0".parse().unwrap();
-    config.server.durability = args.durability;
+    let mut config = funded_config(dir.path(), args.durability);
     config.server.fix_enabled = false;
-    for p in &mut config.participants {
-        p.initial_funds = i64::MAX / 8;
-        p.initial_holdings.insert("CCC-2026-O".into(), i64::MAX / 8);
-    }
     let running = server::start(config).await.expect("server starts");
     let url = format!("http://{}/v1/orders", running.http);
     let keys: Vec<String> = (1..=4).map(|p| running.secrets.participants[&p].api_key.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let per_client =
-        if args.rate > 0.0 { Some(Duration::from_secs_f64(args.clients as f64 / args.rate)) } else { None };
+        if args.rate > 0.0 { Some(Duration::from_secs_f64(args.streams as f64 / args.rate)) } else { None };
     let mut tasks = Vec::new();
-    for c in 0..args.clients {
+    for c in 0..args.streams {
         let (url, key, stop) = (url.clone(), keys[c % keys.len()].clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
@@ -141,9 +104,9 @@ async fn run(args: Args) {
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     println!(
         "REST: {} clients, {} durability, {}: {:.0} orders/s acknowledged ({ok} ok, {refused} refused) over {elapsed:.1} s",
-        args.clients,
+        args.streams,
         format!("{:?}", args.durability).to_lowercase(),
-        if args.rate > 0.0 { format!("open loop at {:.0}/s", args.rate) } else { "closed loop".into() },
+        args.loop_name(),
         ok as f64 / elapsed
     );
     println!(
