@@ -15,6 +15,7 @@ use cccx::journaled::{self, JournalArgs};
 use cccx_engine::{Book, ReferenceBook};
 
 mod registry_cmd;
+mod settlement_cmd;
 
 /// cccx: an exchange core for carbon credit certificate (CCC) markets.
 #[derive(Parser, Debug)]
@@ -76,6 +77,9 @@ enum Cmd {
     /// The reference registry as its own process.
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCmd),
+    /// Delivery versus payment against a registry, and where obligations stand.
+    #[command(subcommand)]
+    Settlement(settlement_cmd::SettlementCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +185,7 @@ fn main() {
             cccx_gateway::server::serve(config.as_deref()).map_err(anyhow::Error::msg)
         }
         Cmd::Registry(cmd) => registry_cmd::run(cmd),
+        Cmd::Settlement(cmd) => settlement_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("cccx: {e:#}");
