@@ -166,7 +166,8 @@ fn status(dir: &Path) -> serde_json::Value {
 }
 
 /// Starts `settle`, waits until it has recorded the trades and is submitting, lets it run for
-/// `run_ms` and kills it. Returns false if it ended by itself first.
+/// about `run_ms` (checking `status` halfway) and kills it. Returns false if it ended by itself
+/// first.
 fn run_and_kill(dir: &Path, url: &str, run_ms: u64) -> bool {
     let mut child = settle_command(dir, url)
         .stdout(Stdio::null())
@@ -183,7 +184,10 @@ fn run_and_kill(dir: &Path, url: &str, run_ms: u64) -> bool {
             return false;
         }
     }
-    std::thread::sleep(Duration::from_millis(run_ms));
+    std::thread::sleep(Duration::from_millis(run_ms / 2));
+    // Status reads a consistent copy while settle writes: the funds ledger checks mid-flight.
+    status(dir);
+    std::thread::sleep(Duration::from_millis(run_ms / 2));
     if child.try_wait().expect("try_wait").is_some() {
         return false;
     }
