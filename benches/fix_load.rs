@@ -1,6 +1,6 @@
 //! Load generator for the FIX acceptor: starts `cccx serve`'s server in-process on 127.0.0.1
 //! with a fresh data directory, logs on several FIX sessions (one per participant) with a
-//! minimal hand-written FIX 4.4 initiator (plain TCP, so the client's cost stays small), and
+//! minimal FIX 4.4 framing (`cccx::fixclient`, plain TCP, so the client's cost stays small), and
 //! sends NewOrderSingle messages open loop at a chosen total rate (or closed loop), then prints
 //! throughput and order-to-acknowledgement latency percentiles (hdrhistogram): from the moment
 //! an order was due to the first ExecutionReport for it (new, fill or reject).
@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cccx::fixclient::{field, frame, take_messages, utc_timestamp};
 use cccx_gateway::config::DurabilityName;
 use cccx_gateway::server;
 use hdrhistogram::Histogram;
@@ -36,58 +37,6 @@ fn args() -> LoadArgs {
     // A smoke run under `cargo test`: one second.
     let smoke = LoadArgs { seconds: 1.0, ..bench };
     LoadArgs::parse("--sessions", bench, smoke)
-}
-
-const SOH: u8 = 1;
-
-/// A FIX message with header, body length and checksum around `body` (fields after 35=).
-fn frame(msg_type: &str, sender: &str, seq: u64, body: &str) -> Vec<u8> {
-    let now = time_stamp();
-    let inner = format!("35={msg_type}\x0149={sender}\x0156=CCCX\x0134={seq}\x0152={now}\x01{body}");
-    let mut out = format!("8=FIX.4.4\x019={}\x01{inner}", inner.len()).into_bytes();
-    let sum: u32 = out.iter().map(|b| u32::from(*b)).sum();
-    out.extend(format!("10={:03}\x01", sum % 256).into_bytes());
-    out
-}
-
-fn time_stamp() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let t = time_of(now.as_secs() as i64);
-    format!("{}.{:03}", t, now.subsec_millis())
-}
-
-/// `YYYYMMDD-HH:MM:SS` of a Unix time (UTC), civil-from-days.
-fn time_of(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// The value of `tag` in a raw message.
-fn field<'a>(msg: &'a [u8], tag: &str) -> Option<&'a str> {
-    let needle = format!("\x01{tag}=");
-    let at = msg.windows(needle.len()).position(|w| w == needle.as_bytes())? + needle.len();
-    let end = msg[at..].iter().position(|b| *b == SOH)? + at;
-    std::str::from_utf8(&msg[at..end]).ok()
-}
-
-/// Splits complete messages (ending in `10=xxx<SOH>`) off the front of `buf`.
-fn take_messages(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(at) = buf.windows(4).position(|w| w == b"\x0110=") {
-        let Some(end) = buf[at + 4..].iter().position(|b| *b == SOH) else { break };
-        let msg: Vec<u8> = buf.drain(..at + 4 + end + 1).collect();
-        out.push(msg);
-    }
-    out
 }
 
 struct Stats {
@@ -149,7 +98,7 @@ async fn session(
                 let price = 1000 + (n % 5) as i64 - 2;
                 let body = format!(
                     "11=L{n}\x0155=CCC-2026-O\x0154={side}\x0160={}\x0138={}\x0140=2\x0144={price}\x0159=3\x01",
-                    time_stamp(),
+                    utc_timestamp(),
                     1 + n % 3
                 );
                 due.lock().await.insert(n, next);

@@ -3,6 +3,8 @@
 
 pub mod bench;
 pub mod canonical;
+pub mod demo;
+pub mod fixclient;
 pub mod flow;
 pub mod genflow;
 pub mod journaled;

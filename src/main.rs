@@ -80,6 +80,20 @@ enum Cmd {
     /// Delivery versus payment against a registry, and where obligations stand.
     #[command(subcommand)]
     Settlement(settlement_cmd::SettlementCmd),
+    /// Run a whole monthly CCC call auction end to end and print a report.
+    ///
+    /// In this one process: a reference registry service with holdings (one seller moved most
+    /// of its certificates away outside the exchange), the exchange with FIX and HTTP on free
+    /// ports of 127.0.0.1, six participants bidding over FIX 4.4, the bid window closing, the
+    /// registry's holdings check removing the short seller's bids, the uncross (MCP, MCV, fills
+    /// per participant), settlement (delivery versus payment) and reconciliation. Exit code 0
+    /// when everything settled without breaks, 1 otherwise.
+    Demo {
+        /// Keep the registry's and the exchange's data in this (new or empty) directory
+        /// instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +200,14 @@ fn main() {
         }
         Cmd::Registry(cmd) => registry_cmd::run(cmd),
         Cmd::Settlement(cmd) => settlement_cmd::run(cmd),
+        Cmd::Demo { data_dir } => match cccx::demo::run(&cccx::demo::DemoOptions { data_dir }) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                println!("\nthe session ended with breaks (see above)");
+                std::process::exit(1);
+            }
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("cccx: {e:#}");
