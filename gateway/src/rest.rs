@@ -40,6 +40,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The credentials.
     pub secrets: Arc<Secrets>,
+    /// The settlement thread (`None` when settlement is off).
+    pub settlement: Option<crate::settlement::SettlementService>,
 }
 
 /// A problem document.
