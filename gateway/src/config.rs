@@ -486,7 +486,7 @@ name = "ops"
 
 [settlement]
 enabled = true
-registry = "embedded"
+registry = "embedded"   # or "http", with registry_url = "http://host:port" (cccx registry serve)
 fee_bps = 0
 max_attempts = 5
 retry_ms = 1000
