@@ -358,7 +358,8 @@ pub struct CalendarConfig {
     pub open: String,
     /// The bid window closes.
     pub close: String,
-    /// Minutes from the close to the uncross (the registry's holdings check).
+    /// Minutes from the close to the uncross: the time the registry's holdings check has to
+    /// remove short sellers' offers (0 leaves it none).
     #[serde(default = "thirty")]
     pub holdings_check_minutes: i64,
     /// Minutes from the uncross to the close of the session.

@@ -85,7 +85,14 @@ pub async fn start(config: Config) -> Result<Running, String> {
         settlement_feed: settlement.as_ref().map(|s| s.feed.clone()),
     };
     let (core, core_thread, started) =
-        tokio::task::block_in_place(|| Core::start(core_config, metrics.clone()))?;
+        match tokio::task::block_in_place(|| Core::start(core_config, metrics.clone())) {
+            Ok(started) => started,
+            Err(e) => {
+                // An HTTP registry client must not be dropped on an async worker.
+                tokio::task::block_in_place(move || drop(settlement));
+                return Err(e);
+            }
+        };
     if let Some(s) = settlement.as_mut() {
         s.run(core.clone())?;
         resume_holdings_checks(&core, &s.feed).await;

@@ -12,9 +12,9 @@
 //!   [`Settlement::add_trades`] skips an id it already holds: a trade fed twice (a restart) is
 //!   recorded once, and a trade journaled before a crash is recorded after the restart.
 //! - **Batches.** Whatever is queued is recorded in one transaction, then one
-//!   [`Settlement::run`] works every open obligation. Failed obligations (no answer from the
-//!   registry) are retried after `retry_ms`, doubling up to [`RETRY_BACKOFF_MAX`] while runs
-//!   keep failing.
+//!   [`Settlement::run`] works every open obligation. When a run has failures (no answer from
+//!   the registry), the next run waits `retry_ms`, doubling up to [`RETRY_BACKOFF_MAX`] while
+//!   runs keep failing; trades arriving meanwhile are recorded and wait for that run.
 //! - **Holdings check.** A bid-window close on the feed (or an operator's request) sends each
 //!   seller's total to [`Registry::holdings_check`]; the sellers found short get a `SHORTFALL`
 //!   command, which removes their sell orders before the uncross. A registry that cannot
@@ -374,7 +374,11 @@ impl Worker {
                 items.extend(more);
             }
             self.take(items);
-            self.settle();
+            // While the registry is failing, new trades are recorded but wait with the failed
+            // ones for the backoff: a registry in trouble is not hammered by every batch.
+            if self.retry_at.is_none_or(|t| Instant::now() >= t) {
+                self.settle();
+            }
         }
     }
 

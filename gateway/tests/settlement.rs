@@ -277,3 +277,50 @@ async fn a_restart_settles_what_was_journaled_and_nothing_twice() {
     s.check().unwrap();
     assert_eq!(s.balance("IN-CCC-0004").unwrap(), 100 * 900 + 10 * 950);
 }
+
+/// A registry service that is down at first, then up and faulty (503s, lost answers): failed
+/// obligations are retried with a backoff until the registry answers, and every trade moves
+/// its certificates exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_service_down_then_faulty_settles_every_trade_once() {
+    use cccx_settlement::faults::Faults;
+    use cccx_settlement::service::RegistryServer;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut c = config(dir.path());
+    c.settlement.registry = Some(cccx_gateway::config::RegistryKind::Http);
+    c.settlement.registry_url = Some(format!("http://{addr}"));
+    c.settlement.max_attempts = 100;
+    let mut registry = SqliteRegistry::open_in_memory().unwrap();
+    cccx_gateway::settlement::seed(&mut registry, &c, cccx_settlement::Timestamp(1)).unwrap();
+    let api = Api::start(c).await;
+    api.order(4, json!({"symbol": "CCC-2026-O", "side": "sell", "price": 900, "qty": 100})).await;
+    for (p, qty) in [(1, 30), (2, 20), (1, 10)] {
+        api.order(p, json!({"symbol": "CCC-2026-O", "side": "buy", "price": 900, "qty": qty})).await;
+    }
+    // Nothing answers yet: the obligations fail and wait.
+    let mut failed = Value::Null;
+    for _ in 0..200 {
+        let (_, summary) = api.call(Method::GET, "/v1/settlement/summary", &api.ops(), None).await;
+        failed = summary["states"]["failed"].clone();
+        if failed == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failed, 3);
+    let faults = Faults { seed: 7, error_pct: 30, drop_pct: 20, ..Faults::default() };
+    let service = tokio::task::spawn_blocking(move || RegistryServer::start(registry, addr, faults).unwrap())
+        .await
+        .unwrap();
+    let list = api.confirmed(3).await;
+    assert!(
+        list.iter().all(|o| o["state"] == "confirmed" && o["attempts"].as_u64().unwrap() >= 2),
+        "{list:?}"
+    );
+    api.running.stop().await.unwrap();
+    let registry = tokio::task::spawn_blocking(move || service.stop().unwrap()).await.unwrap();
+    let held = |a: &str| registry.holdings(&AccountId::new(a).unwrap(), OFFSET, None).unwrap().total.held;
+    assert_eq!((held("IN-CCC-0001"), held("IN-CCC-0002"), held("IN-CCC-0004")), (40, 20, 30_000 - 60));
+    settlement(dir.path()).check().unwrap();
+}
