@@ -1094,3 +1094,46 @@ impl EngineThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cccx_engine::Aggressor;
+
+    #[test]
+    fn the_feed_carries_trades_and_live_window_closes_with_their_sellers() {
+        let (i, p) = (InstrumentId(0), ParticipantId(3));
+        let trade = Trade {
+            instrument: i,
+            price: 1000,
+            qty: 5,
+            buy_order_id: OrderId(1),
+            sell_order_id: OrderId(2),
+            buyer: ParticipantId(1),
+            seller: p,
+            aggressor: Aggressor::Auction,
+            buy_leaves_qty: 0,
+            sell_leaves_qty: 0,
+            ts_ns: 7,
+        };
+        let events = [
+            Event::PhaseChanged { instrument: i, phase: Phase::CallClosed },
+            Event::SellTotal { instrument: i, participant: p, qty: 40 },
+            Event::SellTotal { instrument: i, participant: ParticipantId(4), qty: 2 },
+            Event::Trade(trade),
+        ];
+        let mut live = Vec::new();
+        feed_items(9, &events, true, &mut live);
+        assert_eq!(
+            live,
+            vec![
+                FeedItem::WindowClosed { seq: 9, instrument: i, sells: vec![(p, 40), (ParticipantId(4), 2)] },
+                FeedItem::Trade { seq: 9, index: 3, trade },
+            ]
+        );
+        // A replay settles trades; the window it closed long ago is not checked again.
+        let mut replayed = Vec::new();
+        feed_items(9, &events, false, &mut replayed);
+        assert_eq!(replayed, vec![FeedItem::Trade { seq: 9, index: 3, trade }]);
+    }
+}
