@@ -209,6 +209,7 @@ pub fn serve(config_path: Option<&Path>) -> Result<(), String> {
         let source = config_path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
         let data_dir = config.server.data_dir.clone();
         let symbols: Vec<String> = config.instruments.iter().map(|i| i.symbol.clone()).collect();
+        let signals = Signals::install();
         let running = start(config).await?;
         let s = &running.started;
         println!("cccx exchange running ({source})");
@@ -221,7 +222,7 @@ pub fn serve(config_path: Option<&Path>) -> Result<(), String> {
         println!("  credentials     {}  (API keys and FIX passwords, generated on first start)", data_dir.join(SECRETS_FILE).display());
         println!("  try             curl -H \"Authorization: Bearer $(jq -r '.participants[\"1\"].api_key' {})\" http://{}/v1/instruments", data_dir.join(SECRETS_FILE).display(), running.http);
         println!("stop with Ctrl-C or SIGTERM");
-        wait_for_signal().await;
+        signals.wait().await;
         println!("shutting down: draining and syncing the journal");
         running.stop().await?;
         println!("stopped cleanly");
@@ -240,22 +241,39 @@ fn settlement_line(running: &Running, data_dir: &Path) -> String {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, listened for from before the server says it is running: a signal that
+/// arrives while it is still printing its addresses stops it cleanly too.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let (Some(mut term), Some(mut int)) = (self.term, self.int) else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -20,7 +20,7 @@
 //!   command, which removes their sell orders before the uncross. A registry that cannot
 //!   answer is logged, counted (`cccx_holdings_check_failures_total`) and reported to the
 //!   operator; nothing is removed then.
-//! - **Stop.** After the engine thread has stopped, [`SettlementService::stop`] lets the thread
+//! - **Stop.** After the engine thread has stopped, [`SettlementService::stop_blocking`] lets the thread
 //!   finish its current batch, record whatever trades are still queued, and end.
 //!
 //! The embedded registry is seeded on start ([`seed`]): an account per participant and its

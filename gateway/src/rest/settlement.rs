@@ -42,11 +42,11 @@ pub struct ObligationView {
     pub trade_id: String,
     /// The instrument.
     pub symbol: String,
-    /// The buyer's participant id and registry account.
+    /// The buyer's participant id (none for an account no configured participant has).
     pub buyer: Option<u32>,
     /// The buyer's registry account.
     pub buyer_account: String,
-    /// The seller's participant id.
+    /// The seller's participant id (none for an account no configured participant has).
     pub seller: Option<u32>,
     /// The seller's registry account.
     pub seller_account: String,
