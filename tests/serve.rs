@@ -112,3 +112,57 @@ fn a_bad_configuration_is_refused_with_its_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("line 3") && err.contains("sideways"), "{err}");
 }
+
+/// Killed (SIGKILL) right after trading, the server settles on restart what the journal holds:
+/// every trade once, whether or not settlement got to it before the kill.
+#[test]
+fn after_a_kill_the_journaled_trades_settle_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("cccx.toml");
+    let text = cccx_gateway_default_config()
+        .replace("data_dir = \"data\"", &format!("data_dir = {:?}", data.to_str().unwrap()))
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9878", "127.0.0.1:0");
+    std::fs::write(&config, text).unwrap();
+
+    let mut server = start(&config);
+    let (seller, buyer) = (key(&data, "4"), key(&data, "1"));
+    let sell = r#"{"symbol":"CCC-2026-O","side":"sell","price":1500,"qty":70}"#;
+    assert_eq!(server.request("POST", "/v1/orders", &seller, sell).0, 201);
+    for qty in [30, 40] {
+        let buy = format!(r#"{{"symbol":"CCC-2026-O","side":"buy","price":1500,"qty":{qty}}}"#);
+        assert_eq!(server.request("POST", "/v1/orders", &buyer, &buy).0, 201);
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let server = start(&config);
+    let mut confirmed = 0;
+    for _ in 0..200 {
+        let (status, body) = server.request("GET", "/v1/settlement/summary", &buyer, "");
+        assert_eq!(status, 200, "{body}");
+        let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+        confirmed = summary["states"]["confirmed"].as_u64().unwrap();
+        if confirmed == 2 {
+            assert_eq!(summary["total"], 2, "{summary}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(confirmed, 2);
+    server.terminate();
+    let registry = cccx_settlement::SqliteRegistry::open(data.join("registry.sqlite")).unwrap();
+    let held = |a: &str| {
+        use cccx_settlement::Registry;
+        let account = cccx_settlement::AccountId::new(a).unwrap();
+        registry.holdings(&account, cccx_engine::InstrumentId(1), None).unwrap().total.held
+    };
+    assert_eq!((held("IN-CCC-0001"), held("IN-CCC-0004")), (70, 30_000 - 70));
+}
+
+fn cccx_gateway_default_config() -> String {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_cccx")).args(["serve", "--print-default-config"]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -38,7 +38,19 @@
 //!
 //! [[operator]]
 //! name = "ops"
+//!
+//! [settlement]                 # optional: these are the defaults
+//! enabled = true               # trades become obligations settled at the registry
+//! registry = "embedded"        # embedded (<data_dir>/registry.sqlite) | http (needs registry_url)
+//! # registry_url = "http://127.0.0.1:7070"  # a registry service (`cccx registry serve`)
+//! fee_bps = 0                  # exchange fee charged to each side, basis points of the value
+//! max_attempts = 5             # attempts without an answer before an obligation is broken
+//! retry_ms = 1000              # first pause before retrying failed obligations (doubles, max 60 s)
 //! ```
+//!
+//! Settlement keeps its obligations in `<data_dir>/settlement.sqlite` and its hash-chained audit
+//! trail in `<data_dir>/audit.jsonl`. The embedded registry is seeded on first start: an account
+//! per participant's `registry_account`, and its `initial_holdings` issued to it.
 //!
 //! No passwords or keys live in the file: each participant's API key and FIX password and each
 //! operator's API key are generated on first start and kept in `<data_dir>/secrets.json`
@@ -98,6 +110,96 @@ pub struct Config {
     /// The operators.
     #[serde(rename = "operator", default)]
     pub operators: Vec<OperatorConfig>,
+    /// Settlement and the registry.
+    #[serde(default)]
+    pub settlement: SettlementSection,
+}
+
+/// Name of the embedded registry's database inside the data directory.
+pub const REGISTRY_FILE: &str = "registry.sqlite";
+/// Name of the settlement database inside the data directory.
+pub const SETTLEMENT_FILE: &str = "settlement.sqlite";
+/// Name of the settlement audit trail inside the data directory.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+/// The most attempts an obligation may be given.
+pub const SETTLEMENT_ATTEMPTS_MAX: u32 = 100;
+/// The longest first retry pause, in milliseconds (retries back off up to a minute).
+pub const RETRY_MS_MAX: u64 = 60_000;
+
+/// Which registry settlement talks to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryKind {
+    /// The embedded registry on SQLite in the data directory.
+    Embedded,
+    /// A registry service over HTTP (`registry_url`).
+    Http,
+}
+
+/// `[settlement]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettlementSection {
+    /// Whether trades are settled (and the holdings check runs) at all.
+    pub enabled: bool,
+    /// `embedded` or `http`; left out, `http` when `registry_url` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryKind>,
+    /// The registry service's base URL (`http://host:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_url: Option<String>,
+    /// The fee charged to each side, in basis points of a trade's value (0 to 10000).
+    pub fee_bps: u32,
+    /// Attempts without an answer before an obligation is broken.
+    pub max_attempts: u32,
+    /// The first pause before failed obligations are retried, in milliseconds; it doubles
+    /// after each run that still fails, up to a minute.
+    pub retry_ms: u64,
+}
+
+impl Default for SettlementSection {
+    fn default() -> Self {
+        SettlementSection {
+            enabled: true,
+            registry: None,
+            registry_url: None,
+            fee_bps: 0,
+            max_attempts: 5,
+            retry_ms: 1000,
+        }
+    }
+}
+
+impl SettlementSection {
+    /// The registry to use: the embedded one, or the service at a URL.
+    pub fn registry(&self) -> Result<RegistryChoice, ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(format!("[settlement] {m}")));
+        match (self.registry, &self.registry_url) {
+            (Some(RegistryKind::Embedded), Some(_)) => {
+                bad("registry_url is for registry = \"http\"; leave it out for the embedded registry")
+            }
+            (None | Some(RegistryKind::Embedded), None) => Ok(RegistryChoice::Embedded),
+            (Some(RegistryKind::Http), None) => bad("registry = \"http\" needs registry_url"),
+            (_, Some(url)) => {
+                let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+                match rest {
+                    Some(host) if !host.is_empty() && !host.starts_with('/') => {
+                        Ok(RegistryChoice::Http(url.clone()))
+                    }
+                    _ => bad(&format!("registry_url `{url}` is not like http://host:port")),
+                }
+            }
+        }
+    }
+}
+
+/// The registry settlement uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryChoice {
+    /// `<data_dir>/registry.sqlite`.
+    Embedded,
+    /// A registry service at this base URL.
+    Http(String),
 }
 
 /// `[server]`.
@@ -203,6 +305,23 @@ pub struct InstrumentConfig {
     /// The session calendar, if the scheduler should move the phases.
     #[serde(default)]
     pub calendar: Option<CalendarConfig>,
+    /// The vintage of the certificates the embedded registry issues for `initial_holdings`;
+    /// left out, the first year (a four-digit number) in the symbol, else 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vintage: Option<u16>,
+}
+
+impl InstrumentConfig {
+    /// The vintage of the instrument's certificates (see [`InstrumentConfig::vintage`]).
+    pub fn vintage(&self) -> u16 {
+        self.vintage.unwrap_or_else(|| {
+            self.symbol
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|part| part.len() == 4)
+                .and_then(|y| y.parse().ok())
+                .unwrap_or(0)
+        })
+    }
 }
 
 /// An allocation rule by name.
@@ -239,7 +358,8 @@ pub struct CalendarConfig {
     pub open: String,
     /// The bid window closes.
     pub close: String,
-    /// Minutes from the close to the uncross (the registry's holdings check).
+    /// Minutes from the close to the uncross: the time the registry's holdings check has to
+    /// remove short sellers' offers (0 leaves it none).
     #[serde(default = "thirty")]
     pub holdings_check_minutes: i64,
     /// Minutes from the uncross to the close of the session.
@@ -364,6 +484,13 @@ initial_holdings = { "CCC-2026-O" = 30000 }
 
 [[operator]]
 name = "ops"
+
+[settlement]
+enabled = true
+registry = "embedded"   # or "http", with registry_url = "http://host:port" (cccx registry serve)
+fee_bps = 0
+max_attempts = 5
+retry_ms = 1000
 "#;
 
 impl Config {
@@ -433,6 +560,52 @@ impl Config {
         }
         if !(1..=QUEUE_CAPACITY_MAX).contains(&self.server.queue_capacity) {
             return bad(format!("queue_capacity must be 1 to {QUEUE_CAPACITY_MAX}"));
+        }
+        self.validate_settlement()
+    }
+
+    fn validate_settlement(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("[settlement] {m}")));
+        let s = &self.settlement;
+        s.registry()?;
+        if s.fee_bps > 10_000 {
+            return bad(format!("fee_bps {} is more than the whole value (10000)", s.fee_bps));
+        }
+        if !(1..=SETTLEMENT_ATTEMPTS_MAX).contains(&s.max_attempts) {
+            return bad(format!("max_attempts must be 1 to {SETTLEMENT_ATTEMPTS_MAX}"));
+        }
+        if !(1..=RETRY_MS_MAX).contains(&s.retry_ms) {
+            return bad(format!("retry_ms must be 1 to {RETRY_MS_MAX}"));
+        }
+        if !s.enabled {
+            return Ok(());
+        }
+        for (n, p) in self.participants.iter().enumerate() {
+            let a = &p.registry_account;
+            if a.is_empty() {
+                return bad(format!(
+                    "participant {} has no registry_account (settlement needs one; or set enabled = false)",
+                    p.id
+                ));
+            }
+            if a.len() > 64 || !a.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad(format!(
+                    "participant {}: registry_account must be 1 to 64 printable characters without spaces",
+                    p.id
+                ));
+            }
+            if self.participants[..n].iter().any(|q| &q.registry_account == a) {
+                return bad(format!("registry_account {a} is configured twice"));
+            }
+        }
+        for i in &self.instruments {
+            // Trade ids are `<symbol>-<seq>-<n>`: at most 62 characters for settlement.
+            if i.symbol.len() > 20 || !i.symbol.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad(format!(
+                    "{}: a settled instrument's symbol has at most 20 printable characters without spaces",
+                    i.symbol
+                ));
+            }
         }
         Ok(())
     }
@@ -573,6 +746,17 @@ mod tests {
         assert_eq!(engine.instruments[0].initial_phase, Phase::Closed);
         assert!(engine.risk.checks);
         assert_eq!(c.participant_by_comp_id("STEELCO").unwrap().id, 3);
+        assert!(c.settlement.enabled);
+        assert_eq!(c.settlement.registry().unwrap(), RegistryChoice::Embedded);
+        assert_eq!(c.instruments[0].vintage(), 2026);
+    }
+
+    #[test]
+    fn a_registry_url_selects_the_http_registry_and_settlement_can_be_off() {
+        let text = "[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[[participant]]\nid = 1\nname = \"x\"\ncomp_id = \"X\"\n[settlement]\nenabled = false\nregistry_url = \"http://127.0.0.1:7070\"\n";
+        let c = Config::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.settlement.registry().unwrap(), RegistryChoice::Http("http://127.0.0.1:7070".into()));
+        assert!(!c.settlement.enabled);
     }
 
     #[test]
@@ -599,6 +783,20 @@ mod tests {
                 "holdings_check_minutes",
             ),
             ("[server]\nqueue_capacity = 18446744073709551615\n[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n", "queue_capacity"),
+            ("[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[settlement]\nfee_bps = 10001\n", "fee_bps"),
+            ("[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[settlement]\nmax_attempts = 0\n", "max_attempts"),
+            ("[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[settlement]\nregistry = \"http\"\n", "needs registry_url"),
+            ("[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[settlement]\nregistry_url = \"ftp://x\"\n", "ftp://x"),
+            ("[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[settlement]\nregistry = \"embedded\"\nregistry_url = \"http://x:1\"\n", "registry_url is for"),
+            ("[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[settlement]\nregistry = \"ledger\"\n", "ledger"),
+            (
+                "[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[[participant]]\nid = 1\nname = \"x\"\ncomp_id = \"X\"\n",
+                "no registry_account",
+            ),
+            (
+                "[[instrument]]\nsymbol = \"A\"\nmode = \"auction\"\n[[participant]]\nid = 1\nname = \"x\"\ncomp_id = \"X\"\nregistry_account = \"R\"\n[[participant]]\nid = 2\nname = \"y\"\ncomp_id = \"Y\"\nregistry_account = \"R\"\n",
+                "registry_account R is configured twice",
+            ),
         ];
         for (text, needle) in cases {
             let err = Config::parse(text, Path::new("x.toml")).unwrap_err().to_string();

@@ -8,6 +8,12 @@
 //! dispatcher and WebSocket subscribers. Each caller's answer is sent once the journal holds the
 //! command at the configured durability (one group commit per batch under `batch`).
 //!
+//! Settlement gets its own feed ([`FeedItem`], [`CoreConfig::settlement_feed`]): the trades
+//! and bid-window closes of each command, sent on an unbounded channel once the journal holds
+//! the command (never lossy like the broadcast, never blocking the engine thread), and at start
+//! every trade the journal's replay produced, so that a trade journaled before a crash is
+//! settled after the restart (settlement is idempotent by trade id).
+//!
 //! A full queue refuses the request at once ([`CoreError::Busy`]) instead of blocking a caller;
 //! a journal that cannot be written stops the engine (nothing is applied that is not journaled)
 //! and every later request is refused ([`CoreError::Stopped`]).
@@ -26,7 +32,7 @@ use cccx_engine::recovery::{self, EngineConfig};
 use cccx_engine::risk::Account;
 use cccx_engine::{
     Book, Command, CommandBody, Engine, Event, InstrumentId, InstrumentSpec, MassCancelScope, NewOrder,
-    OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, TimeInForce, TradeTotals,
+    OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, TimeInForce, Trade, TradeTotals,
 };
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
@@ -237,6 +243,54 @@ enum Request {
     },
 }
 
+/// What the engine thread hands settlement, in journal order, once the journal holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedItem {
+    /// A trade: the command's journal sequence and the event's index among the command's
+    /// events (together stable across restarts: the public trade id is `<seq>-<index>`).
+    Trade {
+        /// The command's sequence.
+        seq: u64,
+        /// The event's index among its events.
+        index: usize,
+        /// The trade.
+        trade: Trade,
+    },
+    /// An instrument's bid window closed (live only, never from a replay), with each seller's
+    /// total offered quantity: the registry's holdings check is due.
+    WindowClosed {
+        /// The `SetPhase` command's sequence.
+        seq: u64,
+        /// The instrument.
+        instrument: InstrumentId,
+        /// Sellers and their totals, in participant order.
+        sells: Vec<(ParticipantId, Qty)>,
+    },
+}
+
+/// The settlement feed's sending side: batches of [`FeedItem`]s.
+pub type FeedSender = crossbeam_channel::Sender<Vec<FeedItem>>;
+
+/// The feed items of one command's events.
+fn feed_items(seq: u64, events: &[Event], live: bool, out: &mut Vec<FeedItem>) {
+    for (index, event) in events.iter().enumerate() {
+        match event {
+            Event::Trade(trade) => out.push(FeedItem::Trade { seq, index, trade: *trade }),
+            Event::PhaseChanged { instrument, phase: Phase::CallClosed } if live => {
+                out.push(FeedItem::WindowClosed { seq, instrument: *instrument, sells: Vec::new() });
+            }
+            Event::SellTotal { instrument, participant, qty } if live => {
+                if let Some(FeedItem::WindowClosed { instrument: i, sells, .. }) = out.last_mut() {
+                    if i == instrument {
+                        sells.push((*participant, *qty));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// How to start the engine thread.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -250,6 +304,8 @@ pub struct CoreConfig {
     pub queue_capacity: usize,
     /// Commands applied once, when the journal is created (initial deposits and holdings).
     pub genesis: Vec<CommandBody>,
+    /// Where settlement's feed goes (none: no settlement).
+    pub settlement_feed: Option<FeedSender>,
 }
 
 /// A handle to the engine thread: cheap to clone, usable from any thread.
@@ -292,7 +348,12 @@ impl Core {
         let client_ids = read_client_ids(&config.data_dir.join(CLIENT_IDS_FILE))?;
         let mut store = None::<OrderStore>;
         let mut last_ts = 0;
+        let mut replayed_feed = Vec::new();
+        let feeding = config.settlement_feed.is_some();
         let mut on_replay = |seq: u64, cmd: &Command, events: &[Event], engine: &Engine<Book>| {
+            if feeding {
+                feed_items(seq, events, false, &mut replayed_feed);
+            }
             let s = store.get_or_insert_with(|| {
                 OrderStore::new(&engine.instruments().iter().map(|s| s.symbol.clone()).collect::<Vec<_>>())
             });
@@ -351,6 +412,12 @@ impl Core {
             instruments: Arc::new(engine.instruments().to_vec()),
         };
         let next_order_id = store.max_order_id() + 1;
+        if let Some(feed) = &config.settlement_feed {
+            // Replayed commands are durable: settlement may have them at once.
+            if !replayed_feed.is_empty() {
+                let _ = feed.send(replayed_feed);
+            }
+        }
         let mut thread = EngineThread {
             engine,
             writer: Some(writer),
@@ -362,6 +429,8 @@ impl Core {
             last_ts,
             published,
             unpublished: Vec::new(),
+            feed: config.settlement_feed,
+            unfed: Vec::new(),
             metrics,
             stopped,
             pending: Vec::new(),
@@ -606,6 +675,10 @@ struct EngineThread {
     /// What was applied but is not durable yet: published (to the feed and FIX) only once the
     /// journal and the side log hold it, in sequence order.
     unpublished: Vec<(u64, Arc<Published>)>,
+    /// Settlement's feed, and what is applied but not durable yet (released like
+    /// `unpublished`, by journal sequence).
+    feed: Option<FeedSender>,
+    unfed: Vec<FeedItem>,
     events: Vec<Event>,
     durability: Durability,
 }
@@ -807,6 +880,9 @@ impl EngineThread {
         if self.events.iter().any(|e| matches!(e, Event::Rejected { .. })) {
             self.metrics.rejects.inc();
         }
+        if self.feed.is_some() {
+            feed_items(seq, &self.events, true, &mut self.unfed);
+        }
         let outcome = Outcome { seq, events: self.events.clone(), updates: published.updates.clone() };
         self.unpublished.push((self.side_bytes, Arc::new(published)));
         if let Some(reply) = reply {
@@ -875,9 +951,11 @@ impl EngineThread {
         for (_, p) in self.unpublished.drain(..ready) {
             let _ = self.published.send(p);
         }
+        self.release_feed(durable);
         if self.writer.is_none() {
             // Never published: whether they survive is known after a restart.
             self.unpublished.clear();
+            self.unfed.clear();
         }
         let mut kept = Vec::new();
         for (seq, bytes, reply, outcome) in self.pending.drain(..) {
@@ -891,6 +969,24 @@ impl EngineThread {
             }
         }
         self.pending = kept;
+    }
+
+    /// Sends settlement the feed items of the commands the journal holds up to `durable`.
+    fn release_feed(&mut self, durable: u64) {
+        let ready = self
+            .unfed
+            .iter()
+            .take_while(|item| match item {
+                FeedItem::Trade { seq, .. } | FeedItem::WindowClosed { seq, .. } => *seq <= durable,
+            })
+            .count();
+        if ready == 0 {
+            return;
+        }
+        let batch: Vec<FeedItem> = self.unfed.drain(..ready).collect();
+        if let Some(feed) = &self.feed {
+            let _ = feed.send(batch);
+        }
     }
 
     fn fail(&mut self, why: String) {
@@ -911,6 +1007,11 @@ impl EngineThread {
             Some(w) => w.close().map_err(|e| e.to_string()),
             None => Err("the journal had failed".into()),
         };
+        if journal.is_ok() {
+            // Settlement needs only the journal: everything in it is durable now.
+            self.release_feed(u64::MAX);
+        }
+        self.unfed.clear();
         let result = side.and(journal);
         for (_, p) in self.unpublished.drain(..) {
             if result.is_ok() {
@@ -991,5 +1092,48 @@ impl EngineThread {
                 QueryResult::Status { last_seq, durable_seq }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cccx_engine::Aggressor;
+
+    #[test]
+    fn the_feed_carries_trades_and_live_window_closes_with_their_sellers() {
+        let (i, p) = (InstrumentId(0), ParticipantId(3));
+        let trade = Trade {
+            instrument: i,
+            price: 1000,
+            qty: 5,
+            buy_order_id: OrderId(1),
+            sell_order_id: OrderId(2),
+            buyer: ParticipantId(1),
+            seller: p,
+            aggressor: Aggressor::Auction,
+            buy_leaves_qty: 0,
+            sell_leaves_qty: 0,
+            ts_ns: 7,
+        };
+        let events = [
+            Event::PhaseChanged { instrument: i, phase: Phase::CallClosed },
+            Event::SellTotal { instrument: i, participant: p, qty: 40 },
+            Event::SellTotal { instrument: i, participant: ParticipantId(4), qty: 2 },
+            Event::Trade(trade),
+        ];
+        let mut live = Vec::new();
+        feed_items(9, &events, true, &mut live);
+        assert_eq!(
+            live,
+            vec![
+                FeedItem::WindowClosed { seq: 9, instrument: i, sells: vec![(p, 40), (ParticipantId(4), 2)] },
+                FeedItem::Trade { seq: 9, index: 3, trade },
+            ]
+        );
+        // A replay settles trades; the window it closed long ago is not checked again.
+        let mut replayed = Vec::new();
+        feed_items(9, &events, false, &mut replayed);
+        assert_eq!(replayed, vec![FeedItem::Trade { seq: 9, index: 3, trade }]);
     }
 }

@@ -6,6 +6,7 @@
 //! - [`orders`]: order states, reports, the book mirror and recent trades, derived from events.
 //! - [`rest`]: the REST/JSON API and the WebSocket feed (axum).
 //! - [`scheduler`]: the session calendar's phase commands.
+//! - [`settlement`]: the settlement thread (obligations, registry, holdings check).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`fix`]: the FIX 4.4 acceptor (QuickFIX sessions, order routing, market data).
 //! - [`server`]: `cccx serve`: all of the above in one process.
@@ -19,3 +20,4 @@ pub mod rest;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;
+pub mod settlement;

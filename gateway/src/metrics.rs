@@ -105,9 +105,31 @@ pub struct Metrics {
     pub ws_subscribers: Gauge,
     /// Subscribers cut off for reading too slowly.
     pub slow_consumers: Counter,
+    /// Obligations per settlement state, after the last run (in `ObligationState` order).
+    pub obligations: [Gauge; OBLIGATION_STATES.len()],
+    /// Settlement runs.
+    pub settlement_runs: Counter,
+    /// Settlement errors: trades that could not be recorded, runs that failed.
+    pub settlement_errors: Counter,
+    /// Holdings checks asked of the registry.
+    pub holdings_checks: Counter,
+    /// Holdings checks the registry did not answer.
+    pub holdings_check_failures: Counter,
+    /// Sellers found short by the registry.
+    pub shortfalls: Counter,
 }
 
+/// The settlement states, as the metrics label them.
+pub const OBLIGATION_STATES: [&str; 6] = ["created", "submitted", "confirmed", "failed", "retried", "broken"];
+
 impl Metrics {
+    /// Sets the obligation gauges from settlement's counts.
+    pub fn set_obligations(&self, counts: &[(cccx_settlement::settle::ObligationState, u64)]) {
+        for (name, gauge) in OBLIGATION_STATES.iter().zip(&self.obligations) {
+            gauge.set(counts.iter().find(|(s, _)| s.as_str() == *name).map_or(0, |(_, n)| *n));
+        }
+    }
+
     /// The Prometheus text format.
     pub fn render(&self, queue_depth_now: usize) -> String {
         let mut out = String::new();
@@ -146,6 +168,38 @@ impl Metrics {
         );
         gauge(&mut out, "cccx_fix_sessions", "FIX sessions logged on.", self.fix_sessions.get());
         gauge(&mut out, "cccx_ws_subscribers", "WebSocket subscribers.", self.ws_subscribers.get());
+        let _ = writeln!(
+            out,
+            "# HELP cccx_settlement_obligations Obligations per settlement state.\n# TYPE cccx_settlement_obligations gauge"
+        );
+        for (name, gauge) in OBLIGATION_STATES.iter().zip(&self.obligations) {
+            let _ = writeln!(out, "cccx_settlement_obligations{{state=\"{name}\"}} {}", gauge.get());
+        }
+        counter(&mut out, "cccx_settlement_runs_total", "Settlement runs.", self.settlement_runs.get());
+        counter(
+            &mut out,
+            "cccx_settlement_errors_total",
+            "Trades settlement could not record and runs that failed.",
+            self.settlement_errors.get(),
+        );
+        counter(
+            &mut out,
+            "cccx_holdings_checks_total",
+            "Holdings checks asked of the registry.",
+            self.holdings_checks.get(),
+        );
+        counter(
+            &mut out,
+            "cccx_holdings_check_failures_total",
+            "Holdings checks the registry did not answer.",
+            self.holdings_check_failures.get(),
+        );
+        counter(
+            &mut out,
+            "cccx_shortfalls_total",
+            "Sellers the registry found short.",
+            self.shortfalls.get(),
+        );
         self.engine_ns.render(&mut out, "cccx_engine_seconds", "Engine time per command.");
         self.rest_latency.render(
             &mut out,

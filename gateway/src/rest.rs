@@ -31,6 +31,8 @@ use crate::core::{Core, CoreError, Intent, Outcome, Query, QueryResult};
 use crate::orders::{ExecKind, OrderUpdate, OrderView, PublicTrade, Published};
 use crate::secrets::Secrets;
 
+mod settlement;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -40,6 +42,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The credentials.
     pub secrets: Arc<Secrets>,
+    /// The settlement thread (`None` when settlement is off).
+    pub settlement: Option<crate::settlement::SettlementService>,
 }
 
 /// A problem document.
@@ -192,8 +196,8 @@ pub struct ProblemDoc {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "cccx exchange API", description = "REST/JSON API of the cccx carbon credit certificate exchange: orders, market data, accounts, and the operator's session control."),
-    components(schemas(ProblemDoc)),
+    info(title = "cccx exchange API", description = "REST/JSON API of the cccx carbon credit certificate exchange: orders, market data, accounts, settlement, and the operator's session control."),
+    components(schemas(ProblemDoc, settlement::ObligationView)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -236,6 +240,9 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin_expire))
         .routes(routes!(admin_mass_cancel))
         .routes(routes!(admin_sell_totals))
+        .routes(routes!(settlement::holdings_check))
+        .routes(routes!(settlement::obligations))
+        .routes(routes!(settlement::summary))
         .split_for_parts()
 }
 

@@ -359,7 +359,7 @@ async fn the_openapi_document_matches_the_routes() {
             }
         }
     }
-    assert_eq!(operations.len(), 25, "{operations:?}");
+    assert_eq!(operations.len(), 28, "{operations:?}");
     for must in [
         ("POST", "/v1/orders"),
         ("PATCH", "/v1/orders/{order_id}"),
