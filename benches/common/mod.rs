@@ -69,8 +69,12 @@ impl LoadArgs {
 
 /// The embedded defaults with a fresh data directory, HTTP and FIX on free ports of 127.0.0.1,
 /// and every participant funded with more money and offset certificates than a run can use.
+/// Settlement is off: these runs measure order entry (the settlement thread would compete for
+/// the two cores and queue trades faster than a registry settles them); settlement has its own
+/// benches in `settlement/benches`.
 pub fn funded_config(data_dir: &Path, durability: DurabilityName) -> Config {
     let mut config = Config::embedded();
+    config.settlement.enabled = false;
     config.server.data_dir = data_dir.to_path_buf();
     config.server.http = "127.0.0.1:0".parse().expect("an address");
     config.server.fix = "127.0.0.1:0".parse().expect("an address");
