@@ -1,0 +1,540 @@
+//! The pure core: two views in, a report out. No I/O, no clock.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
+use cccx_engine::types::{InstrumentId, Qty};
+
+use super::view::{ExchangeEntry, ExchangeView, RegistryView};
+use super::{
+    movement, BlockDiff, Break, BreakType, BucketDiff, FoundBy, ReconcileError, Report, IN_FLIGHT_NAMED_MAX,
+    TRAIL_PER_BLOCK_MAX,
+};
+use crate::settle::ObligationState;
+use crate::types::{AccountId, EntryKind, SerialBlock};
+
+/// An (account, instrument) bucket.
+type Bucket<'a> = (&'a str, InstrumentId);
+
+/// A registry transfer rebuilt from the statement lines of the accounts in scope.
+struct RegTransfer<'a> {
+    id: &'a str,
+    from: &'a str,
+    to: &'a str,
+    instrument: InstrumentId,
+    debited: Qty,
+    credited: Qty,
+    /// Whether the transferring account's debit lines are in the trail.
+    has_debit: bool,
+    matched: bool,
+}
+
+impl RegTransfer<'_> {
+    /// The quantity moved: the debits when the transferring account is in scope.
+    fn qty(&self) -> Qty {
+        if self.has_debit {
+            self.debited
+        } else {
+            self.credited
+        }
+    }
+
+    fn text(&self) -> String {
+        format!("{} -> {} {} of {}", self.from, self.to, self.qty(), self.instrument.0)
+    }
+}
+
+/// A break before its texts are written.
+struct Found {
+    kind: BreakType,
+    /// The exchange's side, if any (an index into the exchange's entries).
+    entry: Option<usize>,
+    /// The registry's side, if any (an index into the rebuilt transfers).
+    transfer: Option<usize>,
+    note: String,
+}
+
+/// What the registry's trail holds: transfers by id, and issuance per bucket.
+struct Trail<'a> {
+    transfers: Vec<RegTransfer<'a>>,
+    by_id: HashMap<&'a str, usize>,
+    issued: HashMap<Bucket<'a>, (u128, Vec<SerialBlock>)>,
+}
+
+/// Reconciles the exchange's view against the registry's, both at the same agreed time.
+///
+/// Refuses ([`ReconcileError::InFlight`]) when anything is in flight, and
+/// ([`ReconcileError::Views`]) when the views are not taken at the same time. See the
+/// [module docs](super) for the phases and the classification.
+pub fn reconcile(ex: &ExchangeView, reg: &RegistryView) -> Result<Report, ReconcileError> {
+    if ex.as_of != reg.as_of {
+        return Err(ReconcileError::Views(format!(
+            "the exchange's view is as of {}, the registry's as of {}",
+            ex.as_of, reg.as_of
+        )));
+    }
+    if reg.from > reg.as_of {
+        return Err(ReconcileError::Views(format!("the window starts at {} after {}", reg.from, reg.as_of)));
+    }
+    let mut ex_by_id: HashMap<&str, usize> = HashMap::with_capacity(ex.entries.len());
+    let mut twice: Vec<usize> = Vec::new();
+    for (i, e) in ex.entries.iter().enumerate() {
+        match ex_by_id.entry(e.transfer_id.as_str()) {
+            Entry::Occupied(_) => twice.push(i),
+            Entry::Vacant(v) => {
+                v.insert(i);
+            }
+        }
+    }
+    check_in_flight(ex, reg, &ex_by_id)?;
+    let moved: Vec<usize> =
+        (0..ex.entries.len()).filter(|&i| ex.entries[i].confirmed_in(reg.from, reg.as_of)).collect();
+    let mut trail = rebuild_trail(reg);
+    let mut found = Vec::new();
+    let matched = join(ex, &moved, &twice, &ex_by_id, &mut trail, &mut found);
+    let mut report = Report {
+        obligations: ex.entries.len(),
+        confirmed: moved.len(),
+        registry_transfers: trail.transfers.len(),
+        matched,
+        ..Report::empty(reg.from, reg.as_of)
+    };
+    let totals = phase1(ex, reg, &moved, &trail);
+    let differing: HashSet<Bucket<'_>> =
+        totals.iter().filter(|(_, [e, a])| e != a).map(|(k, _)| *k).collect();
+    let traced = phase2(ex, reg, &moved, &trail, &differing, &mut report);
+    let mut breaks = describe(ex, &trail, &found, &traced);
+    breaks.extend(unexplained(ex, reg, &moved, &trail, &found, &totals));
+    breaks.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+    for b in &breaks {
+        *report.counts.entry(b.kind).or_default() += 1;
+    }
+    report.buckets = totals.len();
+    report.differing_buckets = sorted_diffs(&totals);
+    report.breaks = breaks;
+    Ok(report)
+}
+
+fn check_in_flight(
+    ex: &ExchangeView,
+    reg: &RegistryView,
+    ex_by_id: &HashMap<&str, usize>,
+) -> Result<(), ReconcileError> {
+    let mut names = Vec::new();
+    for e in &ex.entries {
+        let flying = matches!(e.state, ObligationState::Submitted | ObligationState::Failed | ObligationState::Retried);
+        if flying {
+            names.push(format!("obligation {} is {}", e.trade_id, e.state.as_str()));
+        } else if e.state != ObligationState::Created && e.updated_at > ex.as_of {
+            names.push(format!("obligation {} changed after the agreed time", e.trade_id));
+        }
+    }
+    for b in reg.closing.iter().flat_map(|p| &p.blocks) {
+        if let Some(id) = b.reserved_by.as_ref().filter(|id| ex_by_id.contains_key(id.as_str())) {
+            names.push(format!("registry transfer {id} is pending"));
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    names.dedup();
+    let count = names.len();
+    names.truncate(IN_FLIGHT_NAMED_MAX);
+    Err(ReconcileError::InFlight { count, first: names })
+}
+
+fn rebuild_trail(reg: &RegistryView) -> Trail<'_> {
+    let mut t = Trail { transfers: Vec::new(), by_id: HashMap::new(), issued: HashMap::new() };
+    for tl in &reg.trail {
+        let (account, line) = (tl.account.as_str(), &tl.line);
+        let debit = match line.kind {
+            EntryKind::Issued => {
+                let e = t.issued.entry((account, line.block.instrument)).or_default();
+                e.0 += u128::from(line.block.quantity());
+                e.1.push(line.block);
+                continue;
+            }
+            EntryKind::Debited => true,
+            EntryKind::Credited => false,
+            EntryKind::Reserved | EntryKind::Released => continue,
+        };
+        let Some(id) = line.transfer.as_ref() else { continue };
+        let other = line.counterparty.as_ref().map_or("?", AccountId::as_str);
+        let n = t.transfers.len();
+        let i = *t.by_id.entry(id.as_str()).or_insert(n);
+        if i == n {
+            let (from, to) = if debit { (account, other) } else { (other, account) };
+            t.transfers.push(RegTransfer {
+                id: id.as_str(),
+                from,
+                to,
+                instrument: line.block.instrument,
+                debited: 0,
+                credited: 0,
+                has_debit: false,
+                matched: false,
+            });
+        }
+        let r = &mut t.transfers[i];
+        if debit {
+            r.debited += line.block.quantity();
+            r.has_debit = true;
+        } else {
+            r.credited += line.block.quantity();
+        }
+    }
+    t
+}
+
+/// The hash join by transfer id. Returns how many confirmed obligations match exactly.
+fn join(
+    ex: &ExchangeView,
+    moved: &[usize],
+    twice: &[usize],
+    ex_by_id: &HashMap<&str, usize>,
+    trail: &mut Trail<'_>,
+    found: &mut Vec<Found>,
+) -> usize {
+    let twice: HashSet<usize> = twice.iter().copied().collect();
+    let mut matched = Vec::new();
+    for &i in moved {
+        let e = &ex.entries[i];
+        if twice.contains(&i) {
+            let first = &ex.entries[ex_by_id[e.transfer_id.as_str()]].trade_id;
+            let note = format!("trades {first} and {} settle under one transfer id", e.trade_id);
+            found.push(Found { kind: BreakType::Duplicate, entry: Some(i), transfer: None, note });
+            continue;
+        }
+        let Some(&ri) = trail.by_id.get(e.transfer_id.as_str()) else {
+            let note = "the exchange confirmed it, the registry has no such transfer in the window".into();
+            found.push(Found { kind: BreakType::MissingTransfer, entry: Some(i), transfer: None, note });
+            continue;
+        };
+        let r = &mut trail.transfers[ri];
+        r.matched = true;
+        let accounts = r.from != e.from.as_str() || r.to != e.to.as_str() || r.instrument != e.instrument;
+        let kind = match (accounts, r.qty() != e.qty) {
+            (true, _) => BreakType::AccountMismatch,
+            (false, true) => BreakType::QuantityMismatch,
+            (false, false) => {
+                matched.push((i, ri));
+                continue;
+            }
+        };
+        let note = format!("the registry moved {} units between other accounts or of another instrument", r.qty());
+        let note = if kind == BreakType::QuantityMismatch { String::new() } else { note };
+        found.push(Found { kind, entry: Some(i), transfer: Some(ri), note });
+    }
+    let unmatched: Vec<usize> = (0..trail.transfers.len()).filter(|&ri| !trail.transfers[ri].matched).collect();
+    // The signatures of the matched obligations, built only when some transfer is unmatched.
+    let mut signatures: Option<HashMap<(&str, &str, InstrumentId, Qty), usize>> = None;
+    for ri in unmatched {
+        let r = &trail.transfers[ri];
+        if let Some(&i) = ex_by_id.get(r.id) {
+            let e = &ex.entries[i];
+            let note = match e.state {
+                ObligationState::Confirmed => format!("trade {} was confirmed outside the window", e.trade_id),
+                s => format!("trade {} is {}", e.trade_id, s.as_str()),
+            };
+            found.push(Found { kind: BreakType::UnexpectedTransfer, entry: Some(i), transfer: Some(ri), note });
+            continue;
+        }
+        let sigs = signatures.get_or_insert_with(|| {
+            matched
+                .iter()
+                .map(|&(i, _)| {
+                    let e: &ExchangeEntry = &ex.entries[i];
+                    ((e.from.as_str(), e.to.as_str(), e.instrument, e.qty), i)
+                })
+                .collect()
+        });
+        match sigs.get(&(r.from, r.to, r.instrument, r.qty())) {
+            Some(&i) => {
+                let note = format!("moves what trade {} already moved", ex.entries[i].trade_id);
+                found.push(Found { kind: BreakType::Duplicate, entry: None, transfer: Some(ri), note });
+            }
+            None => {
+                let note = "the exchange has no obligation for it".into();
+                found.push(Found { kind: BreakType::UnexpectedTransfer, entry: None, transfer: Some(ri), note });
+            }
+        }
+    }
+    matched.len()
+}
+
+/// Phase 1: expected and actual totals per bucket.
+fn phase1<'a>(
+    ex: &'a ExchangeView,
+    reg: &'a RegistryView,
+    moved: &[usize],
+    trail: &Trail<'a>,
+) -> HashMap<Bucket<'a>, [i128; 2]> {
+    let mut totals: HashMap<Bucket<'a>, [i128; 2]> = HashMap::new();
+    for p in &reg.opening {
+        totals.entry((p.account.as_str(), p.instrument)).or_default()[0] += p.total() as i128;
+    }
+    for (k, (q, _)) in &trail.issued {
+        totals.entry(*k).or_default()[0] += *q as i128;
+    }
+    for &i in moved {
+        let e = &ex.entries[i];
+        totals.entry((e.from.as_str(), e.instrument)).or_default()[0] -= i128::from(e.qty);
+        totals.entry((e.to.as_str(), e.instrument)).or_default()[0] += i128::from(e.qty);
+    }
+    for p in &reg.closing {
+        totals.entry((p.account.as_str(), p.instrument)).or_default()[1] += p.total() as i128;
+    }
+    totals
+}
+
+fn sorted_diffs(totals: &HashMap<Bucket<'_>, [i128; 2]>) -> Vec<BucketDiff> {
+    let mut out: Vec<BucketDiff> = totals
+        .iter()
+        .filter(|(_, [e, a])| e != a)
+        .filter_map(|((account, instrument), [e, a])| {
+            Some(BucketDiff {
+                account: AccountId::new(*account).ok()?,
+                instrument: *instrument,
+                expected: *e,
+                actual: *a,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.account, a.instrument).cmp(&(&b.account, b.instrument)));
+    out
+}
+
+/// The blocks of one differing bucket: sweep events and what touched them.
+#[derive(Default)]
+struct Sweep<'a> {
+    /// (block, expected change, actual change).
+    blocks: Vec<(SerialBlock, i64, i64)>,
+    /// Transfers that moved serials of the bucket, and whether from the registry's trail.
+    touching: Vec<(&'a str, SerialBlock, bool)>,
+    blocks_unknown: bool,
+}
+
+/// Phases 2 and 3: differing blocks of the differing buckets and the transfers that touch
+/// them. Returns the transfer ids traced.
+fn phase2<'a>(
+    ex: &'a ExchangeView,
+    reg: &'a RegistryView,
+    moved: &[usize],
+    trail: &Trail<'a>,
+    differing: &HashSet<Bucket<'a>>,
+    report: &mut Report,
+) -> HashSet<&'a str> {
+    let mut traced = HashSet::new();
+    if differing.is_empty() {
+        return traced;
+    }
+    let mut sweeps: HashMap<Bucket<'a>, Sweep<'a>> = differing.iter().map(|k| (*k, Sweep::default())).collect();
+    for (positions, exp, act) in [(&reg.opening, 1, 0), (&reg.closing, 0, 1)] {
+        for p in positions {
+            if let Some(s) = sweeps.get_mut(&(p.account.as_str(), p.instrument)) {
+                s.blocks.extend(p.blocks.iter().map(|b| (b.block, exp, act)));
+            }
+        }
+    }
+    for (k, (_, blocks)) in &trail.issued {
+        if let Some(s) = sweeps.get_mut(k) {
+            s.blocks.extend(blocks.iter().map(|b| (*b, 1, 0)));
+        }
+    }
+    for &i in moved {
+        let e = &ex.entries[i];
+        for (account, sign) in [(&e.from, -1), (&e.to, 1)] {
+            if let Some(s) = sweeps.get_mut(&(account.as_str(), e.instrument)) {
+                s.blocks_unknown |= e.blocks.is_empty();
+                s.blocks.extend(e.blocks.iter().map(|b| (*b, sign, 0)));
+                s.touching.extend(e.blocks.iter().map(|b| (e.transfer_id.as_str(), *b, false)));
+            }
+        }
+    }
+    for tl in &reg.trail {
+        let (line, id) = (&tl.line, tl.line.transfer.as_ref());
+        if let (Some(id), Some(s)) = (id, sweeps.get_mut(&(tl.account.as_str(), line.block.instrument))) {
+            if matches!(line.kind, EntryKind::Debited | EntryKind::Credited) {
+                s.touching.push((id.as_str(), line.block, true));
+            }
+        }
+    }
+    let mut keys: Vec<Bucket<'a>> = sweeps.keys().copied().collect();
+    keys.sort();
+    for k in keys {
+        let Some(s) = sweeps.remove(&k) else { continue };
+        if s.blocks_unknown {
+            report.buckets_without_blocks += 1;
+            continue;
+        }
+        let Ok(account) = AccountId::new(k.0) else { continue };
+        let mut diffs = sweep(&account, s.blocks);
+        report.trail_lines += trace(&mut diffs, &s.touching, &mut traced);
+        report.differing_blocks.extend(diffs);
+    }
+    traced
+}
+
+/// The runs of serials whose expected and actual counts differ.
+fn sweep(account: &AccountId, blocks: Vec<(SerialBlock, i64, i64)>) -> Vec<BlockDiff> {
+    // (instrument, vintage, serial) -> change of (expected, actual) from that serial on.
+    let mut events: Vec<((InstrumentId, u16, u128), i64, i64)> = Vec::with_capacity(blocks.len() * 2);
+    for (b, e, a) in blocks {
+        events.push(((b.instrument, b.vintage.0, u128::from(b.start)), e, a));
+        events.push(((b.instrument, b.vintage.0, u128::from(b.end) + 1), -e, -a));
+    }
+    events.sort_unstable_by_key(|ev| ev.0);
+    let mut out: Vec<BlockDiff> = Vec::new();
+    let (mut exp, mut act) = (0i64, 0i64);
+    let mut i = 0;
+    while i < events.len() {
+        let key = events[i].0;
+        while i < events.len() && events[i].0 == key {
+            exp += events[i].1;
+            act += events[i].2;
+            i += 1;
+        }
+        let Some(next) = events.get(i).map(|ev| ev.0).filter(|n| (n.0, n.1) == (key.0, key.1)) else {
+            continue;
+        };
+        if exp == act || next.2 <= key.2 {
+            continue;
+        }
+        let (start, end) = (key.2 as u64, (next.2 - 1) as u64);
+        match out.last_mut() {
+            Some(last)
+                if last.instrument == key.0
+                    && last.vintage.0 == key.1
+                    && last.end.checked_add(1) == Some(start)
+                    && (last.expected, last.actual) == (exp, act) =>
+            {
+                last.end = end
+            }
+            _ => out.push(BlockDiff {
+                account: account.clone(),
+                instrument: key.0,
+                vintage: crate::types::Vintage(key.1),
+                start,
+                end,
+                expected: exp,
+                actual: act,
+                trail: Vec::new(),
+            }),
+        }
+    }
+    out
+}
+
+/// Phase 3: names the transfers that touch each differing block. Returns how many registry
+/// statement lines touch one.
+fn trace<'a>(
+    diffs: &mut [BlockDiff],
+    touching: &[(&'a str, SerialBlock, bool)],
+    traced: &mut HashSet<&'a str>,
+) -> usize {
+    let mut lines = 0;
+    for (id, b, from_registry) in touching {
+        let key = |d: &BlockDiff| (d.instrument, d.vintage, d.end);
+        let first = diffs.partition_point(|d| key(d) < (b.instrument, b.vintage, b.start));
+        let mut hit = false;
+        for d in diffs[first..].iter_mut() {
+            if (d.instrument, d.vintage) != (b.instrument, b.vintage) || d.start > b.end {
+                break;
+            }
+            hit = true;
+            if d.trail.len() < TRAIL_PER_BLOCK_MAX && !d.trail.iter().any(|t| t == id) {
+                d.trail.push((*id).to_string());
+            }
+        }
+        if hit {
+            traced.insert(*id);
+            lines += usize::from(*from_registry);
+        }
+    }
+    lines
+}
+
+/// The breaks with their texts.
+fn describe(ex: &ExchangeView, trail: &Trail<'_>, found: &[Found], traced: &HashSet<&str>) -> Vec<Break> {
+    found
+        .iter()
+        .map(|f| {
+            let e = f.entry.map(|i| &ex.entries[i]);
+            let r = f.transfer.map(|i| &trail.transfers[i]);
+            let key = match (r, e) {
+                (Some(r), _) => r.id.to_string(),
+                (None, Some(e)) => e.transfer_id.clone(),
+                (None, None) => String::new(),
+            };
+            let expected = match e {
+                Some(e) if e.state == ObligationState::Confirmed => movement(&e.from, &e.to, e.qty, e.instrument),
+                _ => "none".to_string(),
+            };
+            let found_by = if traced.contains(key.as_str()) { FoundBy::Trail } else { FoundBy::IdJoin };
+            Break {
+                id: None,
+                status: None,
+                kind: f.kind,
+                trade_id: e.map(|e| e.trade_id.clone()),
+                expected,
+                actual: r.map_or_else(|| "none".to_string(), RegTransfer::text),
+                found_by,
+                note: f.note.clone(),
+                key,
+            }
+        })
+        .collect()
+}
+
+/// What the transfer-level breaks do not explain of each bucket's difference.
+fn unexplained(
+    ex: &ExchangeView,
+    reg: &RegistryView,
+    moved: &[usize],
+    trail: &Trail<'_>,
+    found: &[Found],
+    totals: &HashMap<Bucket<'_>, [i128; 2]>,
+) -> Vec<Break> {
+    let mut scope: HashSet<&str> = reg.opening.iter().chain(&reg.closing).map(|p| p.account.as_str()).collect();
+    scope.extend(reg.trail.iter().map(|t| t.account.as_str()));
+    scope.extend(moved.iter().flat_map(|&i| [ex.entries[i].from.as_str(), ex.entries[i].to.as_str()]));
+    let mut predicted: HashMap<Bucket<'_>, i128> = HashMap::new();
+    let mut add = |account: &str, instrument: InstrumentId, q: i128| {
+        if let Some(a) = scope.get(account) {
+            *predicted.entry((a, instrument)).or_default() += q;
+        }
+    };
+    for f in found {
+        // A confirmed obligation the registry does not match: expected moved, actual did not.
+        if let Some(e) = f.entry.map(|i| &ex.entries[i]).filter(|e| e.confirmed_in(reg.from, reg.as_of)) {
+            add(e.from.as_str(), e.instrument, -i128::from(e.qty));
+            add(e.to.as_str(), e.instrument, i128::from(e.qty));
+        }
+        if let Some(r) = f.transfer.map(|i| &trail.transfers[i]) {
+            add(r.from, r.instrument, i128::from(r.qty()));
+            add(r.to, r.instrument, -i128::from(r.qty()));
+        }
+    }
+    let mut out = Vec::new();
+    let keys: HashSet<Bucket<'_>> = totals.keys().chain(predicted.keys()).copied().collect();
+    for k in keys {
+        let [e, a] = totals.get(&k).copied().unwrap_or_default();
+        let p = predicted.get(&k).copied().unwrap_or_default();
+        if e - a == p {
+            continue;
+        }
+        out.push(Break {
+            id: None,
+            status: None,
+            kind: BreakType::QuantityMismatch,
+            key: format!("holding:{}:{}", k.0, k.1 .0),
+            trade_id: None,
+            expected: format!("{e} units"),
+            actual: format!("{a} units"),
+            found_by: FoundBy::Totals,
+            note: format!("{} units of the difference are not explained by any transfer", e - a - p),
+        });
+    }
+    out
+}
