@@ -526,7 +526,12 @@ impl Settlement {
 
     /// Records the delivery (with the blocks `transfer` moved) and pays the seller and the
     /// fee, in one transaction.
-    fn confirm(&mut self, o: &mut Obligation, transfer: &Transfer, at: Timestamp) -> Result<(), SettlementError> {
+    fn confirm(
+        &mut self,
+        o: &mut Obligation,
+        transfer: &Transfer,
+        at: Timestamp,
+    ) -> Result<(), SettlementError> {
         let t = &o.trade;
         let overflow = || SettlementError::Storage(format!("trade {}: amounts overflow", t.trade_id));
         let value = i64::try_from(t.qty).ok().and_then(|q| q.checked_mul(t.price)).ok_or_else(overflow)?;
@@ -537,7 +542,8 @@ impl Settlement {
         insert_funds(&tx, t.seller.as_str(), &t.trade_id, "receive", value - o.fee, at)?;
         insert_funds(&tx, FEE_ACCOUNT, &t.trade_id, "fee", fees, at)?;
         update_state(&tx, o, ObligationState::Confirmed, None, at)?;
-        let blocks = serde_json::to_string(&transfer.blocks).map_err(|e| SettlementError::Storage(e.to_string()))?;
+        let blocks =
+            serde_json::to_string(&transfer.blocks).map_err(|e| SettlementError::Storage(e.to_string()))?;
         tx.execute("UPDATE obligations SET blocks = ?1 WHERE trade_id = ?2", params![blocks, t.trade_id])?;
         tx.commit()?;
         (o.state, o.blocks) = (ObligationState::Confirmed, transfer.blocks.clone());
@@ -641,8 +647,9 @@ impl Settlement {
     }
 
     fn query(&self, clause: &str, args: impl rusqlite::Params) -> Result<Vec<Obligation>, SettlementError> {
-        let sql =
-            format!("SELECT trade, fee, state, attempts, reason, updated_at, blocks FROM obligations {clause}");
+        let sql = format!(
+            "SELECT trade, fee, state, attempts, reason, updated_at, blocks FROM obligations {clause}"
+        );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(args, |r| {
             Ok((

@@ -15,6 +15,8 @@ use crate::types::{AccountId, EntryKind, SerialBlock};
 
 /// An (account, instrument) bucket.
 type Bucket<'a> = (&'a str, InstrumentId);
+/// What a transfer moved: (from, to, instrument, quantity).
+type Signature<'a> = (&'a str, &'a str, InstrumentId, Qty);
 
 /// A registry transfer rebuilt from the statement lines of the accounts in scope.
 struct RegTransfer<'a> {
@@ -122,7 +124,10 @@ fn check_in_flight(
 ) -> Result<(), ReconcileError> {
     let mut names = Vec::new();
     for e in &ex.entries {
-        let flying = matches!(e.state, ObligationState::Submitted | ObligationState::Failed | ObligationState::Retried);
+        let flying = matches!(
+            e.state,
+            ObligationState::Submitted | ObligationState::Failed | ObligationState::Retried
+        );
         if flying {
             names.push(format!("obligation {} is {}", e.trade_id, e.state.as_str()));
         } else if e.state != ObligationState::Created && e.updated_at > ex.as_of {
@@ -222,22 +227,31 @@ fn join(
                 continue;
             }
         };
-        let note = format!("the registry moved {} units between other accounts or of another instrument", r.qty());
+        let note =
+            format!("the registry moved {} units between other accounts or of another instrument", r.qty());
         let note = if kind == BreakType::QuantityMismatch { String::new() } else { note };
         found.push(Found { kind, entry: Some(i), transfer: Some(ri), note });
     }
-    let unmatched: Vec<usize> = (0..trail.transfers.len()).filter(|&ri| !trail.transfers[ri].matched).collect();
+    let unmatched: Vec<usize> =
+        (0..trail.transfers.len()).filter(|&ri| !trail.transfers[ri].matched).collect();
     // The signatures of the matched obligations, built only when some transfer is unmatched.
-    let mut signatures: Option<HashMap<(&str, &str, InstrumentId, Qty), usize>> = None;
+    let mut signatures: Option<HashMap<Signature<'_>, usize>> = None;
     for ri in unmatched {
         let r = &trail.transfers[ri];
         if let Some(&i) = ex_by_id.get(r.id) {
             let e = &ex.entries[i];
             let note = match e.state {
-                ObligationState::Confirmed => format!("trade {} was confirmed outside the window", e.trade_id),
+                ObligationState::Confirmed => {
+                    format!("trade {} was confirmed outside the window", e.trade_id)
+                }
                 s => format!("trade {} is {}", e.trade_id, s.as_str()),
             };
-            found.push(Found { kind: BreakType::UnexpectedTransfer, entry: Some(i), transfer: Some(ri), note });
+            found.push(Found {
+                kind: BreakType::UnexpectedTransfer,
+                entry: Some(i),
+                transfer: Some(ri),
+                note,
+            });
             continue;
         }
         let sigs = signatures.get_or_insert_with(|| {
@@ -256,7 +270,12 @@ fn join(
             }
             None => {
                 let note = "the exchange has no obligation for it".into();
-                found.push(Found { kind: BreakType::UnexpectedTransfer, entry: None, transfer: Some(ri), note });
+                found.push(Found {
+                    kind: BreakType::UnexpectedTransfer,
+                    entry: None,
+                    transfer: Some(ri),
+                    note,
+                });
             }
         }
     }
@@ -329,7 +348,8 @@ fn phase2<'a>(
     if differing.is_empty() {
         return traced;
     }
-    let mut sweeps: HashMap<Bucket<'a>, Sweep<'a>> = differing.iter().map(|k| (*k, Sweep::default())).collect();
+    let mut sweeps: HashMap<Bucket<'a>, Sweep<'a>> =
+        differing.iter().map(|k| (*k, Sweep::default())).collect();
     for (positions, exp, act) in [(&reg.opening, 1, 0), (&reg.closing, 0, 1)] {
         for p in positions {
             if let Some(s) = sweeps.get_mut(&(p.account.as_str(), p.instrument)) {
@@ -468,7 +488,9 @@ fn describe(ex: &ExchangeView, trail: &Trail<'_>, found: &[Found], traced: &Hash
                 (None, None) => String::new(),
             };
             let expected = match e {
-                Some(e) if e.state == ObligationState::Confirmed => movement(&e.from, &e.to, e.qty, e.instrument),
+                Some(e) if e.state == ObligationState::Confirmed => {
+                    movement(&e.from, &e.to, e.qty, e.instrument)
+                }
                 _ => "none".to_string(),
             };
             let found_by = if traced.contains(key.as_str()) { FoundBy::Trail } else { FoundBy::IdJoin };
@@ -496,7 +518,8 @@ fn unexplained(
     found: &[Found],
     totals: &HashMap<Bucket<'_>, [i128; 2]>,
 ) -> Vec<Break> {
-    let mut scope: HashSet<&str> = reg.opening.iter().chain(&reg.closing).map(|p| p.account.as_str()).collect();
+    let mut scope: HashSet<&str> =
+        reg.opening.iter().chain(&reg.closing).map(|p| p.account.as_str()).collect();
     scope.extend(reg.trail.iter().map(|t| t.account.as_str()));
     scope.extend(moved.iter().flat_map(|&i| [ex.entries[i].from.as_str(), ex.entries[i].to.as_str()]));
     let mut predicted: HashMap<Bucket<'_>, i128> = HashMap::new();

@@ -43,8 +43,7 @@ pub fn to_csv(report: &Report) -> Result<String, ReconcileError> {
 /// Counts per phase and type, then each break on one line.
 pub fn summary(report: &Report) -> String {
     let mut s = String::new();
-    let blocks_units: u128 =
-        report.differing_blocks.iter().map(|d| u128::from(d.end - d.start) + 1).sum();
+    let blocks_units: u128 = report.differing_blocks.iter().map(|d| u128::from(d.end - d.start) + 1).sum();
     // Writing to a String cannot fail.
     let _ = writeln!(s, "reconciliation {} .. {}", report.from, report.as_of);
     let _ = writeln!(
@@ -52,12 +51,8 @@ pub fn summary(report: &Report) -> String {
         "exchange: {} obligations, {} confirmed in the window; registry: {} transfers; {} matched",
         report.obligations, report.confirmed, report.registry_transfers, report.matched
     );
-    let _ = writeln!(
-        s,
-        "phase 1 totals: {} buckets, {} differ",
-        report.buckets,
-        report.differing_buckets.len()
-    );
+    let _ =
+        writeln!(s, "phase 1 totals: {} buckets, {} differ", report.buckets, report.differing_buckets.len());
     let _ = writeln!(
         s,
         "phase 2 blocks: {} differing blocks ({} serials){}",

@@ -86,7 +86,8 @@ pub struct BreakStore {
     audit: Option<AuditLog>,
 }
 
-const SELECT: &str = "SELECT id, kind, break_key, expected, actual, note, status, found, first_run, last_run FROM breaks";
+const SELECT: &str =
+    "SELECT id, kind, break_key, expected, actual, note, status, found, first_run, last_run FROM breaks";
 
 impl BreakStore {
     /// Opens the store in a database file (the settlement database), creating its tables.
@@ -172,7 +173,8 @@ impl BreakStore {
         )?;
         let mut rec = RunRecord { run, ..RunRecord::default() };
         let mut events = Vec::new();
-        let mut next_id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM breaks", [], |r| r.get(0))?;
+        let mut next_id: i64 =
+            tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM breaks", [], |r| r.get(0))?;
         for b in report.breaks.iter_mut() {
             let existing: Option<(i64, String, i64)> = tx
                 .query_row(
@@ -236,7 +238,8 @@ impl BreakStore {
         });
         self.audit(at, "recon_run", data)?;
         for (id, action, note) in events {
-            let data = serde_json::json!({"break": id, "run": run, "action": action, "by": RUN_ACTOR, "note": note});
+            let data =
+                serde_json::json!({"break": id, "run": run, "action": action, "by": RUN_ACTOR, "note": note});
             self.audit(at, "recon_break", data)?;
         }
         self.sync_audit()?;
@@ -244,12 +247,24 @@ impl BreakStore {
     }
 
     /// Marks a break as being investigated, with a note.
-    pub fn investigate(&mut self, id: i64, by: &str, note: &str, at: Timestamp) -> Result<StoredBreak, ReconcileError> {
+    pub fn investigate(
+        &mut self,
+        id: i64,
+        by: &str,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<StoredBreak, ReconcileError> {
         self.change(id, by, note, at, BreakStatus::Investigating, "investigated")
     }
 
     /// Resolves a break, with a reason and by whom (neither may be empty).
-    pub fn resolve(&mut self, id: i64, by: &str, reason: &str, at: Timestamp) -> Result<StoredBreak, ReconcileError> {
+    pub fn resolve(
+        &mut self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<StoredBreak, ReconcileError> {
         self.change(id, by, reason, at, BreakStatus::Resolved, "resolved")
     }
 
@@ -336,7 +351,18 @@ impl BreakStore {
             let kind = BreakType::parse(&kind)
                 .ok_or_else(|| ReconcileError::Storage(format!("unknown break type {kind}")))?;
             let status = parse_status(&status)?;
-            out.push(StoredBreak { id, kind, key, expected, actual, note, status, found: found != 0, first_run, last_run });
+            out.push(StoredBreak {
+                id,
+                kind,
+                key,
+                expected,
+                actual,
+                note,
+                status,
+                found: found != 0,
+                first_run,
+                last_run,
+            });
         }
         Ok(out)
     }

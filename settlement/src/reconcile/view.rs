@@ -73,7 +73,10 @@ impl ExchangeView {
     }
 
     /// The view of a settlement database: every obligation, read once.
-    pub fn from_settlement(settlement: &Settlement, as_of: Timestamp) -> Result<ExchangeView, SettlementError> {
+    pub fn from_settlement(
+        settlement: &Settlement,
+        as_of: Timestamp,
+    ) -> Result<ExchangeView, SettlementError> {
         let entries = settlement.obligations()?.into_iter().map(ExchangeEntry::from_obligation).collect();
         Ok(ExchangeView { as_of, entries })
     }
@@ -166,7 +169,9 @@ impl RegistryView {
             for &instrument in instruments {
                 for (at, out) in [(before_from, &mut view.opening), (as_of, &mut view.closing)] {
                     match registry.holdings(account, instrument, Some(at)) {
-                        Ok(h) => out.push(Position { account: account.clone(), instrument, blocks: h.blocks }),
+                        Ok(h) => {
+                            out.push(Position { account: account.clone(), instrument, blocks: h.blocks })
+                        }
                         Err(RegistryError::UnknownAccount(_)) => {}
                         Err(e) => return Err(e),
                     }
