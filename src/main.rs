@@ -14,6 +14,7 @@ use cccx::genflow::{write_flow, GenFlowArgs};
 use cccx::journaled::{self, JournalArgs};
 use cccx_engine::{Book, ReferenceBook};
 
+mod reconcile_cmd;
 mod registry_cmd;
 
 /// cccx: an exchange core for carbon credit certificate (CCC) markets.
@@ -76,6 +77,11 @@ enum Cmd {
     /// The reference registry as its own process.
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCmd),
+    /// Reconcile settlement against the registry, and work the breaks.
+    ///
+    /// Exit codes: 0 no break found (or success), 1 breaks found, 2 error.
+    #[command(subcommand)]
+    Reconcile(reconcile_cmd::ReconcileCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +187,7 @@ fn main() {
             cccx_gateway::server::serve(config.as_deref()).map_err(anyhow::Error::msg)
         }
         Cmd::Registry(cmd) => registry_cmd::run(cmd),
+        Cmd::Reconcile(cmd) => reconcile_cmd::main(cmd),
     };
     if let Err(e) = result {
         eprintln!("cccx: {e:#}");
