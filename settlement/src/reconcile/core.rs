@@ -1,7 +1,10 @@
 //! The pure core: two views in, a report out. No I/O, no clock.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+
+// Fx hashing: the keys are the exchange's and the registry's own ids, not an attacker's, and
+// SipHash was a third of the run time.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use cccx_engine::types::{InstrumentId, Qty};
 
@@ -78,7 +81,8 @@ pub fn reconcile(ex: &ExchangeView, reg: &RegistryView) -> Result<Report, Reconc
     if reg.from > reg.as_of {
         return Err(ReconcileError::Views(format!("the window starts at {} after {}", reg.from, reg.as_of)));
     }
-    let mut ex_by_id: HashMap<&str, usize> = HashMap::with_capacity(ex.entries.len());
+    let mut ex_by_id: HashMap<&str, usize> =
+        HashMap::with_capacity_and_hasher(ex.entries.len(), Default::default());
     let mut twice: Vec<usize> = Vec::new();
     for (i, e) in ex.entries.iter().enumerate() {
         match ex_by_id.entry(e.transfer_id.as_str()) {
@@ -106,7 +110,7 @@ pub fn reconcile(ex: &ExchangeView, reg: &RegistryView) -> Result<Report, Reconc
         totals.iter().filter(|(_, [e, a])| e != a).map(|(k, _)| *k).collect();
     let traced = phase2(ex, reg, &moved, &trail, &differing, &mut report);
     let mut breaks = describe(ex, &trail, &found, &traced);
-    breaks.extend(unexplained(ex, reg, &moved, &trail, &found, &totals));
+    breaks.extend(unexplained(ex, reg, &trail, &found, &totals));
     breaks.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
     for b in &breaks {
         *report.counts.entry(b.kind).or_default() += 1;
@@ -150,7 +154,11 @@ fn check_in_flight(
 }
 
 fn rebuild_trail(reg: &RegistryView) -> Trail<'_> {
-    let mut t = Trail { transfers: Vec::new(), by_id: HashMap::new(), issued: HashMap::new() };
+    let mut t = Trail {
+        transfers: Vec::with_capacity(reg.trail.len() / 2),
+        by_id: HashMap::with_capacity_and_hasher(reg.trail.len() / 2, Default::default()),
+        issued: HashMap::default(),
+    };
     for tl in &reg.trail {
         let (account, line) = (tl.account.as_str(), &tl.line);
         let debit = match line.kind {
@@ -289,7 +297,9 @@ fn phase1<'a>(
     moved: &[usize],
     trail: &Trail<'a>,
 ) -> HashMap<Bucket<'a>, [i128; 2]> {
-    let mut totals: HashMap<Bucket<'a>, [i128; 2]> = HashMap::new();
+    let capacity = reg.opening.len().max(reg.closing.len());
+    let mut totals: HashMap<Bucket<'a>, [i128; 2]> =
+        HashMap::with_capacity_and_hasher(capacity, Default::default());
     for p in &reg.opening {
         totals.entry((p.account.as_str(), p.instrument)).or_default()[0] += p.total() as i128;
     }
@@ -344,7 +354,7 @@ fn phase2<'a>(
     differing: &HashSet<Bucket<'a>>,
     report: &mut Report,
 ) -> HashSet<&'a str> {
-    let mut traced = HashSet::new();
+    let mut traced = HashSet::default();
     if differing.is_empty() {
         return traced;
     }
@@ -509,23 +519,19 @@ fn describe(ex: &ExchangeView, trail: &Trail<'_>, found: &[Found], traced: &Hash
         .collect()
 }
 
-/// What the transfer-level breaks do not explain of each bucket's difference.
-fn unexplained(
-    ex: &ExchangeView,
+/// What the transfer-level breaks do not explain of each bucket's difference. Buckets
+/// outside the registry's view (a counterparty not in scope) are not compared.
+fn unexplained<'a>(
+    ex: &'a ExchangeView,
     reg: &RegistryView,
-    moved: &[usize],
-    trail: &Trail<'_>,
+    trail: &Trail<'a>,
     found: &[Found],
-    totals: &HashMap<Bucket<'_>, [i128; 2]>,
+    totals: &HashMap<Bucket<'a>, [i128; 2]>,
 ) -> Vec<Break> {
-    let mut scope: HashSet<&str> =
-        reg.opening.iter().chain(&reg.closing).map(|p| p.account.as_str()).collect();
-    scope.extend(reg.trail.iter().map(|t| t.account.as_str()));
-    scope.extend(moved.iter().flat_map(|&i| [ex.entries[i].from.as_str(), ex.entries[i].to.as_str()]));
-    let mut predicted: HashMap<Bucket<'_>, i128> = HashMap::new();
-    let mut add = |account: &str, instrument: InstrumentId, q: i128| {
-        if let Some(a) = scope.get(account) {
-            *predicted.entry((a, instrument)).or_default() += q;
+    let mut predicted: HashMap<Bucket<'a>, i128> = HashMap::default();
+    let mut add = |account: &'a str, instrument: InstrumentId, q: i128| {
+        if totals.contains_key(&(account, instrument)) {
+            *predicted.entry((account, instrument)).or_default() += q;
         }
     };
     for f in found {
@@ -540,10 +546,8 @@ fn unexplained(
         }
     }
     let mut out = Vec::new();
-    let keys: HashSet<Bucket<'_>> = totals.keys().chain(predicted.keys()).copied().collect();
-    for k in keys {
-        let [e, a] = totals.get(&k).copied().unwrap_or_default();
-        let p = predicted.get(&k).copied().unwrap_or_default();
+    for (k, &[e, a]) in totals {
+        let p = predicted.get(k).copied().unwrap_or_default();
         if e - a == p {
             continue;
         }

@@ -259,6 +259,8 @@ pub struct Report {
     pub breaks: Vec<Break>,
     /// Breaks per type.
     pub counts: BTreeMap<BreakType, usize>,
+    /// What recording the run did, once a [`BreakStore`] recorded it.
+    pub run: Option<RunRecord>,
 }
 
 impl Report {
@@ -278,6 +280,7 @@ impl Report {
             trail_lines: 0,
             breaks: Vec::new(),
             counts: BTreeMap::new(),
+            run: None,
         }
     }
 

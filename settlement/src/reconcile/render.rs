@@ -69,6 +69,18 @@ pub fn summary(report: &Report) -> String {
         .map(|t| format!("{} {}", t.as_str(), report.counts.get(t).copied().unwrap_or(0)))
         .collect();
     let _ = writeln!(s, "breaks: {} ({})", report.breaks.len(), counts.join(", "));
+    if let Some(run) = &report.run {
+        let ids = |v: &[i64]| v.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(" ");
+        let _ = writeln!(
+            s,
+            "run {}: {} new, {} reopened, {} no longer found{}",
+            run.run,
+            run.opened.len(),
+            run.reopened.len(),
+            run.not_found.len(),
+            if run.not_found.is_empty() { String::new() } else { format!(" ({})", ids(&run.not_found)) }
+        );
+    }
     for b in &report.breaks {
         let id = b.id.map(|i| format!("#{i} ")).unwrap_or_default();
         let status = b.status.map(|s| format!(" [{s}]")).unwrap_or_default();

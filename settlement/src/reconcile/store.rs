@@ -243,6 +243,7 @@ impl BreakStore {
             self.audit(at, "recon_break", data)?;
         }
         self.sync_audit()?;
+        report.run = Some(rec.clone());
         Ok(rec)
     }
 
