@@ -18,6 +18,10 @@ use crate::types::{AccountId, EntryKind, SerialBlock};
 
 /// An (account, instrument) bucket.
 type Bucket<'a> = (&'a str, InstrumentId);
+/// A transfer that moved a block of a bucket, and whether the registry's trail says so.
+type Touch<'a> = (&'a str, SerialBlock, bool);
+/// Expected and actual units per bucket.
+type Totals<'a> = HashMap<Bucket<'a>, [i128; 2]>;
 /// What a transfer moved: (from, to, instrument, quantity).
 type Signature<'a> = (&'a str, &'a str, InstrumentId, Qty);
 
@@ -31,7 +35,8 @@ struct RegTransfer<'a> {
     credited: Qty,
     /// Whether the transferring account's debit lines are in the trail.
     has_debit: bool,
-    matched: bool,
+    /// The confirmed obligation it was matched to.
+    matched_by: Option<usize>,
 }
 
 impl RegTransfer<'_> {
@@ -81,23 +86,23 @@ pub fn reconcile(ex: &ExchangeView, reg: &RegistryView) -> Result<Report, Reconc
     if reg.from > reg.as_of {
         return Err(ReconcileError::Views(format!("the window starts at {} after {}", reg.from, reg.as_of)));
     }
-    let mut ex_by_id: HashMap<&str, usize> =
-        HashMap::with_capacity_and_hasher(ex.entries.len(), Default::default());
-    let mut twice: Vec<usize> = Vec::new();
-    for (i, e) in ex.entries.iter().enumerate() {
-        match ex_by_id.entry(e.transfer_id.as_str()) {
-            Entry::Occupied(_) => twice.push(i),
-            Entry::Vacant(v) => {
-                v.insert(i);
-            }
+    check_in_flight(ex, reg)?;
+    // The two sides are independent until the join: the registry's trail is rebuilt on a
+    // second thread while this one totals the exchange's side (the result does not depend
+    // on which finishes first).
+    let (mut trail, (moved, mut totals)) = std::thread::scope(|scope| {
+        let registry = scope.spawn(|| rebuild_trail(reg));
+        let exchange = exchange_side(ex, reg);
+        match registry.join() {
+            Ok(trail) => (trail, exchange),
+            Err(panic) => std::panic::resume_unwind(panic),
         }
+    });
+    for (k, (q, _)) in &trail.issued {
+        totals.entry(*k).or_default()[0] += *q as i128;
     }
-    check_in_flight(ex, reg, &ex_by_id)?;
-    let moved: Vec<usize> =
-        (0..ex.entries.len()).filter(|&i| ex.entries[i].confirmed_in(reg.from, reg.as_of)).collect();
-    let mut trail = rebuild_trail(reg);
     let mut found = Vec::new();
-    let matched = join(ex, &moved, &twice, &ex_by_id, &mut trail, &mut found);
+    let matched = join(ex, &moved, &mut trail, &mut found);
     let mut report = Report {
         obligations: ex.entries.len(),
         confirmed: moved.len(),
@@ -105,7 +110,6 @@ pub fn reconcile(ex: &ExchangeView, reg: &RegistryView) -> Result<Report, Reconc
         matched,
         ..Report::empty(reg.from, reg.as_of)
     };
-    let totals = phase1(ex, reg, &moved, &trail);
     let differing: HashSet<Bucket<'_>> =
         totals.iter().filter(|(_, [e, a])| e != a).map(|(k, _)| *k).collect();
     let traced = phase2(ex, reg, &moved, &trail, &differing, &mut report);
@@ -121,11 +125,7 @@ pub fn reconcile(ex: &ExchangeView, reg: &RegistryView) -> Result<Report, Reconc
     Ok(report)
 }
 
-fn check_in_flight(
-    ex: &ExchangeView,
-    reg: &RegistryView,
-    ex_by_id: &HashMap<&str, usize>,
-) -> Result<(), ReconcileError> {
+fn check_in_flight(ex: &ExchangeView, reg: &RegistryView) -> Result<(), ReconcileError> {
     let mut names = Vec::new();
     for e in &ex.entries {
         let flying = matches!(
@@ -138,9 +138,16 @@ fn check_in_flight(
             names.push(format!("obligation {} changed after the agreed time", e.trade_id));
         }
     }
-    for b in reg.closing.iter().flat_map(|p| &p.blocks) {
-        if let Some(id) = b.reserved_by.as_ref().filter(|id| ex_by_id.contains_key(id.as_str())) {
-            names.push(format!("registry transfer {id} is pending"));
+    let reserved: HashSet<&str> = reg
+        .closing
+        .iter()
+        .flat_map(|p| &p.blocks)
+        .filter_map(|b| b.reserved_by.as_ref())
+        .map(|id| id.as_str())
+        .collect();
+    if !reserved.is_empty() {
+        for e in ex.entries.iter().filter(|e| reserved.contains(e.transfer_id.as_str())) {
+            names.push(format!("registry transfer {} is pending", e.transfer_id));
         }
     }
     if names.is_empty() {
@@ -186,7 +193,7 @@ fn rebuild_trail(reg: &RegistryView) -> Trail<'_> {
                 debited: 0,
                 credited: 0,
                 has_debit: false,
-                matched: false,
+                matched_by: None,
             });
         }
         let r = &mut t.transfers[i];
@@ -201,31 +208,43 @@ fn rebuild_trail(reg: &RegistryView) -> Trail<'_> {
 }
 
 /// The hash join by transfer id. Returns how many confirmed obligations match exactly.
-fn join(
-    ex: &ExchangeView,
-    moved: &[usize],
-    twice: &[usize],
-    ex_by_id: &HashMap<&str, usize>,
-    trail: &mut Trail<'_>,
-    found: &mut Vec<Found>,
-) -> usize {
-    let twice: HashSet<usize> = twice.iter().copied().collect();
+fn join(ex: &ExchangeView, moved: &[usize], trail: &mut Trail<'_>, found: &mut Vec<Found>) -> usize {
     let mut matched = Vec::new();
+    // Confirmed obligations under a transfer id already seen (only ids without a registry
+    // transfer are kept here; the others are told by the transfer's `matched`).
+    let mut missing: HashMap<&str, usize> = HashMap::default();
     for &i in moved {
         let e = &ex.entries[i];
-        if twice.contains(&i) {
-            let first = &ex.entries[ex_by_id[e.transfer_id.as_str()]].trade_id;
-            let note = format!("trades {first} and {} settle under one transfer id", e.trade_id);
-            found.push(Found { kind: BreakType::Duplicate, entry: Some(i), transfer: None, note });
-            continue;
-        }
+        let twice = |first: usize| {
+            let note = format!(
+                "trades {} and {} settle under one transfer id",
+                ex.entries[first].trade_id, e.trade_id
+            );
+            Found { kind: BreakType::Duplicate, entry: Some(i), transfer: None, note }
+        };
         let Some(&ri) = trail.by_id.get(e.transfer_id.as_str()) else {
-            let note = "the exchange confirmed it, the registry has no such transfer in the window".into();
-            found.push(Found { kind: BreakType::MissingTransfer, entry: Some(i), transfer: None, note });
+            match missing.entry(e.transfer_id.as_str()) {
+                Entry::Occupied(first) => found.push(twice(*first.get())),
+                Entry::Vacant(v) => {
+                    v.insert(i);
+                    let note =
+                        "the exchange confirmed it, the registry has no such transfer in the window".into();
+                    found.push(Found {
+                        kind: BreakType::MissingTransfer,
+                        entry: Some(i),
+                        transfer: None,
+                        note,
+                    });
+                }
+            }
             continue;
         };
         let r = &mut trail.transfers[ri];
-        r.matched = true;
+        if let Some(first) = r.matched_by {
+            found.push(twice(first));
+            continue;
+        }
+        r.matched_by = Some(i);
         let accounts = r.from != e.from.as_str() || r.to != e.to.as_str() || r.instrument != e.instrument;
         let kind = match (accounts, r.qty() != e.qty) {
             (true, _) => BreakType::AccountMismatch,
@@ -241,7 +260,18 @@ fn join(
         found.push(Found { kind, entry: Some(i), transfer: Some(ri), note });
     }
     let unmatched: Vec<usize> =
-        (0..trail.transfers.len()).filter(|&ri| !trail.transfers[ri].matched).collect();
+        (0..trail.transfers.len()).filter(|&ri| trail.transfers[ri].matched_by.is_none()).collect();
+    // The obligations (in any state) under the unmatched transfers' ids: one pass over the
+    // exchange's side against a small set.
+    let wanted: HashSet<&str> = unmatched.iter().map(|&ri| trail.transfers[ri].id).collect();
+    let mut ex_by_id: HashMap<&str, usize> = HashMap::default();
+    if !wanted.is_empty() {
+        for (i, e) in ex.entries.iter().enumerate() {
+            if wanted.contains(e.transfer_id.as_str()) {
+                ex_by_id.entry(e.transfer_id.as_str()).or_insert(i);
+            }
+        }
+    }
     // The signatures of the matched obligations, built only when some transfer is unmatched.
     let mut signatures: Option<HashMap<Signature<'_>, usize>> = None;
     for ri in unmatched {
@@ -290,23 +320,17 @@ fn join(
     matched.len()
 }
 
-/// Phase 1: expected and actual totals per bucket.
-fn phase1<'a>(
-    ex: &'a ExchangeView,
-    reg: &'a RegistryView,
-    moved: &[usize],
-    trail: &Trail<'a>,
-) -> HashMap<Bucket<'a>, [i128; 2]> {
+/// The exchange's side of phase 1: the obligations confirmed in the window, and expected
+/// (without the registry's issuance) and actual totals per bucket.
+fn exchange_side<'a>(ex: &'a ExchangeView, reg: &'a RegistryView) -> (Vec<usize>, Totals<'a>) {
+    let moved: Vec<usize> =
+        (0..ex.entries.len()).filter(|&i| ex.entries[i].confirmed_in(reg.from, reg.as_of)).collect();
     let capacity = reg.opening.len().max(reg.closing.len());
-    let mut totals: HashMap<Bucket<'a>, [i128; 2]> =
-        HashMap::with_capacity_and_hasher(capacity, Default::default());
+    let mut totals: Totals<'a> = HashMap::with_capacity_and_hasher(capacity, Default::default());
     for p in &reg.opening {
         totals.entry((p.account.as_str(), p.instrument)).or_default()[0] += p.total() as i128;
     }
-    for (k, (q, _)) in &trail.issued {
-        totals.entry(*k).or_default()[0] += *q as i128;
-    }
-    for &i in moved {
+    for &i in &moved {
         let e = &ex.entries[i];
         totals.entry((e.from.as_str(), e.instrument)).or_default()[0] -= i128::from(e.qty);
         totals.entry((e.to.as_str(), e.instrument)).or_default()[0] += i128::from(e.qty);
@@ -314,7 +338,7 @@ fn phase1<'a>(
     for p in &reg.closing {
         totals.entry((p.account.as_str(), p.instrument)).or_default()[1] += p.total() as i128;
     }
-    totals
+    (moved, totals)
 }
 
 fn sorted_diffs(totals: &HashMap<Bucket<'_>, [i128; 2]>) -> Vec<BucketDiff> {
@@ -340,7 +364,7 @@ struct Sweep<'a> {
     /// (block, expected change, actual change).
     blocks: Vec<(SerialBlock, i64, i64)>,
     /// Transfers that moved serials of the bucket, and whether from the registry's trail.
-    touching: Vec<(&'a str, SerialBlock, bool)>,
+    touching: Vec<Touch<'a>>,
     blocks_unknown: bool,
 }
 
@@ -358,6 +382,45 @@ fn phase2<'a>(
     if differing.is_empty() {
         return traced;
     }
+    // The registry's trail lines are sorted into the buckets on a second thread.
+    let (mut sweeps, lines) = std::thread::scope(|scope| {
+        let registry = scope.spawn(|| trail_touching(reg, differing));
+        let sweeps = gather(ex, reg, moved, trail, differing);
+        match registry.join() {
+            Ok(lines) => (sweeps, lines),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    for (k, touching) in lines {
+        if let Some(s) = sweeps.get_mut(&k) {
+            s.touching.extend(touching);
+        }
+    }
+    let mut keys: Vec<Bucket<'a>> = sweeps.keys().copied().collect();
+    keys.sort();
+    for k in keys {
+        let Some(s) = sweeps.remove(&k) else { continue };
+        if s.blocks_unknown {
+            report.buckets_without_blocks += 1;
+            continue;
+        }
+        let Ok(account) = AccountId::new(k.0) else { continue };
+        let mut diffs = sweep(&account, s.blocks);
+        report.trail_lines += trace(&mut diffs, &s.touching, &mut traced);
+        report.differing_blocks.extend(diffs);
+    }
+    traced
+}
+
+/// The blocks of the differing buckets: held before the window, issued, moved by the
+/// exchange's obligations, held at the agreed time.
+fn gather<'a>(
+    ex: &'a ExchangeView,
+    reg: &'a RegistryView,
+    moved: &[usize],
+    trail: &Trail<'a>,
+    differing: &HashSet<Bucket<'a>>,
+) -> HashMap<Bucket<'a>, Sweep<'a>> {
     let mut sweeps: HashMap<Bucket<'a>, Sweep<'a>> =
         differing.iter().map(|k| (*k, Sweep::default())).collect();
     for (positions, exp, act) in [(&reg.opening, 1, 0), (&reg.closing, 0, 1)] {
@@ -382,28 +445,27 @@ fn phase2<'a>(
             }
         }
     }
+    sweeps
+}
+
+/// The transfer lines of the registry's trail in the differing buckets.
+fn trail_touching<'a>(
+    reg: &'a RegistryView,
+    differing: &HashSet<Bucket<'a>>,
+) -> HashMap<Bucket<'a>, Vec<Touch<'a>>> {
+    let mut out: HashMap<Bucket<'a>, Vec<Touch<'a>>> = HashMap::default();
     for tl in &reg.trail {
-        let (line, id) = (&tl.line, tl.line.transfer.as_ref());
-        if let (Some(id), Some(s)) = (id, sweeps.get_mut(&(tl.account.as_str(), line.block.instrument))) {
-            if matches!(line.kind, EntryKind::Debited | EntryKind::Credited) {
-                s.touching.push((id.as_str(), line.block, true));
-            }
-        }
-    }
-    let mut keys: Vec<Bucket<'a>> = sweeps.keys().copied().collect();
-    keys.sort();
-    for k in keys {
-        let Some(s) = sweeps.remove(&k) else { continue };
-        if s.blocks_unknown {
-            report.buckets_without_blocks += 1;
+        let line = &tl.line;
+        let Some(id) = line.transfer.as_ref() else { continue };
+        if !matches!(line.kind, EntryKind::Debited | EntryKind::Credited) {
             continue;
         }
-        let Ok(account) = AccountId::new(k.0) else { continue };
-        let mut diffs = sweep(&account, s.blocks);
-        report.trail_lines += trace(&mut diffs, &s.touching, &mut traced);
-        report.differing_blocks.extend(diffs);
+        let k = (tl.account.as_str(), line.block.instrument);
+        if differing.contains(&k) {
+            out.entry(k).or_default().push((id.as_str(), line.block, true));
+        }
     }
-    traced
+    out
 }
 
 /// The runs of serials whose expected and actual counts differ.
@@ -526,7 +588,7 @@ fn unexplained<'a>(
     reg: &RegistryView,
     trail: &Trail<'a>,
     found: &[Found],
-    totals: &HashMap<Bucket<'a>, [i128; 2]>,
+    totals: &Totals<'a>,
 ) -> Vec<Break> {
     let mut predicted: HashMap<Bucket<'a>, i128> = HashMap::default();
     let mut add = |account: &'a str, instrument: InstrumentId, q: i128| {
