@@ -127,7 +127,7 @@ fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let default = if smoke { 2_000 } else { 1_000_000 };
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(default);
-    let repeat = if smoke { 1 } else { 3 };
+    let repeat = if smoke { 1 } else { 5 };
     for (name, damage_every) in [("clean", 0), ("1% damaged", 100)] {
         let v = views(n, damage_every);
         let mut best = f64::MAX;
