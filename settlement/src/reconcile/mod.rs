@@ -34,8 +34,11 @@
 //!   quantity mismatch on the holding itself ([`FoundBy::Totals`], key
 //!   `holding:<account>:<instrument>`).
 //!
-//! [`reconcile`] is the pure core: no I/O, no clock, hash maps, deterministic output (breaks
-//! sorted by type and key). [`view`] builds the two sides from a [`crate::settle::Settlement`]
+//! [`reconcile`] is the pure core: no I/O, no clock, hash maps (Fx hashing: the keys are the
+//! exchange's and the registry's own ids), deterministic output (breaks sorted by type and
+//! key). The two views are independent until the join, so the registry's trail is rebuilt on
+//! a second scoped thread while the exchange's totals are summed; the result does not depend
+//! on which finishes first. [`view`] builds the two sides from a [`crate::settle::Settlement`]
 //! and a [`crate::Registry`]; [`store`] keeps breaks with a status and a history in the
 //! settlement database; [`render`] writes the report as JSON, CSV or a summary.
 
