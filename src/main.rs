@@ -14,6 +14,7 @@ use cccx::genflow::{write_flow, GenFlowArgs};
 use cccx::journaled::{self, JournalArgs};
 use cccx_engine::{Book, ReferenceBook};
 
+mod reconcile_cmd;
 mod registry_cmd;
 mod settlement_cmd;
 
@@ -94,6 +95,11 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Reconcile settlement against the registry, and work the breaks.
+    ///
+    /// Exit codes: 0 no break found (or success), 1 breaks found, 2 error.
+    #[command(subcommand)]
+    Reconcile(reconcile_cmd::ReconcileCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +214,7 @@ fn main() {
             }
             Err(e) => Err(e),
         },
+        Cmd::Reconcile(cmd) => reconcile_cmd::main(cmd),
     };
     if let Err(e) = result {
         eprintln!("cccx: {e:#}");

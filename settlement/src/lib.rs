@@ -10,12 +10,14 @@
 //! - [`audit`]: the append-only, hash-chained audit trail and its verification.
 //! - [`settle`]: delivery versus payment: obligations from trades, a durable state machine per
 //!   obligation, the exchange's funds ledger.
+//! - [`reconcile`]: the exchange's view against the registry's at one agreed time (totals,
+//!   serial blocks, the transfer trail), breaks with a status and a history.
 //!
 //! The ledger reads no clock: every time is passed in, so tests and replays are deterministic.
-//! Reconciliation and the HTTP registry client are later work (issue 6).
 
 pub mod audit;
 pub mod error;
+pub mod reconcile;
 pub mod reference;
 pub mod registry;
 pub mod settle;

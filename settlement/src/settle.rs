@@ -30,6 +30,11 @@
 //!
 //! Storage is SQLite through `rusqlite` with portable SQL (PostgreSQL comes next): every
 //! change is one transaction; times are passed in, never read from a clock.
+//!
+//! A confirmed obligation keeps the serial blocks its completed transfer moved (column
+//! `blocks`, JSON; schema version 2, a version 1 database gains the column when opened), so
+//! [reconciliation](crate::reconcile) can compare serial blocks without asking the registry
+//! for every transfer.
 
 use std::path::Path;
 
@@ -41,7 +46,8 @@ use crate::audit::AuditLog;
 use crate::error::RegistryError;
 use crate::registry::Registry;
 use crate::types::{
-    AccountId, PostTransfer, ProposeTransfer, RequestId, Timestamp, TransferStatus, VoidTransfer,
+    AccountId, PostTransfer, ProposeTransfer, RequestId, SerialBlock, Timestamp, Transfer, TransferStatus,
+    VoidTransfer,
 };
 
 /// The longest trade id (the registry's request ids add two characters).
@@ -50,7 +56,7 @@ pub const TRADE_ID_LENGTH_MAX: usize = 62;
 pub const FEE_ACCOUNT: &str = "EXCHANGE-FEES";
 /// The funds account that holds buyers' payments until delivery.
 pub const CLEARING_ACCOUNT: &str = "CLEARING";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// A trade to settle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,8 +132,11 @@ pub struct Obligation {
     pub attempts: u32,
     /// Why it is broken, or why the last attempt failed.
     pub reason: Option<String>,
-    /// When it last changed.
+    /// When it last changed (for a confirmed obligation: when it was confirmed).
     pub updated_at: Timestamp,
+    /// The serial blocks the registry moved for it, coalesced; empty unless confirmed.
+    #[serde(default)]
+    pub blocks: Vec<SerialBlock>,
 }
 
 impl Obligation {
@@ -198,8 +207,8 @@ pub type StateCounts = Vec<(ObligationState, u64)>;
 
 /// What became of a transfer after the last attempt.
 enum Verdict {
-    /// The registry completed it.
-    Delivered,
+    /// The registry completed it: the completed transfer.
+    Delivered(Transfer),
     /// Definitely not delivered: break, with why.
     Break(String),
     /// The registry could not say: try again later.
@@ -251,7 +260,8 @@ impl Settlement {
                  state VARCHAR(16) NOT NULL,
                  attempts INTEGER NOT NULL,
                  reason TEXT,
-                 updated_at BIGINT NOT NULL
+                 updated_at BIGINT NOT NULL,
+                 blocks TEXT
              );
              CREATE INDEX IF NOT EXISTS obligations_state ON obligations (state, seq);
              CREATE TABLE IF NOT EXISTS funds (
@@ -273,6 +283,15 @@ impl Settlement {
                 conn.execute("INSERT INTO settlement_schema (version) VALUES (?1)", params![SCHEMA_VERSION])?;
             }
             Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                // Version 2 adds the blocks of each completed transfer (NULL: not recorded).
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(
+                    "ALTER TABLE obligations ADD COLUMN blocks TEXT;
+                     UPDATE settlement_schema SET version = 2;",
+                )?;
+                tx.commit()?;
+            }
             Some(v) => {
                 return Err(SettlementError::Storage(format!(
                     "schema version {v} is not supported (this build reads {SCHEMA_VERSION})"
@@ -386,7 +405,7 @@ impl Settlement {
             self.set_state(&mut o, ObligationState::Submitted, None, at)?;
             let delivered = self.deliver(registry, &o, at);
             let answer = match &delivered {
-                Ok(()) => "completed".to_string(),
+                Ok(_) => "completed".to_string(),
                 Err(e) => e.to_string(),
             };
             let transfer = o.transfer_id()?.to_string();
@@ -396,8 +415,8 @@ impl Settlement {
                 serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer, "answer": answer}),
             )?;
             match delivered {
-                Ok(()) => {
-                    self.confirm(&mut o, at)?;
+                Ok(transfer) => {
+                    self.confirm(&mut o, &transfer, at)?;
                     report.confirmed += 1;
                 }
                 Err(SettlementError::Registry(e)) if e.is_answer() => {
@@ -408,8 +427,8 @@ impl Settlement {
                     // Out of attempts: ask the registry what became of the transfer before
                     // giving up, so that a delivery whose answer was lost is not a break.
                     match self.give_up(registry, &o, at, &e.to_string())? {
-                        Verdict::Delivered => {
-                            self.confirm(&mut o, at)?;
+                        Verdict::Delivered(transfer) => {
+                            self.confirm(&mut o, &transfer, at)?;
                             report.confirmed += 1;
                         }
                         Verdict::Break(why) => {
@@ -448,15 +467,15 @@ impl Settlement {
         let prefix = format!("no answer after {attempts} attempts ({error})");
         let id = o.transfer_id()?;
         let verdict = match registry.transfer(&id) {
-            Ok(Some(t)) if t.status == TransferStatus::Completed => Verdict::Delivered,
+            Ok(Some(t)) if t.status == TransferStatus::Completed => Verdict::Delivered(t),
             Ok(Some(t)) if t.status.is_pending() => {
                 let void =
                     VoidTransfer { id: RequestId::new(format!("{}:v", o.trade.trade_id))?, transfer: t.id };
                 match registry.void(&void, at) {
-                    Ok(v) if v.status == TransferStatus::Completed => Verdict::Delivered,
+                    Ok(v) if v.status == TransferStatus::Completed => Verdict::Delivered(v),
                     Ok(_) => Verdict::Break(format!("{prefix}; the pending transfer was voided")),
                     Err(e) => match registry.transfer(&id) {
-                        Ok(Some(t)) if t.status == TransferStatus::Completed => Verdict::Delivered,
+                        Ok(Some(t)) if t.status == TransferStatus::Completed => Verdict::Delivered(t),
                         Ok(Some(t)) if !t.status.is_pending() => {
                             Verdict::Break(format!("{prefix}; the transfer is {}", t.status))
                         }
@@ -474,12 +493,13 @@ impl Settlement {
     }
 
     /// The certificate leg: propose then post, with the obligation's fixed request ids.
+    /// Returns the completed transfer.
     fn deliver(
         &self,
         registry: &mut dyn Registry,
         o: &Obligation,
         at: Timestamp,
-    ) -> Result<(), SettlementError> {
+    ) -> Result<Transfer, SettlementError> {
         let t = &o.trade;
         let propose = ProposeTransfer {
             id: o.transfer_id()?,
@@ -501,11 +521,17 @@ impl Settlement {
                 RegistryError::TransferNotPending { transfer: posted.id, status: posted.status }.into()
             );
         }
-        Ok(())
+        Ok(posted)
     }
 
-    /// Records the delivery and pays the seller and the fee, in one transaction.
-    fn confirm(&mut self, o: &mut Obligation, at: Timestamp) -> Result<(), SettlementError> {
+    /// Records the delivery (with the blocks `transfer` moved) and pays the seller and the
+    /// fee, in one transaction.
+    fn confirm(
+        &mut self,
+        o: &mut Obligation,
+        transfer: &Transfer,
+        at: Timestamp,
+    ) -> Result<(), SettlementError> {
         let t = &o.trade;
         let overflow = || SettlementError::Storage(format!("trade {}: amounts overflow", t.trade_id));
         let value = i64::try_from(t.qty).ok().and_then(|q| q.checked_mul(t.price)).ok_or_else(overflow)?;
@@ -516,8 +542,11 @@ impl Settlement {
         insert_funds(&tx, t.seller.as_str(), &t.trade_id, "receive", value - o.fee, at)?;
         insert_funds(&tx, FEE_ACCOUNT, &t.trade_id, "fee", fees, at)?;
         update_state(&tx, o, ObligationState::Confirmed, None, at)?;
+        let blocks =
+            serde_json::to_string(&transfer.blocks).map_err(|e| SettlementError::Storage(e.to_string()))?;
+        tx.execute("UPDATE obligations SET blocks = ?1 WHERE trade_id = ?2", params![blocks, t.trade_id])?;
         tx.commit()?;
-        o.state = ObligationState::Confirmed;
+        (o.state, o.blocks) = (ObligationState::Confirmed, transfer.blocks.clone());
         let data = serde_json::json!({
             "trade": t.trade_id, "state": "confirmed", "seller_paid": value - o.fee, "fee": fees,
         });
@@ -618,7 +647,9 @@ impl Settlement {
     }
 
     fn query(&self, clause: &str, args: impl rusqlite::Params) -> Result<Vec<Obligation>, SettlementError> {
-        let sql = format!("SELECT trade, fee, state, attempts, reason, updated_at FROM obligations {clause}");
+        let sql = format!(
+            "SELECT trade, fee, state, attempts, reason, updated_at, blocks FROM obligations {clause}"
+        );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(args, |r| {
             Ok((
@@ -628,17 +659,24 @@ impl Settlement {
                 r.get::<_, i64>(3)?,
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, Option<String>>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (trade, fee, state, attempts, reason, updated_at) = row?;
+            let (trade, fee, state, attempts, reason, updated_at, blocks) = row?;
             let trade: TradeToSettle = serde_json::from_str(&trade)
                 .map_err(|e| SettlementError::Storage(format!("stored trade: {e}")))?;
             let state = ObligationState::parse(&state)
                 .ok_or_else(|| SettlementError::Storage(format!("unknown state {state}")))?;
             let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-            out.push(Obligation { trade, fee, state, attempts, reason, updated_at: Timestamp(updated_at) });
+            let blocks: Vec<SerialBlock> = match blocks {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| SettlementError::Storage(format!("stored blocks: {e}")))?,
+                None => Vec::new(),
+            };
+            let updated_at = Timestamp(updated_at);
+            out.push(Obligation { trade, fee, state, attempts, reason, updated_at, blocks });
         }
         Ok(out)
     }
