@@ -22,10 +22,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use cccx_engine::types::InstrumentId;
-use cccx_gateway::config::Config;
+use cccx_gateway::config::{Config, AUDIT_FILE, SETTLEMENT_FILE};
 use cccx_gateway::server;
 use cccx_settlement::client::{HttpRegistry, HttpRegistryConfig};
+use cccx_settlement::audit::AuditLog;
 use cccx_settlement::faults::Faults;
+use cccx_settlement::reconcile::{reconcile, render, BreakStore, ExchangeView, RegistryView};
+use cccx_settlement::settle::{Settlement, SettlementConfig};
 use cccx_settlement::service::RegistryServer;
 use cccx_settlement::{
     AccountId, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer, Registry, RequestId, SqliteRegistry,
@@ -313,10 +316,39 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
         key: ops_key,
         http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?,
     };
-    let outcome = session(&running, &rest, fix, &registry_server.url(), session_start);
+    let settled = session(&running, &rest, fix, &registry_server.url());
     runtime.block_on(running.stop()).map_err(anyhow::Error::msg)?;
+    let clean = match settled {
+        Ok(settled) => reconcile_session(&exchange_dir, &registry_server.url(), session_start).map(|c| settled && c),
+        Err(e) => Err(e),
+    };
     registry_server.stop()?;
-    outcome
+    clean
+}
+
+/// Step 6: reconciliation of the exchange's settlement database against the registry, over
+/// the session (from before the exchange opened to now), recorded in the break store and the
+/// audit trail, which is then verified.
+fn reconcile_session(exchange_dir: &Path, registry_url: &str, from: Timestamp) -> anyhow::Result<bool> {
+    println!("\n-- 6. reconciliation: the exchange's view against the registry's --");
+    let db = exchange_dir.join(SETTLEMENT_FILE);
+    let settlement = Settlement::open(&db, SettlementConfig::default())?;
+    let as_of = now();
+    let exchange = ExchangeView::from_settlement(&settlement, as_of)?;
+    let registry = HttpRegistry::new(registry_url, HttpRegistryConfig::default())?;
+    let view = RegistryView::load(&registry, &exchange.accounts(), &exchange.instruments(), from, as_of)?;
+    let mut report = reconcile(&exchange, &view)?;
+    let audit_path = exchange_dir.join(AUDIT_FILE);
+    let mut store = BreakStore::open(&db)?.with_audit(AuditLog::open(&audit_path)?);
+    store.record(&mut report, as_of)?;
+    print!("{}", render::summary(&report));
+    let (records, head) = cccx_settlement::audit::verify(&audit_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "audit trail {}: intact, {records} records, head {}",
+        audit_path.display(),
+        cccx_settlement::audit::hash_hex(&head)
+    );
+    Ok(report.is_clean())
 }
 
 fn session(
@@ -324,7 +356,6 @@ fn session(
     rest: &Rest,
     fix: SocketAddr,
     registry_url: &str,
-    _session_start: Timestamp,
 ) -> anyhow::Result<bool> {
     println!("\n-- 1. the bid window opens --");
     rest.post(&format!("/v1/admin/instruments/{SYMBOL}/phase"), json!({"phase": "call"}))?;
