@@ -242,6 +242,8 @@ impl Settlement {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", -65_536)?;
         Settlement::with_connection(conn, config)
     }
 
@@ -258,6 +260,7 @@ impl Settlement {
             )));
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS settlement_schema (version INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS obligations (
