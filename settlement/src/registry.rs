@@ -82,7 +82,7 @@ pub trait Registry {
     /// request id exactly like the single call.
     ///
     /// `Err` means the batch as a whole got no answer (some, all or none of it may have been
-    /// applied): send the same batch again. The default sends the single calls one by one; a
+    /// applied; the embedded registry applies none): send the same batch again. The default sends the single calls one by one; a
     /// registry may do better (the embedded one commits the whole batch at once).
     fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
         Ok(ops

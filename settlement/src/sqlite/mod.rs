@@ -88,9 +88,8 @@ impl SqliteRegistry {
             Durability::Normal => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync)?;
-        // A batch gives each operation a savepoint: keep their journals in memory rather than
-        // in temporary files, and enough pages cached that the indexes are not read back from
-        // the file system on every lookup (64 MiB).
+        // Statement journals in memory rather than in temporary files, and enough pages cached
+        // that the indexes are not read back from the file system on every lookup (64 MiB).
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -65_536)?;
         SqliteRegistry::with_connection(conn)
@@ -200,17 +199,15 @@ impl SqliteRegistry {
         done.answer
     }
 
-    /// The batch in one transaction: each operation inside a savepoint of its own, released
-    /// when it wrote its answer, rolled back when it got no answer (a reused id, a time
-    /// that went back, a storage error), exactly as its single call's transaction would be.
+    /// The batch in one transaction, validate then apply: every refusal, and every error
+    /// without an answer but a storage error (a reused id, a time that went back), is found
+    /// before the operation writes anything, so one operation's refusal leaves the others
+    /// alone without a savepoint each. A storage error rolls the whole batch back: no answer.
     fn batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
         let tx = self.conn.transaction()?;
         let mut answers = Vec::with_capacity(ops.len());
         let mut wrote = false;
-        // Savepoints by cached statements: `Transaction::savepoint` parses its SQL every time.
-        let savepoint = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
         for op in ops {
-            savepoint("SAVEPOINT batch_op")?;
             let (ids, last) = (&mut self.ids, self.last_at);
             let done = match op {
                 BatchOp::Propose(req) => {
@@ -228,13 +225,13 @@ impl SqliteRegistry {
                     wrote |= done.wrote;
                     answers.push(done.answer);
                 }
-                Err(e) => {
-                    // No answer: undo whatever the operation wrote.
-                    savepoint("ROLLBACK TO SAVEPOINT batch_op")?;
-                    answers.push(Err(e));
-                }
+                // Found before the operation wrote anything (see `request`).
+                Err(
+                    e @ (RegistryError::DuplicateIdOtherFields(_) | RegistryError::TimeWentBackwards { .. }),
+                ) => answers.push(Err(e)),
+                // Dropping the transaction rolls back the whole batch.
+                Err(e) => return Err(e),
             }
-            savepoint("RELEASE SAVEPOINT batch_op")?;
         }
         if wrote {
             tx.commit()?;
@@ -252,7 +249,8 @@ struct Done<T> {
 }
 
 /// Runs `op` unless the request id was seen before, and stores its answer under the id. `Err`
-/// is an error that is not an answer: the caller rolls back whatever was written.
+/// is an error that is not an answer: the caller rolls back whatever was written. A reused id
+/// and a time that went back are found before anything is written.
 #[allow(clippy::too_many_arguments)]
 fn request<T: Serialize + DeserializeOwned>(
     c: &Connection,
