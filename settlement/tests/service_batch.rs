@@ -169,3 +169,64 @@ fn a_lost_batch_answer_then_the_same_batch_again_moves_nothing_twice() {
     assert_eq!(statement(&http).lines.len(), lines);
     server.stop().expect("stop").check_invariants().expect("invariants");
 }
+
+/// Settlement through the service with every fault on: batches are refused, applied twice, or
+/// applied with their answer lost, and the client gives up after two attempts, so whole
+/// batches go unanswered. Every trade still settles exactly once or breaks.
+#[test]
+fn settlement_over_a_faulty_service_moves_each_trade_once() {
+    use cccx_settlement::settle::{ObligationState, Settlement, SettlementConfig, TradeToSettle};
+    let mut sqlite = SqliteRegistry::open_in_memory().expect("open");
+    setup(&mut sqlite);
+    let more = IssueUnits {
+        id: id("i2"),
+        account: acct("B"),
+        instrument: CCC,
+        vintage: Vintage(2023),
+        quantity: 50,
+    };
+    sqlite.issue(&more, Timestamp(3)).expect("issue");
+    let faults = Faults { seed: 11, error_pct: 20, drop_pct: 20, duplicate_pct: 10, ..Faults::default() };
+    let server = start(sqlite, faults);
+    let config = HttpRegistryConfig { attempts_max: 2, backoff_ms: 1, ..HttpRegistryConfig::default() };
+    let mut http = HttpRegistry::new(&server.url(), config).expect("client");
+    let mut s = Settlement::open_in_memory(SettlementConfig { fee_bps: 0, max_attempts: 30 }).expect("open");
+    let names = ["A", "B", "C"];
+    let trades: Vec<TradeToSettle> = (0..60)
+        .map(|n| TradeToSettle {
+            trade_id: format!("T{n}"),
+            instrument: CCC,
+            seller: acct(names[n % 2]),
+            buyer: acct(if n % 3 == 0 { "C" } else { names[1 - n % 2] }),
+            qty: 1 + (n % 3) as u64,
+            price: 100,
+            traded_at: Timestamp(4),
+        })
+        .collect();
+    s.add_trades(&trades, Timestamp(5)).expect("add");
+    for round in 0..30 {
+        s.run(&mut http, Timestamp(100 + round)).expect("run");
+    }
+    assert!(http.retries() > 5, "the faults were felt: {} retries", http.retries());
+    let registry = server.stop().expect("stop");
+    registry.check_invariants().expect("invariants");
+    s.check().expect("funds");
+    let mut expected = [10i64, 50, 0];
+    for o in s.obligations().expect("obligations") {
+        let t = registry.transfer(&o.transfer_id().expect("id")).expect("transfer");
+        let completed = t.is_some_and(|t| t.status == cccx_settlement::TransferStatus::Completed);
+        match o.state {
+            ObligationState::Confirmed => {
+                assert!(completed, "{o:?}");
+                let (from, to) = (o.trade.seller.as_str(), o.trade.buyer.as_str());
+                let at = |a: &str| names.iter().position(|n| *n == a).expect("account");
+                expected[at(from)] -= o.trade.qty as i64;
+                expected[at(to)] += o.trade.qty as i64;
+            }
+            ObligationState::Broken => assert!(!completed, "{o:?}"),
+            other => panic!("{o:?} still {other:?}"),
+        }
+    }
+    let held: Vec<i64> = names.iter().map(|a| held(&registry, a) as i64).collect();
+    assert_eq!(held, expected);
+}
