@@ -172,9 +172,16 @@ fn a_lost_batch_answer_then_the_same_batch_again_moves_nothing_twice() {
 
 /// Settlement through the service with every fault on: batches are refused, applied twice, or
 /// applied with their answer lost, and the client gives up after two attempts, so whole
-/// batches go unanswered. Every trade still settles exactly once or breaks.
+/// batches go unanswered. Every trade still settles exactly once or breaks (for several fault
+/// seeds).
 #[test]
 fn settlement_over_a_faulty_service_moves_each_trade_once() {
+    let retried: usize = (1..=6).map(settle_with_faults).sum();
+    assert!(retried > 0, "some batches went unanswered");
+}
+
+/// One scenario; returns how many obligations took more than one attempt.
+fn settle_with_faults(seed: u64) -> usize {
     use cccx_settlement::settle::{ObligationState, Settlement, SettlementConfig, TradeToSettle};
     let mut sqlite = SqliteRegistry::open_in_memory().expect("open");
     setup(&mut sqlite);
@@ -186,7 +193,7 @@ fn settlement_over_a_faulty_service_moves_each_trade_once() {
         quantity: 50,
     };
     sqlite.issue(&more, Timestamp(3)).expect("issue");
-    let faults = Faults { seed: 11, error_pct: 20, drop_pct: 20, duplicate_pct: 10, ..Faults::default() };
+    let faults = Faults { seed, error_pct: 30, drop_pct: 30, duplicate_pct: 10, ..Faults::default() };
     let server = start(sqlite, faults);
     let config = HttpRegistryConfig { attempts_max: 2, backoff_ms: 1, ..HttpRegistryConfig::default() };
     let mut http = HttpRegistry::new(&server.url(), config).expect("client");
@@ -207,26 +214,26 @@ fn settlement_over_a_faulty_service_moves_each_trade_once() {
     for round in 0..30 {
         s.run(&mut http, Timestamp(100 + round)).expect("run");
     }
-    assert!(http.retries() > 5, "the faults were felt: {} retries", http.retries());
     let registry = server.stop().expect("stop");
     registry.check_invariants().expect("invariants");
     s.check().expect("funds");
     let mut expected = [10i64, 50, 0];
-    for o in s.obligations().expect("obligations") {
+    let obligations = s.obligations().expect("obligations");
+    for o in &obligations {
         let t = registry.transfer(&o.transfer_id().expect("id")).expect("transfer");
         let completed = t.is_some_and(|t| t.status == cccx_settlement::TransferStatus::Completed);
         match o.state {
             ObligationState::Confirmed => {
                 assert!(completed, "{o:?}");
-                let (from, to) = (o.trade.seller.as_str(), o.trade.buyer.as_str());
-                let at = |a: &str| names.iter().position(|n| *n == a).expect("account");
-                expected[at(from)] -= o.trade.qty as i64;
-                expected[at(to)] += o.trade.qty as i64;
+                let at = |a: &AccountId| names.iter().position(|n| *n == a.as_str()).expect("account");
+                expected[at(&o.trade.seller)] -= o.trade.qty as i64;
+                expected[at(&o.trade.buyer)] += o.trade.qty as i64;
             }
             ObligationState::Broken => assert!(!completed, "{o:?}"),
-            other => panic!("{o:?} still {other:?}"),
+            other => panic!("seed {seed}: {o:?} still {other:?}"),
         }
     }
     let held: Vec<i64> = names.iter().map(|a| held(&registry, a) as i64).collect();
-    assert_eq!(held, expected);
+    assert_eq!(held, expected, "seed {seed}");
+    obligations.iter().filter(|o| o.attempts > 1).count()
 }
