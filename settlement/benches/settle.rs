@@ -96,7 +96,7 @@ fn run(durability: Durability, count: u64) -> BenchResult<(f64, f64, u32)> {
 fn main() -> BenchResult<()> {
     // `cargo test --all-targets` runs this without --bench: a small smoke run.
     let smoke = !std::env::args().any(|a| a == "--bench");
-    let default = if smoke { 2_000 } else { 100_000 };
+    let default = if smoke { 500 } else { 100_000 };
     let count: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(default);
     for (name, durability) in
         [("synchronous=FULL", Durability::Full), ("synchronous=NORMAL", Durability::Normal)]
