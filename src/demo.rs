@@ -24,12 +24,12 @@ use anyhow::{bail, Context};
 use cccx_engine::types::InstrumentId;
 use cccx_gateway::config::{Config, AUDIT_FILE, SETTLEMENT_FILE};
 use cccx_gateway::server;
-use cccx_settlement::client::{HttpRegistry, HttpRegistryConfig};
 use cccx_settlement::audit::AuditLog;
+use cccx_settlement::client::{HttpRegistry, HttpRegistryConfig};
 use cccx_settlement::faults::Faults;
 use cccx_settlement::reconcile::{reconcile, render, BreakStore, ExchangeView, RegistryView};
-use cccx_settlement::settle::{Settlement, SettlementConfig};
 use cccx_settlement::service::RegistryServer;
+use cccx_settlement::settle::{Settlement, SettlementConfig};
 use cccx_settlement::{
     AccountId, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer, Registry, RequestId, SqliteRegistry,
     Timestamp, Vintage,
@@ -319,7 +319,9 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     let settled = session(&running, &rest, fix, &registry_server.url());
     runtime.block_on(running.stop()).map_err(anyhow::Error::msg)?;
     let clean = match settled {
-        Ok(settled) => reconcile_session(&exchange_dir, &registry_server.url(), session_start).map(|c| settled && c),
+        Ok(settled) => {
+            reconcile_session(&exchange_dir, &registry_server.url(), session_start).map(|c| settled && c)
+        }
         Err(e) => Err(e),
     };
     registry_server.stop()?;

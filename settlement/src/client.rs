@@ -25,8 +25,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::error::RegistryError;
-use crate::registry::Registry;
-use crate::service::wire::{registry_error_of, CheckAnswer, ExpireAnswer};
+use crate::registry::{BatchAnswers, BatchOp, Registry, BATCH_OPS_MAX};
+use crate::service::wire::{registry_error_of, BatchAnswer, CheckAnswer, ExpireAnswer};
 use crate::types::{
     Account, AccountId, Holdings, Issuance, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer,
     RequestId, Shortfall, Statement, Timestamp, Transfer, Vintage, VoidTransfer,
@@ -282,6 +282,25 @@ impl Registry for HttpRegistry {
 
     fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
         self.change(&["v1", "transfers", req.transfer.as_str(), "void"], json!({"id": req.id}), at)
+    }
+
+    /// Through `POST /v1/batch`, [`BATCH_OPS_MAX`] operations per request. `Err` if any request
+    /// got no answer: send the same operations again.
+    fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
+        let mut answers = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(BATCH_OPS_MAX) {
+            let items = serde_json::to_value(chunk).map_err(|e| RegistryError::Storage(e.to_string()))?;
+            let answer: BatchAnswer = self.change(&["v1", "batch"], json!({"ops": items}), at)?;
+            if answer.results.len() != chunk.len() {
+                return Err(RegistryError::Storage(format!(
+                    "the registry service answered {} of {} operations",
+                    answer.results.len(),
+                    chunk.len()
+                )));
+            }
+            answers.extend(answer.results.into_iter().map(|a| a.result()));
+        }
+        Ok(answers)
     }
 
     /// Each call gets a request id of its own (the client's nonce and a count), which its

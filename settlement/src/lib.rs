@@ -31,7 +31,7 @@ pub mod service;
 
 pub use error::RegistryError;
 pub use reference::NaiveRegistry;
-pub use registry::Registry;
+pub use registry::{BatchAnswers, BatchOp, Registry, BATCH_OPS_MAX};
 pub use sqlite::SqliteRegistry;
 pub use types::{
     coalesce, merge_held, Account, AccountId, EntryKind, HeldBlock, Holdings, Issuance, IssueUnits,

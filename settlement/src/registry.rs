@@ -4,11 +4,44 @@ use std::collections::BTreeMap;
 
 use cccx_engine::types::{InstrumentId, Qty};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::RegistryError;
 use crate::types::{
     Account, AccountId, Holdings, Issuance, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer,
     RequestId, Shortfall, Statement, Timestamp, Transfer, Vintage, VoidTransfer,
 };
+
+/// The most operations one [`Registry::apply_batch`] call should carry; the registry service
+/// refuses a larger batch, and its client splits one.
+pub const BATCH_OPS_MAX: usize = 4096;
+
+/// One change in a batch: a proposal, a post or a void, each with its own request id and the
+/// same idempotency as the single call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BatchOp {
+    /// [`Registry::propose`].
+    Propose(ProposeTransfer),
+    /// [`Registry::post`].
+    Post(PostTransfer),
+    /// [`Registry::void`].
+    Void(VoidTransfer),
+}
+
+impl BatchOp {
+    /// The operation's request id.
+    pub fn id(&self) -> &RequestId {
+        match self {
+            BatchOp::Propose(r) => &r.id,
+            BatchOp::Post(r) => &r.id,
+            BatchOp::Void(r) => &r.id,
+        }
+    }
+}
+
+/// The answer to each operation of a batch, in order.
+pub type BatchAnswers = Vec<Result<Transfer, RegistryError>>;
 
 /// A registry: accounts holding serial blocks, and two-phase transfers between them.
 ///
@@ -42,6 +75,25 @@ pub trait Registry {
     /// Voids a pending transfer: its reserved blocks are released and the transfer is
     /// terminated.
     fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError>;
+
+    /// Applies a list of proposals, posts and voids, all dated `at`, in order: each answer is
+    /// what the single call would have answered at that point of the sequence (a refusal of one
+    /// operation does not touch the others), and each operation is idempotent under its own
+    /// request id exactly like the single call.
+    ///
+    /// `Err` means the batch as a whole got no answer (some, all or none of it may have been
+    /// applied; the embedded registry applies none): send the same batch again. The default sends the single calls one by one; a
+    /// registry may do better (the embedded one commits the whole batch at once).
+    fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
+        Ok(ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Propose(req) => self.propose(req, at),
+                BatchOp::Post(req) => self.post(req, at),
+                BatchOp::Void(req) => self.void(req, at),
+            })
+            .collect())
+    }
 
     /// Cancels, as of `now`, every pending transfer proposed at or before `now - timeout_ns`,
     /// releasing its blocks. Returns the transfers cancelled, by id. The registry runs this

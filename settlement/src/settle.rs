@@ -28,6 +28,11 @@
 //!   transfer: completed after all (the answers were lost) confirms the obligation, pending is
 //!   voided, and the obligation is broken with what was found.
 //!
+//! - **Batches**: a run takes the open obligations in chunks ([`RUN_CHUNK_MAX`]): the chunk is
+//!   marked submitted in one transaction, proposed in one registry batch, posted in another,
+//!   and its outcomes recorded in one transaction, each obligation's outcome the same as if it
+//!   went alone. A batch without an answer is no answer for each obligation in it.
+//!
 //! Storage is SQLite through `rusqlite` with portable SQL (PostgreSQL comes next): every
 //! change is one transaction; times are passed in, never read from a clock.
 //!
@@ -44,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditLog;
 use crate::error::RegistryError;
-use crate::registry::Registry;
+use crate::registry::{BatchAnswers, BatchOp, Registry};
 use crate::types::{
     AccountId, PostTransfer, ProposeTransfer, RequestId, SerialBlock, Timestamp, Transfer, TransferStatus,
     VoidTransfer,
@@ -215,6 +220,20 @@ enum Verdict {
     InDoubt(String),
 }
 
+/// What a run records for an obligation after its attempt.
+enum Outcome {
+    /// Delivered: pay the seller and the fee; the serial blocks the transfer moved.
+    Confirmed(Vec<SerialBlock>),
+    /// Refused, or out of attempts and not delivered: why.
+    Broken(String),
+    /// No answer: why; the next run tries again.
+    Failed(String),
+}
+
+/// The most obligations [`Settlement::run`] takes at once: one transaction marks them
+/// submitted, one registry batch proposes, one posts, one transaction records the outcomes.
+pub const RUN_CHUNK_MAX: usize = 1024;
+
 /// The largest value of one trade (price x quantity) settlement takes: sums of many trades
 /// stay far inside 64 bits.
 pub const TRADE_VALUE_MAX: i64 = 1_000_000_000_000_000;
@@ -232,6 +251,8 @@ impl Settlement {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", -65_536)?;
         Settlement::with_connection(conn, config)
     }
 
@@ -248,6 +269,7 @@ impl Settlement {
             )));
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS settlement_schema (version INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS obligations (
@@ -329,6 +351,7 @@ impl Settlement {
         let mut added = 0;
         let mut inserted = Vec::new();
         let mut seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM obligations", [], |r| r.get(0))?;
+        let mut funds_seq = next_funds_seq(&tx)?;
         for t in trades {
             let bad = |reason: &str| SettlementError::BadTrade {
                 trade_id: t.trade_id.clone(),
@@ -355,9 +378,8 @@ impl Settlement {
                 .map_err(|_| bad("fee overflows"))?;
             let text = serde_json::to_string(t).map_err(|e| bad(&e.to_string()))?;
             let existing: Option<String> = tx
-                .query_row("SELECT trade FROM obligations WHERE trade_id = ?1", params![t.trade_id], |r| {
-                    r.get(0)
-                })
+                .prepare_cached("SELECT trade FROM obligations WHERE trade_id = ?1")?
+                .query_row(params![t.trade_id], |r| r.get(0))
                 .optional()?;
             match existing {
                 Some(stored) if stored == text => continue,
@@ -365,10 +387,11 @@ impl Settlement {
                 None => {}
             }
             seq += 1;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO obligations (trade_id, seq, trade, buyer, seller, fee, state, attempts, reason, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, NULL, ?8)",
-                params![
+            )?
+            .execute(params![
                     t.trade_id,
                     seq,
                     text,
@@ -380,8 +403,8 @@ impl Settlement {
                 ],
             )?;
             let paid = value.checked_add(fee).ok_or_else(|| bad("value plus fee overflows"))?;
-            insert_funds(&tx, t.buyer.as_str(), &t.trade_id, "pay", -paid, at)?;
-            insert_funds(&tx, CLEARING_ACCOUNT, &t.trade_id, "pay", paid, at)?;
+            insert_funds(&tx, &mut funds_seq, t.buyer.as_str(), &t.trade_id, "pay", -paid, at)?;
+            insert_funds(&tx, &mut funds_seq, CLEARING_ACCOUNT, &t.trade_id, "pay", paid, at)?;
             added += 1;
             inserted.push(t.clone());
         }
@@ -395,61 +418,148 @@ impl Settlement {
 
     /// Works every open obligation once, oldest first: submits it to the registry (or
     /// resumes it after a crash or a failed attempt) and records the outcome.
+    ///
+    /// Obligations go in chunks of up to [`RUN_CHUNK_MAX`]: one transaction marks the chunk
+    /// submitted (committed before the registry is called), one registry batch proposes, one
+    /// posts what was accepted, one transaction records every outcome, and the audit trail is
+    /// synced once. Each obligation's outcome is what it would be alone.
     pub fn run(&mut self, registry: &mut dyn Registry, at: Timestamp) -> Result<RunReport, SettlementError> {
         let mut report = RunReport::default();
-        for mut o in self.open_obligations()? {
-            if matches!(o.state, ObligationState::Failed) {
-                self.set_state(&mut o, ObligationState::Retried, None, at)?;
+        let mut after_seq = 0;
+        loop {
+            let mut chunk = self.open_chunk(after_seq)?;
+            let Some(last) = chunk.last() else { break };
+            after_seq = self.seq_of(&last.trade.trade_id)?;
+            self.submit(&mut chunk, at)?;
+            let delivered = deliver_chunk(registry, &chunk, at);
+            let mut outcomes = Vec::with_capacity(chunk.len());
+            for (o, delivered) in chunk.iter().zip(delivered) {
+                outcomes.push(self.outcome(registry, o, delivered, at)?);
+            }
+            self.record(&mut chunk, outcomes, at, &mut report)?;
+            self.sync_audit()?;
+        }
+        Ok(report)
+    }
+
+    /// Marks a chunk submitted (a failed one retried first), one more attempt each, in one
+    /// transaction.
+    fn submit(&mut self, chunk: &mut [Obligation], at: Timestamp) -> Result<(), SettlementError> {
+        let tx = self.conn.transaction()?;
+        let mut records = Vec::with_capacity(chunk.len());
+        for o in chunk.iter_mut() {
+            if o.state == ObligationState::Failed {
+                update_state(&tx, o, ObligationState::Retried, None, at)?;
+                (o.state, o.reason, o.updated_at) = (ObligationState::Retried, None, at);
+                records.push(state_record(o));
             }
             o.attempts += 1;
-            self.set_state(&mut o, ObligationState::Submitted, None, at)?;
-            let delivered = self.deliver(registry, &o, at);
-            let answer = match &delivered {
-                Ok(_) => "completed".to_string(),
-                Err(e) => e.to_string(),
-            };
-            let transfer = o.transfer_id()?.to_string();
-            self.audit(
-                at,
-                "registry",
-                serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer, "answer": answer}),
-            )?;
-            match delivered {
-                Ok(transfer) => {
-                    self.confirm(&mut o, &transfer, at)?;
-                    report.confirmed += 1;
-                }
-                Err(SettlementError::Registry(e)) if e.is_answer() => {
-                    self.set_state(&mut o, ObligationState::Broken, Some(e.to_string()), at)?;
-                    report.broken += 1;
-                }
-                Err(e) if o.attempts >= self.config.max_attempts => {
-                    // Out of attempts: ask the registry what became of the transfer before
-                    // giving up, so that a delivery whose answer was lost is not a break.
-                    match self.give_up(registry, &o, at, &e.to_string())? {
-                        Verdict::Delivered(transfer) => {
-                            self.confirm(&mut o, &transfer, at)?;
-                            report.confirmed += 1;
-                        }
-                        Verdict::Break(why) => {
-                            self.set_state(&mut o, ObligationState::Broken, Some(why), at)?;
-                            report.broken += 1;
-                        }
-                        Verdict::InDoubt(why) => {
-                            // Not final: the registry could not say; the next run asks again.
-                            self.set_state(&mut o, ObligationState::Failed, Some(why), at)?;
-                            report.failed += 1;
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.set_state(&mut o, ObligationState::Failed, Some(e.to_string()), at)?;
-                    report.failed += 1;
+            update_state(&tx, o, ObligationState::Submitted, None, at)?;
+            (o.state, o.reason, o.updated_at) = (ObligationState::Submitted, None, at);
+            records.push(state_record(o));
+        }
+        tx.commit()?;
+        for data in records {
+            self.audit(at, "obligation", data)?;
+        }
+        Ok(())
+    }
+
+    /// What to record after an attempt: the registry's answer decides, and an attempt without
+    /// an answer is retried, or, out of attempts, settled by asking the registry what became of
+    /// the transfer.
+    fn outcome(
+        &mut self,
+        registry: &mut dyn Registry,
+        o: &Obligation,
+        delivered: Result<Transfer, SettlementError>,
+        at: Timestamp,
+    ) -> Result<Outcome, SettlementError> {
+        let answer = match &delivered {
+            Ok(_) => "completed".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let transfer = o.transfer_id()?.to_string();
+        self.audit(
+            at,
+            "registry",
+            serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer, "answer": answer}),
+        )?;
+        Ok(match delivered {
+            Ok(t) => Outcome::Confirmed(t.blocks),
+            Err(SettlementError::Registry(e)) if e.is_answer() => Outcome::Broken(e.to_string()),
+            // Out of attempts: ask the registry what became of the transfer before giving up,
+            // so that a delivery whose answer was lost is not a break.
+            Err(e) if o.attempts >= self.config.max_attempts => {
+                match self.give_up(registry, o, at, &e.to_string())? {
+                    Verdict::Delivered(t) => Outcome::Confirmed(t.blocks),
+                    Verdict::Break(why) => Outcome::Broken(why),
+                    // Not final: the registry could not say; the next run asks again.
+                    Verdict::InDoubt(why) => Outcome::Failed(why),
                 }
             }
+            Err(e) => Outcome::Failed(e.to_string()),
+        })
+    }
+
+    /// Records a chunk's outcomes in one transaction: a delivery pays the seller and the fee.
+    fn record(
+        &mut self,
+        chunk: &mut [Obligation],
+        outcomes: Vec<Outcome>,
+        at: Timestamp,
+        report: &mut RunReport,
+    ) -> Result<(), SettlementError> {
+        let tx = self.conn.transaction()?;
+        let mut funds_seq = next_funds_seq(&tx)?;
+        let mut records = Vec::with_capacity(chunk.len());
+        for (o, outcome) in chunk.iter_mut().zip(outcomes) {
+            let (state, reason) = match outcome {
+                Outcome::Confirmed(blocks) => {
+                    let t = &o.trade;
+                    let (paid, seller_paid, fees) = payout(o)?;
+                    insert_funds(&tx, &mut funds_seq, CLEARING_ACCOUNT, &t.trade_id, "deliver", -paid, at)?;
+                    insert_funds(
+                        &tx,
+                        &mut funds_seq,
+                        t.seller.as_str(),
+                        &t.trade_id,
+                        "receive",
+                        seller_paid,
+                        at,
+                    )?;
+                    insert_funds(&tx, &mut funds_seq, FEE_ACCOUNT, &t.trade_id, "fee", fees, at)?;
+                    let text = serde_json::to_string(&blocks)
+                        .map_err(|e| SettlementError::Storage(e.to_string()))?;
+                    tx.prepare_cached("UPDATE obligations SET blocks = ?1 WHERE trade_id = ?2")?
+                        .execute(params![text, t.trade_id])?;
+                    o.blocks = blocks;
+                    report.confirmed += 1;
+                    records.push(serde_json::json!({
+                        "trade": t.trade_id, "state": "confirmed", "seller_paid": seller_paid, "fee": fees,
+                    }));
+                    (ObligationState::Confirmed, None)
+                }
+                Outcome::Broken(why) => {
+                    report.broken += 1;
+                    (ObligationState::Broken, Some(why))
+                }
+                Outcome::Failed(why) => {
+                    report.failed += 1;
+                    (ObligationState::Failed, Some(why))
+                }
+            };
+            update_state(&tx, o, state, reason.clone(), at)?;
+            (o.state, o.reason, o.updated_at) = (state, reason, at);
+            if state != ObligationState::Confirmed {
+                records.push(state_record(o));
+            }
         }
-        self.sync_audit()?;
-        Ok(report)
+        tx.commit()?;
+        for data in records {
+            self.audit(at, "obligation", data)?;
+        }
+        Ok(())
     }
 
     /// After the last attempt, what the registry says became of the transfer. Only a definite
@@ -467,6 +577,10 @@ impl Settlement {
         let prefix = format!("no answer after {attempts} attempts ({error})");
         let id = o.transfer_id()?;
         let verdict = match registry.transfer(&id) {
+            Ok(Some(t)) if !is_transfer_of(&t, o) => Verdict::Break(format!(
+                "{prefix}; the registry's transfer {} is not this trade's ({} -> {}, {} of instrument {})",
+                t.id, t.from, t.to, t.quantity, t.instrument.0
+            )),
             Ok(Some(t)) if t.status == TransferStatus::Completed => Verdict::Delivered(t),
             Ok(Some(t)) if t.status.is_pending() => {
                 let void =
@@ -492,85 +606,8 @@ impl Settlement {
         Ok(verdict)
     }
 
-    /// The certificate leg: propose then post, with the obligation's fixed request ids.
-    /// Returns the completed transfer.
-    fn deliver(
-        &self,
-        registry: &mut dyn Registry,
-        o: &Obligation,
-        at: Timestamp,
-    ) -> Result<Transfer, SettlementError> {
-        let t = &o.trade;
-        let propose = ProposeTransfer {
-            id: o.transfer_id()?,
-            from: t.seller.clone(),
-            to: t.buyer.clone(),
-            instrument: t.instrument,
-            quantity: t.qty,
-            vintage: None,
-        };
-        let proposed = registry.propose(&propose, at)?;
-        if proposed.status == TransferStatus::Rejected {
-            return Err(
-                RegistryError::TransferNotPending { transfer: proposed.id, status: proposed.status }.into()
-            );
-        }
-        let posted = registry.post(&PostTransfer { id: o.post_id()?, transfer: o.transfer_id()? }, at)?;
-        if posted.status != TransferStatus::Completed {
-            return Err(
-                RegistryError::TransferNotPending { transfer: posted.id, status: posted.status }.into()
-            );
-        }
-        Ok(posted)
-    }
-
-    /// Records the delivery (with the blocks `transfer` moved) and pays the seller and the
-    /// fee, in one transaction.
-    fn confirm(
-        &mut self,
-        o: &mut Obligation,
-        transfer: &Transfer,
-        at: Timestamp,
-    ) -> Result<(), SettlementError> {
-        let t = &o.trade;
-        let overflow = || SettlementError::Storage(format!("trade {}: amounts overflow", t.trade_id));
-        let value = i64::try_from(t.qty).ok().and_then(|q| q.checked_mul(t.price)).ok_or_else(overflow)?;
-        let paid = value.checked_add(o.fee).ok_or_else(overflow)?;
-        let fees = o.fee.checked_mul(2).ok_or_else(overflow)?;
-        let tx = self.conn.transaction()?;
-        insert_funds(&tx, CLEARING_ACCOUNT, &t.trade_id, "deliver", -paid, at)?;
-        insert_funds(&tx, t.seller.as_str(), &t.trade_id, "receive", value - o.fee, at)?;
-        insert_funds(&tx, FEE_ACCOUNT, &t.trade_id, "fee", fees, at)?;
-        update_state(&tx, o, ObligationState::Confirmed, None, at)?;
-        let blocks =
-            serde_json::to_string(&transfer.blocks).map_err(|e| SettlementError::Storage(e.to_string()))?;
-        tx.execute("UPDATE obligations SET blocks = ?1 WHERE trade_id = ?2", params![blocks, t.trade_id])?;
-        tx.commit()?;
-        (o.state, o.blocks) = (ObligationState::Confirmed, transfer.blocks.clone());
-        let data = serde_json::json!({
-            "trade": t.trade_id, "state": "confirmed", "seller_paid": value - o.fee, "fee": fees,
-        });
-        self.audit(at, "obligation", data)
-    }
-
-    fn set_state(
-        &mut self,
-        o: &mut Obligation,
-        state: ObligationState,
-        reason: Option<String>,
-        at: Timestamp,
-    ) -> Result<(), SettlementError> {
-        let tx = self.conn.transaction()?;
-        update_state(&tx, o, state, reason.clone(), at)?;
-        tx.commit()?;
-        (o.state, o.reason, o.updated_at) = (state, reason, at);
-        let data = serde_json::json!({
-            "trade": o.trade.trade_id, "state": state.as_str(), "attempts": o.attempts, "reason": o.reason,
-        });
-        self.audit(at, "obligation", data)
-    }
-
-    fn open_obligations(&self) -> Result<Vec<Obligation>, SettlementError> {
+    /// The next open obligations after `after_seq`, oldest first, at most [`RUN_CHUNK_MAX`].
+    fn open_chunk(&self, after_seq: i64) -> Result<Vec<Obligation>, SettlementError> {
         let open: Vec<&str> = [
             ObligationState::Created,
             ObligationState::Submitted,
@@ -581,9 +618,15 @@ impl Settlement {
         .map(|s| s.as_str())
         .collect();
         self.query(
-            "WHERE state IN (?1, ?2, ?3, ?4) ORDER BY seq",
-            params![open[0], open[1], open[2], open[3]],
+            "WHERE state IN (?1, ?2, ?3, ?4) AND seq > ?5 ORDER BY seq LIMIT ?6",
+            params![open[0], open[1], open[2], open[3], after_seq, RUN_CHUNK_MAX as i64],
         )
+    }
+
+    /// An obligation's place in the order of arrival.
+    fn seq_of(&self, trade_id: &str) -> Result<i64, SettlementError> {
+        let mut stmt = self.conn.prepare_cached("SELECT seq FROM obligations WHERE trade_id = ?1")?;
+        Ok(stmt.query_row(params![trade_id], |r| r.get(0))?)
     }
 
     /// Every obligation, oldest first.
@@ -682,20 +725,130 @@ impl Settlement {
     }
 }
 
+/// The sequence number the next funds movement takes (one read per transaction; this runner is
+/// the only writer, and a second one would fail on `funds_once` or the state guard).
+fn next_funds_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64, SettlementError> {
+    Ok(tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM funds", [], |r| r.get(0))?)
+}
+
 fn insert_funds(
     tx: &rusqlite::Transaction<'_>,
+    seq: &mut i64,
     account: &str,
     trade_id: &str,
     kind: &str,
     amount: i64,
     at: Timestamp,
 ) -> Result<(), SettlementError> {
-    let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM funds", [], |r| r.get(0))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO funds (seq, account, trade_id, kind, amount, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![seq, account, trade_id, kind, amount, at.0],
-    )?;
+    )?
+    .execute(params![*seq, account, trade_id, kind, amount, at.0])?;
+    *seq += 1;
     Ok(())
+}
+
+/// What a delivery moves: the buyer's payment out of clearing, the seller's share, the fees.
+fn payout(o: &Obligation) -> Result<(i64, i64, i64), SettlementError> {
+    let t = &o.trade;
+    let overflow = || SettlementError::Storage(format!("trade {}: amounts overflow", t.trade_id));
+    let value = i64::try_from(t.qty).ok().and_then(|q| q.checked_mul(t.price)).ok_or_else(overflow)?;
+    let paid = value.checked_add(o.fee).ok_or_else(overflow)?;
+    let fees = o.fee.checked_mul(2).ok_or_else(overflow)?;
+    Ok((paid, value - o.fee, fees))
+}
+
+/// The audit record of a state change.
+fn state_record(o: &Obligation) -> serde_json::Value {
+    serde_json::json!({
+        "trade": o.trade.trade_id, "state": o.state.as_str(), "attempts": o.attempts, "reason": o.reason,
+    })
+}
+
+/// The proposal of an obligation's certificate leg.
+fn propose_of(o: &Obligation) -> Result<BatchOp, SettlementError> {
+    let t = &o.trade;
+    Ok(BatchOp::Propose(ProposeTransfer {
+        id: o.transfer_id()?,
+        from: t.seller.clone(),
+        to: t.buyer.clone(),
+        instrument: t.instrument,
+        quantity: t.qty,
+        vintage: None,
+    }))
+}
+
+/// Whether a transfer the registry holds under an obligation's id moves what the trade says.
+fn is_transfer_of(t: &Transfer, o: &Obligation) -> bool {
+    let trade = &o.trade;
+    t.from == trade.seller
+        && t.to == trade.buyer
+        && t.instrument == trade.instrument
+        && t.quantity == trade.qty
+}
+
+/// The certificate legs of a chunk, with the obligations' fixed request ids: one batch of
+/// proposals, then one batch posting those accepted. `Ok` is a completed transfer.
+fn deliver_chunk(
+    registry: &mut dyn Registry,
+    chunk: &[Obligation],
+    at: Timestamp,
+) -> Vec<Result<Transfer, SettlementError>> {
+    let not_pending =
+        |t: Transfer| Err(RegistryError::TransferNotPending { transfer: t.id, status: t.status }.into());
+    let mut results: Vec<Result<Transfer, SettlementError>> = Vec::with_capacity(chunk.len());
+    let (mut proposals, mut proposed) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
+    for (i, o) in chunk.iter().enumerate() {
+        match propose_of(o) {
+            Ok(op) => {
+                proposals.push(op);
+                proposed.push(i);
+                // Replaced by the answer below.
+                results.push(Err(SettlementError::Storage("not answered".into())));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let (mut posts, mut posted) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
+    for (i, answer) in proposed.into_iter().zip(batch_answers(registry, &proposals, at)) {
+        match answer {
+            Ok(t) if t.status == TransferStatus::Rejected => results[i] = not_pending(t),
+            Ok(_) => {
+                let o = &chunk[i];
+                let post = o.post_id().and_then(|id| Ok(PostTransfer { id, transfer: o.transfer_id()? }));
+                match post {
+                    Ok(post) => {
+                        posts.push(BatchOp::Post(post));
+                        posted.push(i);
+                    }
+                    Err(e) => results[i] = Err(e),
+                }
+            }
+            Err(e) => results[i] = Err(e.into()),
+        }
+    }
+    for (i, answer) in posted.into_iter().zip(batch_answers(registry, &posts, at)) {
+        results[i] = match answer {
+            Ok(t) if t.status == TransferStatus::Completed => Ok(t),
+            Ok(t) => not_pending(t),
+            Err(e) => Err(e.into()),
+        };
+    }
+    results
+}
+
+/// A batch's answers, one per operation: a batch that got no answer (or a short one) is no
+/// answer for each of its operations.
+fn batch_answers(registry: &mut dyn Registry, ops: &[BatchOp], at: Timestamp) -> BatchAnswers {
+    if ops.is_empty() {
+        return Vec::new();
+    }
+    let why = match registry.apply_batch(ops, at) {
+        Ok(answers) if answers.len() == ops.len() => return answers,
+        Ok(answers) => format!("the registry answered {} of {} operations", answers.len(), ops.len()),
+        Err(e) => format!("no answer to the batch: {e}"),
+    };
+    ops.iter().map(|_| Err(RegistryError::Storage(why.clone()))).collect()
 }
 
 fn update_state(
@@ -707,11 +860,19 @@ fn update_state(
 ) -> Result<(), SettlementError> {
     // Only from the state this runner read: a second runner on the same database (two
     // processes, a restart while the old one hangs) cannot move it twice.
-    let changed = tx.execute(
-        "UPDATE obligations SET state = ?1, attempts = ?2, reason = ?3, updated_at = ?4
+    let changed = tx
+        .prepare_cached(
+            "UPDATE obligations SET state = ?1, attempts = ?2, reason = ?3, updated_at = ?4
          WHERE trade_id = ?5 AND state = ?6",
-        params![state.as_str(), i64::from(o.attempts), reason, at.0, o.trade.trade_id, o.state.as_str()],
-    )?;
+        )?
+        .execute(params![
+            state.as_str(),
+            i64::from(o.attempts),
+            reason,
+            at.0,
+            o.trade.trade_id,
+            o.state.as_str()
+        ])?;
     if changed != 1 {
         return Err(SettlementError::Storage(format!(
             "obligation {} changed under this runner (another settlement process?)",

@@ -99,6 +99,7 @@ fn the_openapi_document_matches_the_routes() {
         ("GET", "/v1/accounts/{account}/statement"),
         ("GET", "/v1/transfers/{transfer}"),
         ("POST", "/v1/accounts"),
+        ("POST", "/v1/batch"),
         ("POST", "/v1/expiries"),
         ("POST", "/v1/holdings-check"),
         ("POST", "/v1/issuances"),
@@ -109,7 +110,16 @@ fn the_openapi_document_matches_the_routes() {
     let expected: Vec<(String, String)> =
         expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(operations, expected);
-    for schema in ["Transfer", "Holdings", "Statement", "ProblemDoc", "ProposeBody", "CheckAnswer"] {
+    for schema in [
+        "Transfer",
+        "Holdings",
+        "Statement",
+        "ProblemDoc",
+        "ProposeBody",
+        "CheckAnswer",
+        "BatchBody",
+        "BatchAnswer",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
     for (method, path) in &operations {

@@ -257,8 +257,9 @@ fn a_crash_in_flight_is_resumed_without_moving_anything_twice() {
     let issued: BTreeMap<String, u64> =
         [("S1".to_string(), 100), ("B1".to_string(), 0)].into_iter().collect();
     let inner = registry_with(&[("S1", 100), ("B1", 0)]);
-    // Call 1 proposes T1, call 2 posts it: die right after the post.
-    let mut registry = Flaky { inner, seed: 7, before: 0, after: 0, crash_on: Some(2), calls: 0 };
+    // A run proposes a chunk, then posts it: calls 1 and 2 propose T1 and T2, call 3 posts T1:
+    // die right after that post.
+    let mut registry = Flaky { inner, seed: 7, before: 0, after: 0, crash_on: Some(3), calls: 0 };
     let config = SettlementConfig::default();
     let audit = dir.path().join("audit.jsonl");
     let open = || Settlement::open(&db, config).unwrap().with_audit(AuditLog::open(&audit).unwrap());
@@ -403,5 +404,132 @@ mod review {
             Settlement::open_in_memory(SettlementConfig { fee_bps: 10_000, max_attempts: 1 }).unwrap();
         let too_big = trade("T1", "S1", "B1", 3, 1_000_000_000_000_000_000);
         assert!(s.add_trades(&[too_big], Timestamp(1)).is_err());
+    }
+}
+
+/// Batches as a whole fail: before the registry did anything, or after it applied the whole
+/// batch (the answer lost). Every item of such a batch got no answer.
+mod whole_batches {
+    use cccx_settlement::settle::RUN_CHUNK_MAX;
+    use cccx_settlement::{BatchAnswers, BatchOp};
+
+    use super::*;
+
+    struct BatchFlaky {
+        inner: SqliteRegistry,
+        seed: u64,
+        /// Out of 100: the batch fails before any work.
+        before: u64,
+        /// Out of 100: the batch is applied, its answer lost.
+        after: u64,
+        batches: u64,
+    }
+
+    impl BatchFlaky {
+        fn roll(&mut self) -> u64 {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            self.seed % 100
+        }
+    }
+
+    impl Registry for BatchFlaky {
+        fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
+            self.inner.open_account(req, at)
+        }
+        fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
+            self.inner.issue(req, at)
+        }
+        fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.propose(req, at)
+        }
+        fn post(&mut self, req: &PostTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.post(req, at)
+        }
+        fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.void(req, at)
+        }
+        fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
+            self.batches += 1;
+            if self.roll() < self.before {
+                return Err(RegistryError::Storage("unavailable".into()));
+            }
+            let answers = self.inner.apply_batch(ops, at)?;
+            if self.roll() < self.after {
+                return Err(RegistryError::Storage("answer lost".into()));
+            }
+            Ok(answers)
+        }
+        fn expire_pending(
+            &mut self,
+            timeout_ns: u64,
+            now: Timestamp,
+        ) -> Result<Vec<Transfer>, RegistryError> {
+            self.inner.expire_pending(timeout_ns, now)
+        }
+        fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
+            self.inner.transfer(id)
+        }
+        fn holdings(
+            &self,
+            a: &AccountId,
+            i: InstrumentId,
+            as_of: Option<Timestamp>,
+        ) -> Result<Holdings, RegistryError> {
+            self.inner.holdings(a, i, as_of)
+        }
+        fn statement(
+            &self,
+            a: &AccountId,
+            from: Timestamp,
+            to: Timestamp,
+        ) -> Result<Statement, RegistryError> {
+            self.inner.statement(a, from, to)
+        }
+        fn holdings_check(
+            &self,
+            i: InstrumentId,
+            v: Option<Vintage>,
+            sells: &BTreeMap<AccountId, u64>,
+        ) -> Result<Vec<Shortfall>, RegistryError> {
+            self.inner.holdings_check(i, v, sells)
+        }
+    }
+
+    /// More obligations than one chunk holds, some sellers short, and a third of the batches
+    /// failing as a whole: every trade settles exactly once or breaks, a batch without an
+    /// answer never breaks anything by itself, and the audit trail holds every step.
+    #[test]
+    fn chunks_with_whole_batch_failures_settle_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = [("A", 3_000), ("B", 2_000), ("C", 5), ("D", 0)];
+        let issued: BTreeMap<String, u64> = accounts.iter().map(|(a, q)| (a.to_string(), *q)).collect();
+        let inner = registry_with(&accounts);
+        let mut registry = BatchFlaky { inner, seed: 99, before: 15, after: 15, batches: 0 };
+        let audit = dir.path().join("audit.jsonl");
+        let config = SettlementConfig { fee_bps: 5, max_attempts: 50 };
+        let mut s = Settlement::open(dir.path().join("settlement.db"), config)
+            .unwrap()
+            .with_audit(AuditLog::open(&audit).unwrap());
+        let names = ["A", "B", "C", "D"];
+        let trades: Vec<TradeToSettle> = (0..RUN_CHUNK_MAX * 2 + 100)
+            .map(|n| {
+                let (from, to) = (n % 3, (n % 3 + 1 + n % 2) % 4);
+                trade(&format!("T{n}"), names[from], names[to], 1 + (n % 3) as u64, 100)
+            })
+            .collect();
+        assert_eq!(s.add_trades(&trades, Timestamp(5)).unwrap(), trades.len());
+        for round in 0..40 {
+            s.run(&mut registry, Timestamp(100 + round)).unwrap();
+            s.check().unwrap();
+        }
+        check_exactly_once(&s, &registry.inner, &issued);
+        registry.inner.check_invariants().unwrap();
+        let counts = s.counts().unwrap();
+        assert!(counts.iter().any(|(state, n)| *state == ObligationState::Broken && *n > 0), "{counts:?}");
+        assert!(registry.batches > 6, "several chunks, several rounds");
+        drop(s);
+        cccx_settlement::audit::verify(&audit).unwrap();
     }
 }

@@ -13,12 +13,12 @@ use utoipa_axum::routes;
 
 use super::problem::{json_error, path_error, query_error, Problem};
 use super::wire::{
-    CheckAnswer, CheckBody, ExpireAnswer, ExpireBody, HoldingsParams, IssueBody, OpenAccountBody,
-    ProposeBody, ResolveBody, StatementParams, TimeArg,
+    BatchAnswer, BatchBody, BatchItemAnswer, BatchItemBody, CheckAnswer, CheckBody, ExpireAnswer, ExpireBody,
+    HoldingsParams, IssueBody, OpenAccountBody, ProposeBody, ResolveBody, StatementParams, TimeArg,
 };
 use super::AppState;
 use crate::error::RegistryError;
-use crate::registry::Registry;
+use crate::registry::{BatchOp, Registry, BATCH_OPS_MAX};
 use crate::service::schema;
 use crate::types::{
     AccountId, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer, RequestId, Timestamp, Vintage,
@@ -48,6 +48,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_transfer))
         .routes(routes!(post_transfer))
         .routes(routes!(void_transfer))
+        .routes(routes!(batch))
         .routes(routes!(expire))
         .routes(routes!(holdings_check))
 }
@@ -287,6 +288,63 @@ async fn void_transfer(
     body: Result<Json<ResolveBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
     resolve(state, transfer, body, true).await
+}
+
+/// A batch item as the registry's operation.
+fn batch_op(item: &BatchItemBody) -> Result<BatchOp, Problem> {
+    Ok(match item {
+        BatchItemBody::Propose { id, from, to, instrument, quantity, vintage } => {
+            BatchOp::Propose(ProposeTransfer {
+                id: request_id(id)?,
+                from: account_id(from)?,
+                to: account_id(to)?,
+                instrument: InstrumentId(*instrument),
+                quantity: *quantity,
+                vintage: vintage.map(Vintage),
+            })
+        }
+        BatchItemBody::Post { id, transfer } => {
+            BatchOp::Post(PostTransfer { id: request_id(id)?, transfer: request_id(transfer)? })
+        }
+        BatchItemBody::Void { id, transfer } => {
+            BatchOp::Void(VoidTransfer { id: request_id(id)?, transfer: request_id(transfer)? })
+        }
+    })
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/batch",
+    tag = "transfers",
+    summary = "Apply proposals, posts and voids in order, in one database transaction",
+    description = "Each operation carries its own request id and is idempotent exactly like its single route; each gets its own answer, the one its single route would have given at that point of the sequence, and a refusal of one leaves the others alone. All are dated `at`. A malformed operation (a bad id) refuses the whole batch with a 400 and applies nothing. Send a batch that got no answer again, unchanged.",
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "One answer per operation, in order", body = schema::BatchAnswer),
+        (status = 400, description = "Malformed request", body = schema::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`batch_too_large`: more operations than the service takes at once (4096), or `payload_too_large`", body = schema::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable: send the same batch again", body = schema::ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+async fn batch(
+    State(state): State<AppState>,
+    body: Result<Json<BatchBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let Json(b) = body.map_err(json_error)?;
+    if b.ops.len() > BATCH_OPS_MAX {
+        let detail = format!("{} operations, at most {BATCH_OPS_MAX} per batch", b.ops.len());
+        return Err(Problem::new(413, "batch_too_large", detail));
+    }
+    let ops = b.ops.iter().map(batch_op).collect::<Result<Vec<_>, Problem>>()?;
+    let at = time_of(b.at.as_ref())?;
+    let answers = state
+        .on_ledger(move |l| {
+            let at = l.stamp(at);
+            l.registry.apply_batch(&ops, at)
+        })
+        .await??;
+    let results = answers.into_iter().map(BatchItemAnswer::of).collect();
+    Ok(Json(BatchAnswer { results }).into_response())
 }
 
 #[utoipa::path(

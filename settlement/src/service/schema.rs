@@ -222,6 +222,26 @@ pub struct CheckAnswer {
     pub short: Vec<Shortfall>,
 }
 
+/// The answer to one operation of a batch: exactly one of the two members.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItemAnswer {
+    /// The transfer, when the operation succeeded.
+    pub transfer: Option<Transfer>,
+    /// The refusal, when it did not: the members of the problem document the single call would
+    /// have answered (`status`, `code`, `detail`, and the error's fields).
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+}
+
+/// The answer of a batch.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchAnswer {
+    /// One answer per operation, in order.
+    pub results: Vec<BatchItemAnswer>,
+}
+
 #[cfg(test)]
 mod tests {
     use cccx_engine::types::InstrumentId;
@@ -255,6 +275,12 @@ mod tests {
             resolved_at: Some(Timestamp(2)),
         };
         fits::<super::Transfer>(&transfer);
+        let refusal = crate::RegistryError::UnknownTransfer(id.clone());
+        let results = vec![
+            super::super::wire::BatchItemAnswer::of(Ok(transfer.clone())),
+            super::super::wire::BatchItemAnswer::of(Err(refusal)),
+        ];
+        fits::<super::BatchAnswer>(&super::super::wire::BatchAnswer { results });
         fits::<super::ExpireAnswer>(&super::super::wire::ExpireAnswer { expired: vec![transfer] });
         fits::<super::Account>(&t::Account { id: a.clone(), opened_at: Timestamp(0) });
         fits::<super::Issuance>(&t::Issuance { account: a.clone(), block, issued_at: Timestamp(0) });

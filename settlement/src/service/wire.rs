@@ -141,6 +141,99 @@ pub struct CheckAnswer {
     pub short: Vec<crate::types::Shortfall>,
 }
 
+/// Body of `POST /v1/batch`: proposals, posts and voids, applied in order, all at one time.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// The operations, at most [`crate::BATCH_OPS_MAX`].
+    pub ops: Vec<BatchItemBody>,
+    /// The time of every operation; the service's clock when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<TimeArg>,
+}
+
+/// One operation of a batch, named by `op`; each has its own client-made request id.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BatchItemBody {
+    /// A proposal, as `POST /v1/transfers`.
+    Propose {
+        /// The client-made request id, which becomes the transfer's id.
+        id: String,
+        /// The transferring account.
+        from: String,
+        /// The acquiring account.
+        to: String,
+        /// The instrument of the units.
+        instrument: u32,
+        /// How many units.
+        quantity: Qty,
+        /// Only units of this vintage; any vintage, oldest first, when absent.
+        #[serde(default)]
+        vintage: Option<u16>,
+    },
+    /// A post, as `POST /v1/transfers/{transfer}/post`.
+    Post {
+        /// The client-made request id.
+        id: String,
+        /// The pending transfer.
+        transfer: String,
+    },
+    /// A void, as `POST /v1/transfers/{transfer}/void`.
+    Void {
+        /// The client-made request id.
+        id: String,
+        /// The pending transfer.
+        transfer: String,
+    },
+}
+
+/// The answer to one operation of a batch: `{"transfer": ...}`, or `{"error": ...}` with the
+/// members of the problem document the single call would have answered (`status`, `code`,
+/// `detail` and the error's fields).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchItemAnswer {
+    /// The transfer.
+    Transfer(crate::types::Transfer),
+    /// The refusal, or the error without an answer.
+    Error(serde_json::Value),
+}
+
+impl BatchItemAnswer {
+    /// The answer of a registry result.
+    pub fn of(result: Result<crate::types::Transfer, RegistryError>) -> BatchItemAnswer {
+        match result {
+            Ok(t) => BatchItemAnswer::Transfer(t),
+            Err(e) => {
+                let mut doc = serde_json::to_value(WireError::from(e.clone())).unwrap_or_default();
+                if let serde_json::Value::Object(members) = &mut doc {
+                    members.insert("status".into(), status_of(&e).into());
+                    members.insert("detail".into(), e.to_string().into());
+                }
+                BatchItemAnswer::Error(doc)
+            }
+        }
+    }
+
+    /// The registry result it carries.
+    pub fn result(self) -> Result<crate::types::Transfer, RegistryError> {
+        match self {
+            BatchItemAnswer::Transfer(t) => Ok(t),
+            BatchItemAnswer::Error(doc) => Err(registry_error_of(&doc).unwrap_or_else(|| {
+                RegistryError::Storage(format!("unreadable error in a batch answer: {doc}"))
+            })),
+        }
+    }
+}
+
+/// Answer of `POST /v1/batch`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    /// One answer per operation, in order.
+    pub results: Vec<BatchItemAnswer>,
+}
+
 /// Query of `GET /v1/accounts/{account}/holdings`.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

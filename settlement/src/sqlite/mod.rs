@@ -19,12 +19,15 @@ pub use schema::SCHEMA_VERSION;
 use store::Counters;
 
 use crate::error::RegistryError;
-use crate::registry::Registry;
+use crate::registry::{BatchAnswers, BatchOp, Registry};
 use crate::types::{
     merge_held, Account, AccountId, EntryKind, HeldBlock, Holdings, Issuance, IssueUnits, OpenAccount,
     PostTransfer, ProposeTransfer, RequestId, SerialBlock, Shortfall, Statement, StatementLine, Timestamp,
     Transfer, TransferStatus, Vintage, VoidTransfer, REQUEST_QTY_MAX, SERIAL_MAX,
 };
+
+/// How many prepared statements a connection keeps.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// How the database syncs a commit to disk.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -85,6 +88,10 @@ impl SqliteRegistry {
             Durability::Normal => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync)?;
+        // Statement journals in memory rather than in temporary files, and enough pages cached
+        // that the indexes are not read back from the file system on every lookup (64 MiB).
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", -65_536)?;
         SqliteRegistry::with_connection(conn)
     }
 
@@ -94,6 +101,9 @@ impl SqliteRegistry {
     }
 
     fn with_connection(mut conn: Connection) -> Result<SqliteRegistry, RegistryError> {
+        // A request uses about twenty statements: keep them all prepared (the default of 16
+        // evicted and re-parsed some on every request).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         schema::create(&mut conn)?;
         let ids = Counters::load(&conn)?;
         let last_at = Timestamp(conn.query_row("SELECT last_at_ns FROM ledger_clock", [], |r| r.get(0))?);
@@ -180,35 +190,102 @@ impl SqliteRegistry {
         at: Timestamp,
         op: impl FnOnce(&Connection, &mut Counters) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
-        let hash = fields_hash(kind, fields)?;
         let tx = self.conn.transaction()?;
-        let stored: Option<(String, String)> = tx
-            .prepare_cached("SELECT fields_hash, answer FROM requests WHERE request_id = ?1")?
-            .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((stored_hash, answer)) = stored {
-            if stored_hash != hash {
-                return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
-            }
-            return serde_json::from_str::<Result<T, RegistryError>>(&answer)
-                .map_err(|e| RegistryError::Storage(format!("stored answer of {id}: {e}")))?;
+        let done = request(&tx, &mut self.ids, self.last_at, id, kind, fields, at, op)?;
+        if done.wrote {
+            tx.commit()?;
+            self.last_at = at;
         }
-        advance(&tx, self.last_at, at)?;
-        let answer = op(&tx, &mut self.ids);
-        if let Err(e) = &answer {
-            if !e.is_answer() {
-                return answer;
-            }
-        }
-        let json = serde_json::to_string(&answer).map_err(|e| RegistryError::Storage(e.to_string()))?;
-        tx.prepare_cached(
-            "INSERT INTO requests (request_id, kind, fields_hash, answer, at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![id.as_str(), kind, hash, json, at.0])?;
-        tx.commit()?;
-        self.last_at = at;
-        answer
+        done.answer
     }
+
+    /// The batch in one transaction, validate then apply: every refusal, and every error
+    /// without an answer but a storage error (a reused id, a time that went back), is found
+    /// before the operation writes anything, so one operation's refusal leaves the others
+    /// alone without a savepoint each. A storage error rolls the whole batch back: no answer.
+    fn batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
+        let tx = self.conn.transaction()?;
+        let mut answers = Vec::with_capacity(ops.len());
+        let mut wrote = false;
+        for op in ops {
+            let (ids, last) = (&mut self.ids, self.last_at);
+            let done = match op {
+                BatchOp::Propose(req) => {
+                    request(&tx, ids, last, &req.id, "propose", req, at, |c, ids| propose(c, ids, req, at))
+                }
+                BatchOp::Post(req) => request(&tx, ids, last, &req.id, "post", req, at, |c, ids| {
+                    resolve(c, ids, &req.transfer, TransferStatus::Completed, at)
+                }),
+                BatchOp::Void(req) => request(&tx, ids, last, &req.id, "void", req, at, |c, ids| {
+                    resolve(c, ids, &req.transfer, TransferStatus::Terminated, at)
+                }),
+            };
+            match done {
+                Ok(done) => {
+                    wrote |= done.wrote;
+                    answers.push(done.answer);
+                }
+                // Found before the operation wrote anything (see `request`).
+                Err(
+                    e @ (RegistryError::DuplicateIdOtherFields(_) | RegistryError::TimeWentBackwards { .. }),
+                ) => answers.push(Err(e)),
+                // Dropping the transaction rolls back the whole batch.
+                Err(e) => return Err(e),
+            }
+        }
+        if wrote {
+            tx.commit()?;
+            self.last_at = at;
+        }
+        Ok(answers)
+    }
+}
+
+/// What one request did inside the caller's transaction: its answer (stored before, or new),
+/// and whether it wrote (then the caller commits, and the ledger's clock is at `at`).
+struct Done<T> {
+    answer: Result<T, RegistryError>,
+    wrote: bool,
+}
+
+/// Runs `op` unless the request id was seen before, and stores its answer under the id. `Err`
+/// is an error that is not an answer: the caller rolls back whatever was written. A reused id
+/// and a time that went back are found before anything is written.
+#[allow(clippy::too_many_arguments)]
+fn request<T: Serialize + DeserializeOwned>(
+    c: &Connection,
+    ids: &mut Counters,
+    last_at: Timestamp,
+    id: &RequestId,
+    kind: &str,
+    fields: &impl Serialize,
+    at: Timestamp,
+    op: impl FnOnce(&Connection, &mut Counters) -> Result<T, RegistryError>,
+) -> Result<Done<T>, RegistryError> {
+    let hash = fields_hash(kind, fields)?;
+    let stored: Option<(String, String)> = c
+        .prepare_cached("SELECT fields_hash, answer FROM requests WHERE request_id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((stored_hash, answer)) = stored {
+        if stored_hash != hash {
+            return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
+        }
+        let answer = serde_json::from_str::<Result<T, RegistryError>>(&answer)
+            .map_err(|e| RegistryError::Storage(format!("stored answer of {id}: {e}")))?;
+        return Ok(Done { answer, wrote: false });
+    }
+    advance(c, last_at, at)?;
+    let answer = match op(c, ids) {
+        Err(e) if !e.is_answer() => return Err(e),
+        answer => answer,
+    };
+    let json = serde_json::to_string(&answer).map_err(|e| RegistryError::Storage(e.to_string()))?;
+    c.prepare_cached(
+        "INSERT INTO requests (request_id, kind, fields_hash, answer, at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id.as_str(), kind, hash, json, at.0])?;
+    Ok(Done { answer, wrote: true })
 }
 
 /// Moves the ledger's clock to `at`, refusing to go back.
@@ -264,19 +341,22 @@ fn pick(c: &Connection, req: &ProposeTransfer) -> Result<Vec<(i64, SerialBlock, 
     }
     store::known(c, &req.from)?;
     store::known(c, &req.to)?;
-    let mut need = req.quantity;
-    let mut picked = Vec::new();
-    let free = store::free_blocks(c, &req.from, req.instrument, req.vintage)?;
-    for (id, block) in &free {
-        let take = need.min(block.quantity());
-        picked.push((*id, *block, take));
-        need -= take;
-        if need == 0 {
-            return Ok(picked);
-        }
+    let (free, available) = store::free_blocks(c, &req.from, req.instrument, req.vintage, req.quantity)?;
+    if available < req.quantity {
+        return Err(RegistryError::InsufficientUnits {
+            account: req.from.clone(),
+            requested: req.quantity,
+            available,
+        });
     }
-    let available = free.iter().map(|(_, b)| b.quantity()).sum();
-    Err(RegistryError::InsufficientUnits { account: req.from.clone(), requested: req.quantity, available })
+    let mut need = req.quantity;
+    let mut picked = Vec::with_capacity(free.len());
+    for (id, block) in free {
+        let take = need.min(block.quantity());
+        picked.push((id, block, take));
+        need -= take;
+    }
+    Ok(picked)
 }
 
 fn propose(
@@ -418,6 +498,10 @@ impl Registry for SqliteRegistry {
         self.idempotent(&req.id, "void", req, at, |c, ids| {
             resolve(c, ids, &req.transfer, TransferStatus::Terminated, at)
         })
+    }
+
+    fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
+        self.batch(ops, at)
     }
 
     fn expire_pending(&mut self, timeout_ns: u64, now: Timestamp) -> Result<Vec<Transfer>, RegistryError> {

@@ -1,7 +1,7 @@
 //! Row-level SQL of the embedded registry: reading and writing blocks, transfers and entries.
 //! Every function runs inside the caller's transaction.
 
-use cccx_engine::types::InstrumentId;
+use cccx_engine::types::{InstrumentId, Qty};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::RegistryError;
@@ -144,28 +144,38 @@ pub fn close_block(c: &Connection, block_id: i64, at: Timestamp) -> Result<(), R
 }
 
 /// An account's unreserved blocks of an instrument (and vintage, if given), oldest first, as
-/// (block id, block).
+/// (block id, block), read until they hold `need` units, and the units they hold. Fewer than
+/// `need` means every free block was read: the sum is what the account has available. (An
+/// account that received many transfers holds many blocks; a proposal reads only the few it
+/// takes.)
 pub fn free_blocks(
     c: &Connection,
     account: &AccountId,
     instrument: InstrumentId,
     vintage: Option<Vintage>,
-) -> Result<Vec<(i64, SerialBlock)>, RegistryError> {
+    need: Qty,
+) -> Result<(Vec<(i64, SerialBlock)>, Qty), RegistryError> {
     let columns = "SELECT block_id, instrument, vintage, serial_start, serial_end FROM blocks
          WHERE account_id = ?1 AND instrument = ?2 AND reserved_by IS NULL";
     let mut stmt = match vintage {
         None => c.prepare_cached(&format!("{columns} ORDER BY vintage, serial_start"))?,
         Some(_) => c.prepare_cached(&format!("{columns} AND vintage = ?3 ORDER BY vintage, serial_start"))?,
     };
-    let map = |r: &Row<'_>| Ok((r.get::<_, i64>(0)?, block_at(r, 1)?));
     let inst = i64::from(instrument.0);
-    let rows: Vec<(i64, BlockCols)> = match vintage {
-        None => stmt.query_map(params![account.as_str(), inst], map)?.collect::<Result<_, _>>()?,
-        Some(v) => {
-            stmt.query_map(params![account.as_str(), inst, i64::from(v.0)], map)?.collect::<Result<_, _>>()?
-        }
+    let mut rows = match vintage {
+        None => stmt.query(params![account.as_str(), inst])?,
+        Some(v) => stmt.query(params![account.as_str(), inst, i64::from(v.0)])?,
     };
-    rows.into_iter().map(|(id, b)| Ok((id, to_block(b)?))).collect()
+    let (mut blocks, mut held): (Vec<(i64, SerialBlock)>, Qty) = (Vec::new(), 0);
+    while let Some(r) = rows.next()? {
+        let block = to_block(block_at(r, 1)?)?;
+        blocks.push((r.get(0)?, block));
+        held = held.saturating_add(block.quantity());
+        if held >= need {
+            break;
+        }
+    }
+    Ok((blocks, held))
 }
 
 /// The current blocks a pending transfer reserves, as (block id, holder, block).
