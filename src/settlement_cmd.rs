@@ -152,6 +152,9 @@ pub struct SettleArgs {
     /// (then it is confirmed, or broken, or asked again next round if the registry cannot say).
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000))]
     max_attempts: u32,
+    /// Obligations per registry batch (one request proposes a batch, one posts it).
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    chunk: u64,
     /// Also append every obligation, state change and registry answer to this hash-chained
     /// audit trail (JSON lines; check it with `cccx audit verify`).
     #[arg(long, value_name = "FILE")]
@@ -547,8 +550,9 @@ fn settle(a: &SettleArgs) -> anyhow::Result<i32> {
     let mut registry = open_registry(a)?;
     let config = SettlementConfig { fee_bps: a.fee_bps, max_attempts: a.max_attempts };
     let db = a.db.display();
-    let mut settlement =
-        Settlement::open(&a.db, config).with_context(|| format!("opening the settlement database {db}"))?;
+    let mut settlement = Settlement::open(&a.db, config)
+        .with_context(|| format!("opening the settlement database {db}"))?
+        .with_chunk(a.chunk as usize);
     if let Some(path) = &a.audit {
         let log =
             AuditLog::open(path).with_context(|| format!("opening the audit trail {}", path.display()))?;

@@ -143,7 +143,8 @@ fn trades(rng: &mut Rng) -> Vec<TradeToSettle> {
 fn settle_command(dir: &Path, url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cccx"));
     cmd.args(["settlement", "settle", "--registry-url", url, "--fee-bps", "5", "--max-attempts", "3"])
-        .args(["--retry-ms", "20"])
+        // Small batches: many registry requests, so that kills land between them.
+        .args(["--retry-ms", "20", "--chunk", "2"])
         .arg("--db")
         .arg(dir.join("settlement.db"))
         .arg("--trades")
@@ -258,7 +259,8 @@ fn settlement_killed_at_random_settles_every_trade_once_against_a_faulty_registr
             break;
         }
         // Short enough that even a fast machine is still submitting after the kills: every
-        // request takes 2 to 6 ms, so the file takes seconds.
+        // request takes 2 to 6 ms and carries 2 obligations (`--chunk 2`), so the file takes
+        // over a second.
         let run_ms = 20 + rng.below(200);
         if !run_and_kill(dir.path(), &service.url, run_ms) {
             break;

@@ -243,6 +243,7 @@ pub struct Settlement {
     conn: Connection,
     config: SettlementConfig,
     audit: Option<AuditLog>,
+    chunk: usize,
 }
 
 impl Settlement {
@@ -320,7 +321,14 @@ impl Settlement {
                 )))
             }
         }
-        Ok(Settlement { conn, config, audit: None })
+        Ok(Settlement { conn, config, audit: None, chunk: RUN_CHUNK_MAX })
+    }
+
+    /// Works at most `chunk` obligations per registry batch (1 to [`RUN_CHUNK_MAX`], the
+    /// default): smaller batches give a registry that answers slowly less to do per request.
+    pub fn with_chunk(mut self, chunk: usize) -> Settlement {
+        self.chunk = chunk.clamp(1, RUN_CHUNK_MAX);
+        self
     }
 
     /// Records every obligation, state change and registry answer in an audit trail too.
@@ -606,7 +614,7 @@ impl Settlement {
         Ok(verdict)
     }
 
-    /// The next open obligations after `after_seq`, oldest first, at most [`RUN_CHUNK_MAX`].
+    /// The next open obligations after `after_seq`, oldest first, at most one chunk.
     fn open_chunk(&self, after_seq: i64) -> Result<Vec<Obligation>, SettlementError> {
         let open: Vec<&str> = [
             ObligationState::Created,
@@ -619,7 +627,7 @@ impl Settlement {
         .collect();
         self.query(
             "WHERE state IN (?1, ?2, ?3, ?4) AND seq > ?5 ORDER BY seq LIMIT ?6",
-            params![open[0], open[1], open[2], open[3], after_seq, RUN_CHUNK_MAX as i64],
+            params![open[0], open[1], open[2], open[3], after_seq, self.chunk as i64],
         )
     }
 
