@@ -289,13 +289,25 @@ fn settlement_killed_at_random_settles_every_trade_once_against_a_faulty_registr
     let code = child.wait().expect("wait").code();
     assert_eq!(code, Some(1), "some trades break, so the exit code is 1 (seed {seed}): {stderr}\n{stdout}");
 
-    check_outcome(&registry, dir.path(), &trades, &stdout, seed);
+    check_outcome(&registry, &service.url, dir.path(), &trades, &stdout, seed);
     eprintln!("{kills} kills, {:?} in all", started.elapsed());
     service.stop();
 }
 
+/// Now, in nanoseconds since the epoch.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as i64
+}
+
 /// The exchange's ledger and the registry's agree; every trade is final.
-fn check_outcome(registry: &HttpRegistry, dir: &Path, trades: &[TradeToSettle], stdout: &str, seed: u64) {
+fn check_outcome(
+    registry: &HttpRegistry,
+    url: &str,
+    dir: &Path,
+    trades: &[TradeToSettle],
+    stdout: &str,
+    seed: u64,
+) {
     let s = Settlement::open(dir.join("settlement.db"), SettlementConfig::default()).expect("open");
     s.check().unwrap_or_else(|e| panic!("the funds ledger does not check (seed {seed}): {e}"));
     let mut confirmed = Vec::new();
@@ -362,4 +374,24 @@ fn check_outcome(registry: &HttpRegistry, dir: &Path, trades: &[TradeToSettle], 
     assert_eq!(report["states"]["confirmed"], confirmed.len() as u64);
     assert_eq!(report["states"]["broken"], broken as u64);
     assert_eq!(report["ledger"]["balanced"], true);
+
+    // And `cccx reconcile` (three phases, through the still faulty service) finds no break.
+    let out = Command::new(env!("CARGO_BIN_EXE_cccx"))
+        .args(["reconcile", "run", "--format", "json", "--from", "0", "--as-of"])
+        .arg(now_ns().to_string())
+        .arg("--registry-url")
+        .arg(url)
+        .arg("--settlement-db")
+        .arg(dir.join("settlement.db"))
+        .output()
+        .expect("cccx reconcile runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "reconciliation found breaks or failed (seed {seed}): {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&text).expect("reconcile prints JSON");
+    assert_eq!(json["matched"], confirmed.len() as u64, "{text}");
 }
