@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use cccx_gateway::fix::reports;
 use cccx_gateway::fix::wire::checksum;
 
 const SOH: u8 = 1;
@@ -30,23 +31,7 @@ pub fn frame(msg_type: &str, sender: &str, seq: u64, body: &str) -> Vec<u8> {
 
 /// The current UTC time as a FIX UTCTimestamp with milliseconds.
 pub fn utc_timestamp() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:03}", fix_time_of(now.as_secs() as i64), now.subsec_millis())
-}
-
-/// `YYYYMMDD-HH:MM:SS` of a Unix time (UTC), by the civil-from-days algorithm.
-pub fn fix_time_of(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    reports::utc_timestamp(reports::now_ns())
 }
 
 /// The value of `tag` in a raw message (the first occurrence after the BeginString).
@@ -222,11 +207,5 @@ mod tests {
         let body_start = m.iter().enumerate().filter(|(_, b)| **b == SOH).nth(1).unwrap().0 + 1;
         assert_eq!(field(m, "9").unwrap().parse::<usize>().unwrap(), at - body_start);
         assert_eq!(buf, b"8=FIX.4.4\x019=5\x0135=");
-    }
-
-    #[test]
-    fn fix_time_is_civil_utc() {
-        assert_eq!(fix_time_of(0), "19700101-00:00:00");
-        assert_eq!(fix_time_of(1_795_000_000), "20261118-11:06:40");
     }
 }

@@ -1,23 +1,9 @@
 //! End-to-end tests of the `cccx` binary: `gen-flow` and `bench` as a user runs them.
 
-use std::path::Path;
-use std::process::{Command, Output};
 
-fn cccx(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cccx")).args(args).output().expect("the cccx binary runs")
-}
+mod common;
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
+use common::{cccx, path, stderr, stdout};
 
 #[test]
 fn bench_json_reports_throughput_and_latency() {

@@ -1,7 +1,6 @@
 //! `cccx reconcile` as an operator runs it: exit codes, formats, the break workflow, bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use cccx_engine::types::InstrumentId;
 use cccx_settlement::settle::{Settlement, SettlementConfig, TradeToSettle};
@@ -10,21 +9,9 @@ use cccx_settlement::{
     Timestamp, Vintage,
 };
 
-fn cccx(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cccx")).args(args).output().expect("the cccx binary runs")
-}
+mod common;
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
+use common::{cccx, path, stderr, stdout};
 
 fn acct(s: &str) -> AccountId {
     AccountId::new(s).unwrap()
