@@ -37,9 +37,15 @@
 //! - Reports for every order of a participant go to its session once it has logged on after
 //!   the server started, whatever channel (FIX or REST) entered the order; while the session is
 //!   away they are stored and delivered by resend when it reconnects.
+//! - A session that stops reading is cut off: once [`outbound::OUTBOUND_MESSAGES_MAX`] messages
+//!   wait for its socket, or one send has been blocked for [`outbound::SEND_TIMEOUT`], the
+//!   exchange drops what waits, logs the session out and disconnects it. Those reports are not
+//!   stored for resend; instead, when the session logs on again, it gets an unsolicited status
+//!   ExecutionReport (ExecType I) for each of its orders that changed since the last report it
+//!   was sent, and its market data subscriptions have ended (subscribe again).
 
 pub mod market;
-mod outbound;
+pub mod outbound;
 pub mod reports;
 pub mod router;
 mod session;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::session::send;
+use super::session::{send_to, session_id};
 use super::wire::OutMsg;
 
 /// Messages waiting for one session's socket before the session is cut off.
@@ -165,6 +165,17 @@ impl Outbound {
 
 /// A session's sender thread: QuickFIX's `send` for each message, in order.
 fn sender(comp_id: &str, rx: &Receiver<Batch>, shared: &Shared, stuck: &Sender<String>) {
+    let session = match session_id(comp_id) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("FIX session id of {comp_id}: {e}; its messages are dropped");
+            shared.cut.store(true, Ordering::Release);
+            while let Ok(batch) = rx.recv() {
+                shared.queued.fetch_sub(batch.msgs.len(), Ordering::AcqRel);
+            }
+            return;
+        }
+    };
     while let Ok(batch) = rx.recv() {
         let n = batch.msgs.len();
         let mut whole = true;
@@ -174,7 +185,7 @@ fn sender(comp_id: &str, rx: &Receiver<Batch>, shared: &Shared, stuck: &Sender<S
                 break;
             }
             let started = Instant::now();
-            if let Err(e) = send(out, comp_id) {
+            if let Err(e) = send_to(out, &session) {
                 tracing::warn!("FIX {} to {comp_id} not sent: {e}", out.msg_type);
             }
             if started.elapsed() >= SEND_TIMEOUT {

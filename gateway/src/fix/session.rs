@@ -146,8 +146,17 @@ impl ApplicationCallback for App {
 /// Sends an outgoing message to a participant's session (stored for resend when it is not
 /// logged on).
 pub(crate) fn send(out: &OutMsg, comp_id: &str) -> Result<(), QuickFixError> {
-    let session = SessionId::try_new(BEGIN_STRING, EXCHANGE_COMP_ID, comp_id, "")?;
-    send_to_target(to_message(out)?, &session)
+    send_to(out, &session_id(comp_id)?)
+}
+
+/// The QuickFIX session id of a participant's session.
+pub(crate) fn session_id(comp_id: &str) -> Result<SessionId, QuickFixError> {
+    SessionId::try_new(BEGIN_STRING, EXCHANGE_COMP_ID, comp_id, "")
+}
+
+/// Sends an outgoing message to a session (stored for resend when it is not logged on).
+pub(crate) fn send_to(out: &OutMsg, session: &SessionId) -> Result<(), QuickFixError> {
+    send_to_target(to_message(out)?, session)
 }
 
 fn to_message(out: &OutMsg) -> Result<Message, QuickFixError> {
