@@ -435,3 +435,43 @@ fn back_on(addr: SocketAddr, password: &str) -> Raw {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Trading phases over FIX: a TradingSessionStatusRequest is answered per instrument, and a
+/// subscriber hears of every phase change (unsolicited); an unknown session is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phase_changes_reach_trading_session_status_subscribers() {
+    use cccx_engine::{CommandBody, InstrumentId, ParticipantId, Phase};
+    use cccx_gateway::core::Intent;
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let symbol = running.core.instruments()[0].symbol.clone();
+    let mut a = Raw::logon(addr, "ALUCO", &password(&running, 1));
+
+    a.send("g", &[(335, "st-1"), (336, &symbol), (263, "1")]);
+    let h = a.expect(|m| get(m, 35) == Some("h"));
+    assert_eq!(
+        (get(&h, 335), get(&h, 336), get(&h, 325)),
+        (Some("st-1"), Some(symbol.as_str()), Some("N")),
+        "{h:?}"
+    );
+    let before = get(&h, 625).unwrap_or("").to_string();
+
+    let phase = if before == "call" { Phase::Continuous } else { Phase::Call };
+    let body = CommandBody::SetPhase { instrument: InstrumentId(0), phase };
+    running.core.call(ParticipantId(0), Intent::Operator(body)).await.unwrap();
+    let h = a.expect(|m| get(m, 35) == Some("h") && get(m, 325) == Some("Y"));
+    let (sub_id, status) = if phase == Phase::Call { ("call", "4") } else { ("continuous", "2") };
+    assert_eq!(
+        (get(&h, 336), get(&h, 625), get(&h, 340)),
+        (Some(symbol.as_str()), Some(sub_id), Some(status)),
+        "{h:?}"
+    );
+
+    a.send("g", &[(335, "st-2"), (336, "NO-SUCH"), (263, "0")]);
+    let h = a.expect(|m| get(m, 35) == Some("h") && get(m, 335) == Some("st-2"));
+    assert_eq!((get(&h, 340), get(&h, 567)), (Some("6"), Some("1")), "{h:?}");
+    assert!(a.alive("after-status"));
+    running.stop().await.unwrap();
+}

@@ -12,7 +12,8 @@
 //!   session.
 //! - Application layer: [`router`] (NewOrderSingle D, OrderCancelRequest F,
 //!   OrderCancelReplaceRequest G, OrderMassCancelRequest q → r, OrderStatusRequest H,
-//!   MarketDataRequest V → W/X; anything else gets BusinessMessageReject j), [`reports`]
+//!   MarketDataRequest V → W/X, TradingSessionStatusRequest g → h and phase changes as h,
+//!   [`status`]; anything else gets BusinessMessageReject j), [`reports`]
 //!   (ExecutionReport 8, OrderCancelReject 9), [`market`] (snapshots and increments).
 //! - Threads: QuickFIX's (callbacks, [`session`]); the acceptor's owner thread; the router
 //!   thread, fed directly by the engine thread's release step (a bounded record tap,
@@ -49,6 +50,7 @@ pub mod outbound;
 pub mod reports;
 pub mod router;
 mod session;
+pub mod status;
 pub mod tags;
 pub mod wire;
 
@@ -171,6 +173,7 @@ impl FixAcceptor {
             active: HashSet::new(),
             pending: HashMap::new(),
             md: market::MarketData::new(symbols),
+            status_subs: status::StatusSubscriptions::default(),
             last_ts_ns: 0,
             out: outbound::Outbound::new(),
             cut: HashSet::new(),

@@ -28,11 +28,12 @@ use quickfix::{QuickFixError, Session, SessionId};
 
 use super::outbound::{self, Outbound};
 use super::session::{lock, CutOff, Inbound};
+use super::status::{self, StatusSubscriptions};
 use super::tags::*;
 use super::wire::{Fields, OutMsg};
 use super::{BEGIN_STRING, EXCHANGE_COMP_ID};
 use crate::core::{Core, CoreError, Intent, Query, QueryResult, TapReceiver, Tapped};
-use crate::orders::{ExecKind, OrderView, Published};
+use crate::orders::{ExecKind, MarketEvent, OrderView, Published};
 
 /// Orders re-reported per session after a lag.
 pub const LAG_STATUS_ORDERS_MAX: usize = 10_000;
@@ -54,6 +55,8 @@ pub(crate) struct Router {
     /// Cancel and replace requests waiting for the engine, by order id.
     pub(crate) pending: HashMap<u64, PendingRequest>,
     pub(crate) md: MarketData,
+    /// Who hears of phase changes (TradingSessionStatusRequest subscriptions).
+    pub(crate) status_subs: StatusSubscriptions,
     /// Time of the last published record seen.
     pub(crate) last_ts_ns: u64,
     /// The sessions' outbound queues.
@@ -123,6 +126,7 @@ impl Router {
                 outbound::SEND_TIMEOUT
             );
             self.md.drop_session(&comp_id);
+            self.status_subs.drop_session(&comp_id);
             // The logout disables the session; the logout callback enables it again (it must be
             // able to log on at once, before this thread hears of the disconnect). A session
             // QuickFIX already disconnected is left as it is.
@@ -166,7 +170,10 @@ impl Router {
                 }
                 self.active.insert(comp_id);
             }
-            Inbound::Down(comp_id) => self.md.drop_session(&comp_id),
+            Inbound::Down(comp_id) => {
+                self.md.drop_session(&comp_id);
+                self.status_subs.drop_session(&comp_id);
+            }
             Inbound::App { comp_id, raw } => {
                 let fields = Fields::parse(&raw);
                 let Some(participant) = self.participant(&comp_id) else { return };
@@ -179,6 +186,7 @@ impl Router {
                     "q" => self.mass_cancel(&msg),
                     "H" => self.status(&msg),
                     "V" => self.market_data_request(&msg),
+                    "g" => self.trading_session_status_request(&msg),
                     other => {
                         let text = format!("message type {other} is not supported by cccx");
                         self.reply(&comp_id, reports::business_reject(msg.seq(), other, "3", &text));
@@ -203,6 +211,14 @@ impl Router {
             }
             let comp_id = comp_id.clone();
             self.reply(&comp_id, reports::for_update(u, pending.as_ref()));
+        }
+        for e in &p.market {
+            if let MarketEvent::Phase { symbol, phase } = e {
+                let Some(instrument) = self.core.instrument_id(symbol) else { continue };
+                for (comp_id, req_id) in self.status_subs.for_instrument(instrument) {
+                    self.reply(&comp_id, status::status(symbol, phase, Some(&req_id), true));
+                }
+            }
         }
         for (comp_id, out) in self.md.on_published(p) {
             self.reply(&comp_id, out);
@@ -585,6 +601,35 @@ impl Router {
             }
             if let Some(out) = self.snapshot(&md_req_id, instrument, types, depth) {
                 self.reply(m.comp_id, out);
+            }
+        }
+    }
+}
+
+impl Router {
+    /// TradingSessionStatusRequest (g): see [`super::status`].
+    fn trading_session_status_request(&mut self, m: &Msg<'_>) {
+        let req_id = m.get(TRAD_SES_REQ_ID).to_string();
+        let subscription = m.get(SUBSCRIPTION_REQUEST_TYPE);
+        if subscription == "2" {
+            self.status_subs.unsubscribe(m.comp_id, &req_id);
+            return;
+        }
+        let instrument = match m.f.non_empty(u(TRADING_SESSION_ID)) {
+            None => None,
+            Some(session) => match self.core.instrument_id(session) {
+                Some(i) => Some(i),
+                None => return self.reply(m.comp_id, status::unknown_session(&req_id, session)),
+            },
+        };
+        if subscription == "1" && !self.status_subs.subscribe(m.comp_id, &req_id, instrument) {
+            let text = "too many trading session status subscriptions for this session";
+            return self.reply(m.comp_id, reports::business_reject(m.seq(), "g", "0", text));
+        }
+        let Ok(QueryResult::Instruments(all)) = self.core.query_blocking(Query::Instruments) else { return };
+        for (i, info) in all.iter().enumerate() {
+            if instrument.is_none_or(|want| want.0 as usize == i) {
+                self.reply(m.comp_id, status::status(&info.spec.symbol, info.phase, Some(&req_id), false));
             }
         }
     }
