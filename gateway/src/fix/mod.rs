@@ -10,12 +10,18 @@
 //!   `<data_dir>/fix/FIX44.xml` at start): a malformed message gets a session Reject (35=3)
 //!   from QuickFIX, a garbled frame is dropped or disconnected, and neither touches another
 //!   session.
+//! - Known limits of the session layer: QuickFIX's threaded acceptor binds the wildcard
+//!   address whatever `SocketAcceptHost` says (the FIX port is reachable on every interface:
+//!   firewall it); and its file store keeps every message ever sent, so it grows without bound
+//!   (no rotation yet). To start a store afresh (a new trading day, say), stop the server,
+//!   move `<data_dir>/fix/store` away, and have the participants log on with
+//!   ResetSeqNumFlag (141=Y); the messages of the old store can then no longer be resent.
 //! - Application layer: [`router`] (NewOrderSingle D, OrderCancelRequest F,
 //!   OrderCancelReplaceRequest G, OrderMassCancelRequest q → r, OrderStatusRequest H,
 //!   MarketDataRequest V → W/X, TradingSessionStatusRequest g → h and phase changes as h,
 //!   [`status`]; anything else gets BusinessMessageReject j), [`reports`]
 //!   (ExecutionReport 8, OrderCancelReject 9), [`market`] (snapshots and increments).
-//! - Threads: QuickFIX's (callbacks, [`session`]); the acceptor's owner thread; the router
+//! - Threads: QuickFIX's (callbacks, `session`); the acceptor's owner thread; the router
 //!   thread, fed directly by the engine thread's release step (a bounded record tap,
 //!   [`crate::core::Core::tap`], that never blocks the engine); one sender thread per session
 //!   ([`outbound`]: a bounded queue; a participant that stops reading is cut off, logged out

@@ -1,14 +1,16 @@
 //! The router thread: turns FIX application messages into engine intents and published order
-//! updates into FIX reports, and serves market data.
+//! updates into FIX reports, and serves market data and trading session status.
 //!
 //! One thread does all of it, so the order of what a session sees follows the engine's order
 //! and a snapshot is consistent with the increments after it (see [`super::market`]). It never
 //! stalls the engine: intents go in with `submit_nowait` (a full queue rejects the order, Text
 //! says the exchange is busy), reads use `query_blocking` from this thread, and published
-//! records arrive through [`Feed`] from a task that never blocks the broadcast.
+//! records arrive in batches on the engine thread's record tap ([`crate::core::Core::tap`]),
+//! which never blocks the engine. Each wake-up drains what is waiting, then hands each session
+//! its replies in one batch ([`super::outbound`]): the router never waits for a socket.
 //!
-//! Lag: when the feed loses records (this thread fell behind by more than the broadcast and
-//! feed capacities), the lost reports cannot be rebuilt one by one. The router then logs an
+//! Lag: when the tap loses records (this thread fell behind by more than
+//! [`super::FEED_CAPACITY`] records), the lost reports cannot be rebuilt one by one. The router then logs an
 //! error and, for every session that has logged on since start, sends an unsolicited status
 //! ExecutionReport (ExecType I) for each of the participant's orders that changed since the last
 //! record it saw (at most [`LAG_STATUS_ORDERS_MAX`], newest first), and a fresh snapshot (W) for
