@@ -11,8 +11,9 @@
 //! ```
 //!
 //! `--rate 0` (the default) is closed loop with up to `--window` orders in flight per session.
-//! Open loop paces with tokio's timer, whose 1 ms granularity adds up to 1 ms to each order's
-//! latency (charged to the server, as an order due is an order due). Runs are shorter than the
+//! Open loop paces each session's sending thread with `std::thread::sleep` (tens of
+//! microseconds of timer slack, not tokio's 1 ms timer); an order's latency runs from when it was
+//! due, so a late sender is charged to the server (an order due is an order due). Runs are shorter than the
 //! 30 s heartbeat interval, so the client never needs to answer a TestRequest.
 
 use std::collections::HashMap;
@@ -23,9 +24,9 @@ use cccx::fixclient::{field, frame, take_messages, utc_timestamp};
 use cccx_gateway::config::DurabilityName;
 use cccx_gateway::server;
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Condvar, Mutex};
 
 mod common;
 
@@ -45,7 +46,18 @@ struct Stats {
     rejected: u64,
 }
 
-async fn session(
+/// Sleeps until `at` with `std::thread::sleep` (tens of microseconds late at most on Linux,
+/// where tokio's timer would add up to a millisecond).
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+/// One session on two threads: this one reads reports, a second one sends orders (paced, or
+/// as the window allows).
+fn session(
     addr: std::net::SocketAddr,
     comp_id: String,
     password: String,
@@ -53,19 +65,18 @@ async fn session(
     index: usize,
     deadline: Instant,
 ) -> Stats {
-    let stream = TcpStream::connect(addr).await.expect("FIX connect");
-    stream.set_nodelay(true).ok();
-    let (mut rd, wr) = stream.into_split();
-    let wr = Arc::new(Mutex::new(wr));
+    let mut rd = TcpStream::connect(addr).expect("FIX connect");
+    rd.set_nodelay(true).ok();
+    let mut wr = rd.try_clone().expect("a second handle on the socket");
     let mut seq = 1u64;
     let logon = frame("A", &comp_id, seq, &format!("98=0\x01108=30\x01553={comp_id}\x01554={password}\x01"));
-    wr.lock().await.write_all(&logon).await.unwrap();
+    wr.write_all(&logon).unwrap();
     seq += 1;
     let mut buf = Vec::with_capacity(1 << 16);
     let mut chunk = vec![0u8; 1 << 16];
     // Wait for the logon answer.
     'logon: loop {
-        let n = rd.read(&mut chunk).await.expect("read");
+        let n = rd.read(&mut chunk).expect("read");
         assert!(n > 0, "{comp_id}: disconnected at logon");
         buf.extend_from_slice(&chunk[..n]);
         for m in take_messages(&mut buf) {
@@ -81,17 +92,27 @@ async fn session(
         Stats { hist: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap(), acked: 0, rejected: 0 };
     let due: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.streams as f64 / args.rate));
-    let sem = Arc::new(tokio::sync::Semaphore::new(if period.is_some() { 1 << 20 } else { args.window }));
+    // Closed loop: orders in flight, at most the window.
+    let in_flight = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let window = args.window;
     let sender = {
-        let (wr, due, sem, comp_id) = (wr.clone(), due.clone(), sem.clone(), comp_id.clone());
-        tokio::spawn(async move {
+        let (due, in_flight, comp_id) = (due.clone(), in_flight.clone(), comp_id.clone());
+        std::thread::spawn(move || {
             let mut next = Instant::now();
             let mut n = 0u64;
             while Instant::now() < deadline {
                 if period.is_some() {
-                    tokio::time::sleep_until(next.into()).await;
+                    sleep_until(next);
                 } else {
-                    sem.clone().acquire_owned().await.unwrap().forget();
+                    let (lock, cv) = &*in_flight;
+                    let mut k = lock.lock().unwrap();
+                    while *k >= window {
+                        k = cv.wait_timeout(k, Duration::from_millis(100)).unwrap().0;
+                        if Instant::now() >= deadline {
+                            return;
+                        }
+                    }
+                    *k += 1;
                     next = Instant::now();
                 }
                 let side = if (n + index as u64).is_multiple_of(2) { 1 } else { 2 };
@@ -101,10 +122,10 @@ async fn session(
                     utc_timestamp(),
                     1 + n % 3
                 );
-                due.lock().await.insert(n, next);
+                due.lock().unwrap().insert(n, next);
                 let msg = frame("D", &comp_id, seq, &body);
                 seq += 1;
-                if wr.lock().await.write_all(&msg).await.is_err() {
+                if wr.write_all(&msg).is_err() {
                     break;
                 }
                 if let Some(p) = period {
@@ -112,15 +133,17 @@ async fn session(
                 }
                 n += 1;
             }
-            seq
         })
     };
     // Read reports until the deadline plus a grace second.
     let end = deadline + Duration::from_secs(1);
     while Instant::now() < end {
-        let read = tokio::time::timeout_at(end.into(), rd.read(&mut chunk)).await;
-        let n = match read {
-            Ok(Ok(n)) if n > 0 => n,
+        rd.set_read_timeout(Some(
+            end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)),
+        ))
+        .ok();
+        let n = match rd.read(&mut chunk) {
+            Ok(n) if n > 0 => n,
             _ => break,
         };
         buf.extend_from_slice(&chunk[..n]);
@@ -132,20 +155,21 @@ async fn session(
             else {
                 continue;
             };
-            if let Some(t) = due.lock().await.remove(&id) {
-                stats.hist.saturating_record(t.elapsed().as_nanos() as u64);
-                if field(&m, "150") == Some("8") {
-                    stats.rejected += 1;
-                } else {
-                    stats.acked += 1;
-                }
-                if period.is_none() {
-                    sem.add_permits(1);
-                }
+            let Some(t) = due.lock().unwrap().remove(&id) else { continue };
+            stats.hist.saturating_record(t.elapsed().as_nanos() as u64);
+            if field(&m, "150") == Some("8") {
+                stats.rejected += 1;
+            } else {
+                stats.acked += 1;
+            }
+            if period.is_none() {
+                let (lock, cv) = &*in_flight;
+                *lock.lock().unwrap() -= 1;
+                cv.notify_one();
             }
         }
     }
-    let _ = sender.await;
+    let _ = sender.join();
     stats
 }
 
@@ -171,12 +195,13 @@ async fn run(args: Arc<LoadArgs>) {
     let mut tasks = Vec::new();
     for (i, (comp_id, id)) in participants.iter().take(args.streams).cloned().enumerate() {
         let password = running.secrets.participants[&id.parse::<u32>().unwrap()].fix_password.clone();
-        tasks.push(tokio::spawn(session(fix, comp_id, password, args.clone(), i, deadline)));
+        let args = args.clone();
+        tasks.push(std::thread::spawn(move || session(fix, comp_id, password, args, i, deadline)));
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
     let (mut acked, mut rejected) = (0, 0);
     for t in tasks {
-        let s = t.await.unwrap();
+        let s = t.join().unwrap();
         hist.add(s.hist).unwrap();
         acked += s.acked;
         rejected += s.rejected;

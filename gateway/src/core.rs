@@ -4,8 +4,8 @@
 //! (crossbeam's array channel: lock-free on the fast path). The engine thread takes them in
 //! batches, turns each into a [`Command`] (assigning order ids and stamping the time: the
 //! only clock read, outside the engine), appends it to the journal, applies it, updates the
-//! [`OrderStore`] and publishes a [`Published`] record on a broadcast channel for the FIX
-//! dispatcher and WebSocket subscribers. Each caller's answer is sent once the journal holds the
+//! [`OrderStore`] and publishes a [`Published`] record on a broadcast channel for the WebSocket
+//! subscribers and, in batches, on bounded record taps ([`Core::tap`]) for the FIX router. Each caller's answer is sent once the journal holds the
 //! command at the configured durability (one group commit per batch under `batch`).
 //!
 //! Settlement gets its own feed ([`FeedItem`], [`CoreConfig::settlement_feed`]): the trades
@@ -49,6 +49,8 @@ pub const CLIENT_IDS_FILE: &str = "client-ids.jsonl";
 pub const BATCH_MAX: usize = 512;
 /// Published records a slow subscriber may lag behind before it is cut off.
 pub const PUBLISH_CAPACITY: usize = 65_536;
+/// Record taps (direct feeds for threads outside tokio) the engine thread serves at most.
+pub const TAPS_MAX: usize = 8;
 
 /// What a participant (or operator) asks for.
 #[derive(Clone, Debug)]
@@ -241,6 +243,81 @@ enum Request {
     Shutdown {
         reply: oneshot::Sender<Result<(), String>>,
     },
+    Tap(RecordTap),
+}
+
+/// What a record tap delivers: the published records one release step made durable, in
+/// sequence order, or how many records the tap lost because its reader fell behind.
+#[derive(Debug)]
+pub enum Tapped {
+    /// Records, in sequence order.
+    Records(Vec<Arc<Published>>),
+    /// Records lost since the last delivery (the reader was too far behind).
+    Lagged(u64),
+}
+
+/// The engine thread's side of a record tap: bounded in records, never blocking. A batch
+/// that does not fit is dropped and counted, and the reader is told before the next batch.
+struct RecordTap {
+    tx: Sender<Tapped>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
+    lost: u64,
+}
+
+impl RecordTap {
+    /// Offers a batch; `false` once the reader has gone.
+    fn offer(&mut self, batch: &[Arc<Published>]) -> bool {
+        let room = |queued: usize, n: usize| queued.saturating_add(n) <= self.capacity;
+        let queued = self.queued.load(Ordering::Acquire);
+        if self.lost > 0 {
+            if !room(queued, batch.len()) {
+                self.lost += batch.len() as u64;
+                return true;
+            }
+            match self.tx.try_send(Tapped::Lagged(self.lost)) {
+                Ok(()) => self.lost = 0,
+                Err(TrySendError::Full(_)) => {
+                    self.lost += batch.len() as u64;
+                    return true;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        if !room(queued, batch.len()) {
+            self.lost += batch.len() as u64;
+            return true;
+        }
+        self.queued.fetch_add(batch.len(), Ordering::AcqRel);
+        match self.tx.try_send(Tapped::Records(batch.to_vec())) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                self.lost += batch.len() as u64;
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// The reading side of a record tap ([`Core::tap`]).
+pub struct TapReceiver {
+    rx: Receiver<Tapped>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TapReceiver {
+    /// The channel, to wait on (with `crossbeam_channel::select!`) or to drain.
+    pub fn channel(&self) -> &Receiver<Tapped> {
+        &self.rx
+    }
+
+    /// Says that a [`Tapped::Records`] batch of `n` records was taken off the channel, which
+    /// makes room for more.
+    pub fn taken(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 /// What the engine thread hands settlement, in journal order, once the journal holds it.
@@ -428,6 +505,7 @@ impl Core {
             next_order_id,
             last_ts,
             published,
+            taps: Vec::new(),
             unpublished: Vec::new(),
             feed: config.settlement_feed,
             unfed: Vec::new(),
@@ -458,6 +536,22 @@ impl Core {
     /// The id of a symbol.
     pub fn instrument_id(&self, symbol: &str) -> Option<InstrumentId> {
         self.instruments.iter().position(|s| s.symbol == symbol).map(|i| InstrumentId(i as u32))
+    }
+
+    /// A direct feed of the published records for a thread outside tokio (the FIX router):
+    /// from the next release step on, every batch of records the engine thread releases is
+    /// offered to it, at most `capacity` records waiting. The engine thread never waits for
+    /// it: when the reader falls behind, batches are dropped and it gets [`Tapped::Lagged`]
+    /// (it must then resynchronise from queries).
+    pub fn tap(&self, capacity: usize) -> Result<TapReceiver, CoreError> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tap = RecordTap { tx, queued: queued.clone(), capacity, lost: 0 };
+        // Must get through even when the queue is full (it happens once, at start).
+        self.tx
+            .send(Request::Tap(tap))
+            .map_err(|_| CoreError::Stopped("the engine thread has ended".into()))?;
+        Ok(TapReceiver { rx, queued })
     }
 
     /// Subscribes to everything the engine publishes from now on.
@@ -667,6 +761,8 @@ struct EngineThread {
     next_order_id: u64,
     last_ts: u64,
     published: broadcast::Sender<Arc<Published>>,
+    /// Direct feeds of the published records (the FIX router).
+    taps: Vec<RecordTap>,
     metrics: Arc<Metrics>,
     stopped: Arc<AtomicBool>,
     /// Answers waiting for the journal (to the sequence) and the side log (to the byte) to
@@ -745,7 +841,28 @@ impl EngineThread {
                 let _ = reply.send(self.query(query));
             }
             Request::Shutdown { .. } => {}
+            Request::Tap(tap) => {
+                if self.taps.len() < TAPS_MAX {
+                    self.taps.push(tap);
+                } else {
+                    tracing::error!("more than {TAPS_MAX} record taps: refused");
+                }
+            }
         }
+    }
+
+    /// Publishes released records: to the broadcast (WebSocket), then to each tap in one
+    /// batch.
+    fn release(&mut self, batch: Vec<Arc<Published>>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.published.receiver_count() > 0 {
+            for p in &batch {
+                let _ = self.published.send(p.clone());
+            }
+        }
+        self.taps.retain_mut(|t| t.offer(&batch));
     }
 
     fn now(&mut self) -> u64 {
@@ -948,9 +1065,8 @@ impl EngineThread {
         };
         let covered = |seq: u64, bytes: u64| seq <= durable && bytes <= side_durable;
         let ready = self.unpublished.iter().take_while(|(bytes, p)| covered(p.seq, *bytes)).count();
-        for (_, p) in self.unpublished.drain(..ready) {
-            let _ = self.published.send(p);
-        }
+        let batch: Vec<Arc<Published>> = self.unpublished.drain(..ready).map(|(_, p)| p).collect();
+        self.release(batch);
         self.release_feed(durable);
         if self.writer.is_none() {
             // Never published: whether they survive is known after a restart.
@@ -1013,10 +1129,9 @@ impl EngineThread {
         }
         self.unfed.clear();
         let result = side.and(journal);
-        for (_, p) in self.unpublished.drain(..) {
-            if result.is_ok() {
-                let _ = self.published.send(p);
-            }
+        let batch: Vec<Arc<Published>> = self.unpublished.drain(..).map(|(_, p)| p).collect();
+        if result.is_ok() {
+            self.release(batch);
         }
         for (_, _, reply, outcome) in self.pending.drain(..) {
             let answer = match &result {

@@ -114,6 +114,8 @@ async fn python_quickfix_trades_cancels_replaces_and_recovers_a_gap() {
     let v = client(&python, &running, "trade", &state, &both, false).await;
     let r = |k: &str, tag: &str| v[k][tag].as_str().unwrap_or("").to_string();
     assert_eq!(r("snapshot", "35"), "W");
+    assert_eq!(r("session_status", "35"), "h");
+    assert_eq!(r("session_status", "340"), "2", "CCC-2026-O trades continuously: TradSesStatus open");
     assert_eq!(
         (r("sell_new", "150"), r("sell_new", "39"), r("sell_new", "151")),
         ("0".into(), "0".into(), "100".into())

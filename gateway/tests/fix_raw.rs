@@ -350,3 +350,128 @@ async fn auction_results_and_expiry_over_fix() {
     assert_eq!((get(&expired, 39), get(&expired, 151)), (Some("C"), Some("0")), "{expired:?}");
     running.stop().await.unwrap();
 }
+
+/// Orders the participant that never reads sends at most.
+const SLOW_READER_ORDERS: u64 = 30_000;
+
+/// A participant that sends orders and never reads its reports: once the socket stops taking
+/// them, the server cuts the session off (logs it out and disconnects it) instead of stalling;
+/// another session trades meanwhile; when the participant logs on again it gets the status of
+/// the orders whose reports it missed (ExecType I).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_that_never_reads_is_cut_off_and_resynchronised() {
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let mut slow = Raw::logon(addr, "ALUCO", &password(&running, 1));
+    slow.stream.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+
+    // Orders (each answered by an ExecutionReport it never reads) until its socket stops
+    // taking them, then heartbeats until the server cuts the connection.
+    let started = Instant::now();
+    let mut checked_other = false;
+    let mut cut = false;
+    let mut sending_orders = true;
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(60) {
+        let f = if sending_orders && n < SLOW_READER_ORDERS {
+            n += 1;
+            let id = format!("S{n}");
+            let mut body: Vec<(u32, &str)> = ORDER.to_vec();
+            body[0] = (11, &id);
+            frame("D", "ALUCO", slow.seq + 1, &body, None, None)
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+            frame("0", "ALUCO", slow.seq + 1, &[], None, None)
+        };
+        slow.seq += 1;
+        match slow.stream.write_all(&f) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                // The server stopped reading it (a frame may be cut: the session is lost).
+                sending_orders = false;
+                if !checked_other {
+                    // Meanwhile the exchange serves the others.
+                    another_session_trades(addr, &running);
+                    checked_other = true;
+                }
+            }
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(cut, "the server never cut off a session that does not read ({n} orders sent)");
+    if !checked_other {
+        another_session_trades(addr, &running);
+    }
+
+    // Back, with sequence numbers reset: the orders it missed, as status reports.
+    let mut back = back_on(addr, &password(&running, 1));
+    let status = back.expect(|m| get(m, 35) == Some("8") && get(m, 150) == Some("I"));
+    assert!(get(&status, 11).is_some_and(|c| c.starts_with('S')), "{status:?}");
+    assert!(back.alive("after-cut-off"));
+    running.stop().await.unwrap();
+}
+
+/// Logs ALUCO on again with sequence numbers reset (retrying while the server is still
+/// disconnecting the old connection).
+fn back_on(addr: SocketAddr, password: &str) -> Raw {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut r = Raw::connect(addr, "ALUCO");
+        r.send("A", &[(98, "0"), (108, "30"), (141, "Y"), (553, "ALUCO"), (554, password)]);
+        let wait = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < wait {
+            match r.read(Duration::from_millis(200)) {
+                Ok(Some(m)) if get(&m, 35) == Some("A") => return r,
+                Ok(_) => {}
+                Err(()) => break,
+            }
+        }
+        assert!(Instant::now() < deadline, "ALUCO cannot log on again after its cut-off");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Trading phases over FIX: a TradingSessionStatusRequest is answered per instrument, and a
+/// subscriber hears of every phase change (unsolicited); an unknown session is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phase_changes_reach_trading_session_status_subscribers() {
+    use cccx_engine::{CommandBody, InstrumentId, ParticipantId, Phase};
+    use cccx_gateway::core::Intent;
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let symbol = running.core.instruments()[0].symbol.clone();
+    let mut a = Raw::logon(addr, "ALUCO", &password(&running, 1));
+
+    a.send("g", &[(335, "st-1"), (336, &symbol), (263, "1")]);
+    let h = a.expect(|m| get(m, 35) == Some("h"));
+    assert_eq!(
+        (get(&h, 335), get(&h, 336), get(&h, 325)),
+        (Some("st-1"), Some(symbol.as_str()), Some("N")),
+        "{h:?}"
+    );
+    let before = get(&h, 625).unwrap_or("").to_string();
+
+    let phase = if before == "call" { Phase::Continuous } else { Phase::Call };
+    let body = CommandBody::SetPhase { instrument: InstrumentId(0), phase };
+    running.core.call(ParticipantId(0), Intent::Operator(body)).await.unwrap();
+    let h = a.expect(|m| get(m, 35) == Some("h") && get(m, 325) == Some("Y"));
+    let (sub_id, status) = if phase == Phase::Call { ("call", "4") } else { ("continuous", "2") };
+    assert_eq!(
+        (get(&h, 336), get(&h, 625), get(&h, 340)),
+        (Some(symbol.as_str()), Some(sub_id), Some(status)),
+        "{h:?}"
+    );
+
+    a.send("g", &[(335, "st-2"), (336, "NO-SUCH"), (263, "0")]);
+    let h = a.expect(|m| get(m, 35) == Some("h") && get(m, 335) == Some("st-2"));
+    assert_eq!((get(&h, 340), get(&h, 567)), (Some("6"), Some("1")), "{h:?}");
+    assert!(a.alive("after-status"));
+    running.stop().await.unwrap();
+}

@@ -10,13 +10,22 @@
 //!   `<data_dir>/fix/FIX44.xml` at start): a malformed message gets a session Reject (35=3)
 //!   from QuickFIX, a garbled frame is dropped or disconnected, and neither touches another
 //!   session.
+//! - Known limits of the session layer: QuickFIX's threaded acceptor binds the wildcard
+//!   address whatever `SocketAcceptHost` says (the FIX port is reachable on every interface:
+//!   firewall it); and its file store keeps every message ever sent, so it grows without bound
+//!   (no rotation yet). To start a store afresh (a new trading day, say), stop the server,
+//!   move `<data_dir>/fix/store` away, and have the participants log on with
+//!   ResetSeqNumFlag (141=Y); the messages of the old store can then no longer be resent.
 //! - Application layer: [`router`] (NewOrderSingle D, OrderCancelRequest F,
 //!   OrderCancelReplaceRequest G, OrderMassCancelRequest q → r, OrderStatusRequest H,
-//!   MarketDataRequest V → W/X; anything else gets BusinessMessageReject j), [`reports`]
+//!   MarketDataRequest V → W/X, TradingSessionStatusRequest g → h and phase changes as h,
+//!   [`status`]; anything else gets BusinessMessageReject j), [`reports`]
 //!   (ExecutionReport 8, OrderCancelReject 9), [`market`] (snapshots and increments).
-//! - Threads: QuickFIX's (callbacks, [`session`]); the acceptor's owner thread; the router
-//!   thread; a tokio task that forwards the engine's published records to the router without
-//!   ever blocking the engine's broadcast.
+//! - Threads: QuickFIX's (callbacks, `session`); the acceptor's owner thread; the router
+//!   thread, fed directly by the engine thread's release step (a bounded record tap,
+//!   [`crate::core::Core::tap`], that never blocks the engine); one sender thread per session
+//!   ([`outbound`]: a bounded queue; a participant that stops reading is cut off, logged out
+//!   and resynchronised when it logs on again).
 //!
 //! Conventions a FIX desk needs to know:
 //! - OrderID (37) is the exchange's order id; ClOrdID (11) is kept as the order's client id
@@ -35,11 +44,19 @@
 //! - Reports for every order of a participant go to its session once it has logged on after
 //!   the server started, whatever channel (FIX or REST) entered the order; while the session is
 //!   away they are stored and delivered by resend when it reconnects.
+//! - A session that stops reading is cut off: once [`outbound::OUTBOUND_MESSAGES_MAX`] messages
+//!   wait for its socket, or one send has been blocked for [`outbound::SEND_TIMEOUT`], the
+//!   exchange drops what waits, logs the session out and disconnects it. Those reports are not
+//!   stored for resend; instead, when the session logs on again, it gets an unsolicited status
+//!   ExecutionReport (ExecType I) for each of its orders that changed since the last report it
+//!   was sent, and its market data subscriptions have ended (subscribe again).
 
 pub mod market;
+pub mod outbound;
 pub mod reports;
 pub mod router;
 mod session;
+pub mod status;
 pub mod tags;
 pub mod wire;
 
@@ -47,16 +64,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::thread::JoinHandle;
-
-use crossbeam_channel::TrySendError;
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::Config;
 use crate::core::Core;
 use crate::secrets::Secrets;
-use router::{Feed, Router};
+use router::Router;
 use session::{AcceptorThread, App};
 
 /// The exchange's CompID (SenderCompID of every session).
@@ -69,7 +82,8 @@ pub const FIX44_XML: &str = include_str!("../../fix/FIX44.xml");
 pub const FIX_DIR: &str = "fix";
 /// Application messages waiting for the router before sessions are told the exchange is busy.
 pub const INBOUND_CAPACITY: usize = 16_384;
-/// Published records waiting for the router before it counts as lagging.
+/// Published records waiting for the router before it counts as lagging (the engine thread
+/// then drops them and the router resynchronises the sessions).
 pub const FEED_CAPACITY: usize = 65_536;
 /// Heartbeat interval the acceptor proposes (the initiator's Logon sets the real one).
 pub const HEARTBEAT_S: u32 = 30;
@@ -118,7 +132,6 @@ pub struct FixAcceptor {
     acceptor: AcceptorThread,
     router: JoinHandle<()>,
     stop_router: crossbeam_channel::Sender<()>,
-    stop_feed: tokio::sync::watch::Sender<bool>,
 }
 
 /// A free TCP port on `ip` (QuickFIX cannot report the port it bound, so port 0 in the
@@ -133,7 +146,7 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, String> {
 
 impl FixAcceptor {
     /// Writes the settings and the data dictionary under `<data_dir>/fix`, starts the router
-    /// and the acceptor. Must run inside a tokio runtime (the feed task).
+    /// and the acceptor.
     pub fn start(config: &Config, secrets: &Secrets, core: Core) -> Result<FixAcceptor, String> {
         let addr = resolve_port(config.server.fix)?;
         let fix_dir: PathBuf = config.server.data_dir.join(FIX_DIR);
@@ -154,13 +167,11 @@ impl FixAcceptor {
             .filter_map(|p| Some((p.comp_id.clone(), secrets.participants.get(&p.id)?.fix_password.clone())))
             .collect();
         let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
-        let (feed_tx, feed_rx) = crossbeam_channel::bounded(FEED_CAPACITY);
         let (stop_router, stop_rx) = crossbeam_channel::bounded::<()>(1);
-        let (stop_feed, stop_feed_rx) = tokio::sync::watch::channel(false);
+        let cut_off = session::CutOff::default();
 
-        // Subscribe before anything can trade through FIX, so no report is missed.
-        let published = core.subscribe();
-        tokio::spawn(forward(published, feed_tx, stop_feed_rx));
+        // Tap the engine before anything can trade through FIX, so no report is missed.
+        let feed = core.tap(FEED_CAPACITY).map_err(|e| format!("FIX router: {e}"))?;
         let symbols = core.instruments().iter().map(|s| s.symbol.clone()).collect();
         let router = Router {
             core: core.clone(),
@@ -168,74 +179,47 @@ impl FixAcceptor {
             active: HashSet::new(),
             pending: HashMap::new(),
             md: market::MarketData::new(symbols),
+            status_subs: status::StatusSubscriptions::default(),
             last_ts_ns: 0,
+            out: outbound::Outbound::new(),
+            cut: HashSet::new(),
+            cut_off: cut_off.clone(),
         };
         let router = std::thread::Builder::new()
             .name("cccx-fix-router".into())
-            .spawn(move || router.run(inbound_rx, feed_rx, stop_rx))
+            .spawn(move || router.run(inbound_rx, feed, stop_rx))
             .map_err(|e| format!("cannot start the FIX router thread: {e}"))?;
-        let app =
-            App { tx: inbound_tx, passwords, metrics: core.metrics().clone(), logged_on: AtomicU64::new(0) };
+        let app = App {
+            cut_off,
+            tx: inbound_tx,
+            passwords,
+            metrics: core.metrics().clone(),
+            logged_on: AtomicU64::new(0),
+        };
         let acceptor = match AcceptorThread::spawn(settings_path, app) {
             Ok(a) => a,
             Err(e) => {
                 let _ = stop_router.send(());
                 let _ = router.join();
-                let _ = stop_feed.send(true);
                 return Err(format!("FIX acceptor on {addr}: {e}"));
             }
         };
-        Ok(FixAcceptor { addr, acceptor, router, stop_router, stop_feed })
+        if !outbound::set_listener_send_timeout(addr) {
+            tracing::warn!(
+                "FIX: cannot set a send timeout on the listening socket {addr}: a participant that stops reading is cut off only when its outbound queue fills"
+            );
+        }
+        Ok(FixAcceptor { addr, acceptor, router, stop_router })
     }
 
-    /// Stops accepting, logs out every session (QuickFIX waits for their Logout answers, about
-    /// a second), then stops the router. Blocking.
+    /// Stops the router (what it has queued is sent first), then stops accepting and logs out
+    /// every session (QuickFIX waits for their Logout answers, about a second). Blocking.
     pub fn stop(self) {
-        self.acceptor.stop();
         let _ = self.stop_router.send(());
         let _ = self.router.join();
-        let _ = self.stop_feed.send(true);
+        self.acceptor.stop();
     }
 }
-
-/// Forwards published records to the router. Never blocks the broadcast: when the router's
-/// feed is full the record is dropped and counted, and the router is told it lagged.
-async fn forward(
-    mut published: tokio::sync::broadcast::Receiver<Arc<Published>>,
-    feed: crossbeam_channel::Sender<Feed>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut lost = 0u64;
-    loop {
-        let record = tokio::select! {
-            r = published.recv() => r,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        match record {
-            Ok(p) => {
-                if lost > 0 {
-                    match feed.try_send(Feed::Lagged(lost)) {
-                        Ok(()) => lost = 0,
-                        Err(TrySendError::Full(_)) => {
-                            lost += 1;
-                            continue;
-                        }
-                        Err(TrySendError::Disconnected(_)) => return,
-                    }
-                }
-                match feed.try_send(Feed::Record(p)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => lost += 1,
-                    Err(TrySendError::Disconnected(_)) => return,
-                }
-            }
-            Err(RecvError::Lagged(n)) => lost += n,
-            Err(RecvError::Closed) => return,
-        }
-    }
-}
-
-use crate::orders::Published;
 
 #[cfg(test)]
 mod tests {

@@ -1,50 +1,50 @@
 //! The router thread: turns FIX application messages into engine intents and published order
-//! updates into FIX reports, and serves market data.
+//! updates into FIX reports, and serves market data and trading session status.
 //!
 //! One thread does all of it, so the order of what a session sees follows the engine's order
 //! and a snapshot is consistent with the increments after it (see [`super::market`]). It never
 //! stalls the engine: intents go in with `submit_nowait` (a full queue rejects the order, Text
 //! says the exchange is busy), reads use `query_blocking` from this thread, and published
-//! records arrive through [`Feed`] from a task that never blocks the broadcast.
+//! records arrive in batches on the engine thread's record tap ([`crate::core::Core::tap`]),
+//! which never blocks the engine. Each wake-up drains what is waiting, then hands each session
+//! its replies in one batch ([`super::outbound`]): the router never waits for a socket.
 //!
-//! Lag: when the feed loses records (this thread fell behind by more than the broadcast and
-//! feed capacities), the lost reports cannot be rebuilt one by one. The router then logs an
+//! Lag: when the tap loses records (this thread fell behind by more than
+//! [`super::FEED_CAPACITY`] records), the lost reports cannot be rebuilt one by one. The router then logs an
 //! error and, for every session that has logged on since start, sends an unsolicited status
 //! ExecutionReport (ExecType I) for each of the participant's orders that changed since the last
 //! record it saw (at most [`LAG_STATUS_ORDERS_MAX`], newest first), and a fresh snapshot (W) for
 //! every market data subscription. LastPx/LastQty of lost fills are not replayed: the REST API
 //! (`GET /v1/orders`) has the full state.
 
-use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
-use std::sync::Arc;
-
 use cccx_engine::{InstrumentId, OrderType, ParticipantId, Side, TimeInForce};
 use crossbeam_channel::Receiver;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
 
 use super::market::{self, EntryTypes, MarketData, SNAPSHOT_DEPTH_MAX};
 use super::reports::{self, CancelReject, NewReject, PendingRequest};
-use super::session::{send, Inbound};
+use quickfix::{QuickFixError, Session, SessionId};
+
+use super::outbound::{self, Outbound};
+use super::session::{lock, CutOff, Inbound};
+use super::status::{self, StatusSubscriptions};
 use super::tags::*;
 use super::wire::{Fields, OutMsg};
-use crate::core::{Core, CoreError, Intent, Query, QueryResult};
-use crate::orders::{ExecKind, OrderView, Published};
+use super::{BEGIN_STRING, EXCHANGE_COMP_ID};
+use crate::core::{Core, CoreError, Intent, Query, QueryResult, TapReceiver, Tapped};
+use crate::orders::{ExecKind, MarketEvent, OrderView, Published};
 
 /// Orders re-reported per session after a lag.
 pub const LAG_STATUS_ORDERS_MAX: usize = 10_000;
 /// Longest ClOrdID accepted.
 pub const CL_ORD_ID_LEN_MAX: usize = 64;
 
-/// What the forwarding task hands the router.
-#[derive(Debug)]
-pub(crate) enum Feed {
-    /// A published record.
-    Record(Arc<Published>),
-    /// Records were lost (how many, as far as known).
-    Lagged(u64),
-}
+/// Inbound messages and published records handled per wake-up at most, before the replies are
+/// handed to the sessions' sender threads.
+pub const DRAIN_MAX: usize = 4096;
 
 /// The router's state.
 pub(crate) struct Router {
@@ -57,27 +57,91 @@ pub(crate) struct Router {
     /// Cancel and replace requests waiting for the engine, by order id.
     pub(crate) pending: HashMap<u64, PendingRequest>,
     pub(crate) md: MarketData,
+    /// Who hears of phase changes (TradingSessionStatusRequest subscriptions).
+    pub(crate) status_subs: StatusSubscriptions,
     /// Time of the last published record seen.
     pub(crate) last_ts_ns: u64,
+    /// The sessions' outbound queues.
+    pub(crate) out: Outbound,
+    /// Sessions cut off (a full outbound queue or a stuck send), until they log on again.
+    pub(crate) cut: HashSet<String>,
+    /// Sessions being logged out for a cut-off, shared with the logout callback.
+    pub(crate) cut_off: CutOff,
 }
 
 impl Router {
-    /// Runs until `stop` is closed.
-    pub(crate) fn run(mut self, inbound: Receiver<Inbound>, feed: Receiver<Feed>, stop: Receiver<()>) {
+    /// Runs until `stop` is closed. Each wake-up drains what is waiting (up to [`DRAIN_MAX`]),
+    /// then hands each session its replies in one batch.
+    pub(crate) fn run(mut self, inbound: Receiver<Inbound>, feed: TapReceiver, stop: Receiver<()>) {
         self.seed_levels();
-        loop {
+        'run: loop {
             crossbeam_channel::select! {
                 recv(inbound) -> m => match m {
                     Ok(m) => self.inbound(m),
-                    Err(_) => break,
+                    Err(_) => break 'run,
                 },
-                recv(feed) -> f => match f {
-                    Ok(Feed::Record(p)) => self.published(&p),
-                    Ok(Feed::Lagged(n)) => self.lagged(n),
-                    Err(_) => break,
+                recv(feed.channel()) -> f => match f {
+                    Ok(t) => self.tapped(t, &feed),
+                    Err(_) => break 'run,
                 },
-                recv(stop) -> _ => break,
+                recv(stop) -> _ => break 'run,
             }
+            let mut n = 1;
+            while n < DRAIN_MAX {
+                let mut any = false;
+                if let Ok(m) = inbound.try_recv() {
+                    self.inbound(m);
+                    any = true;
+                }
+                if let Ok(t) = feed.channel().try_recv() {
+                    self.tapped(t, &feed);
+                    any = true;
+                }
+                if !any {
+                    break;
+                }
+                n += 1;
+            }
+            self.flush();
+        }
+        self.flush();
+        self.out.stop();
+    }
+
+    fn tapped(&mut self, t: Tapped, feed: &TapReceiver) {
+        match t {
+            Tapped::Records(records) => {
+                feed.taken(records.len());
+                for p in &records {
+                    self.published(p);
+                }
+            }
+            Tapped::Lagged(n) => self.lagged(n),
+        }
+    }
+
+    /// Hands the replies to the sender threads; cuts off the sessions that cannot take them.
+    fn flush(&mut self) {
+        for comp_id in self.out.flush(self.last_ts_ns) {
+            tracing::warn!(
+                "FIX session {comp_id} cut off: it does not read its messages (its outbound queue is full or a send was blocked for {:?}); logging it out",
+                outbound::SEND_TIMEOUT
+            );
+            self.md.drop_session(&comp_id);
+            self.status_subs.drop_session(&comp_id);
+            // The logout disables the session; the logout callback enables it again (it must be
+            // able to log on at once, before this thread hears of the disconnect). A session
+            // QuickFIX already disconnected is left as it is.
+            lock(&self.cut_off).insert(comp_id.clone());
+            with_session(&comp_id, |s| {
+                if s.is_logged_on()? {
+                    s.logout()
+                } else {
+                    lock(&self.cut_off).remove(&comp_id);
+                    Ok(())
+                }
+            });
+            self.cut.insert(comp_id);
         }
     }
 
@@ -96,18 +160,22 @@ impl Router {
         self.comp_ids.iter().find(|(_, c)| c.as_str() == comp_id).map(|(p, _)| ParticipantId(*p))
     }
 
-    fn reply(&self, comp_id: &str, out: &OutMsg) {
-        if let Err(e) = send(out, comp_id) {
-            tracing::warn!("FIX {} to {comp_id} not sent: {e}", out.msg_type);
-        }
+    fn reply(&mut self, comp_id: &str, out: OutMsg) {
+        self.out.push(comp_id, out);
     }
 
     fn inbound(&mut self, m: Inbound) {
         match m {
             Inbound::Up(comp_id) => {
+                if self.cut.remove(&comp_id) {
+                    self.resynchronise(&comp_id);
+                }
                 self.active.insert(comp_id);
             }
-            Inbound::Down(comp_id) => self.md.drop_session(&comp_id),
+            Inbound::Down(comp_id) => {
+                self.md.drop_session(&comp_id);
+                self.status_subs.drop_session(&comp_id);
+            }
             Inbound::App { comp_id, raw } => {
                 let fields = Fields::parse(&raw);
                 let Some(participant) = self.participant(&comp_id) else { return };
@@ -120,9 +188,10 @@ impl Router {
                     "q" => self.mass_cancel(&msg),
                     "H" => self.status(&msg),
                     "V" => self.market_data_request(&msg),
+                    "g" => self.trading_session_status_request(&msg),
                     other => {
                         let text = format!("message type {other} is not supported by cccx");
-                        self.reply(&comp_id, &reports::business_reject(msg.seq(), other, "3", &text));
+                        self.reply(&comp_id, reports::business_reject(msg.seq(), other, "3", &text));
                     }
                 }
             }
@@ -139,13 +208,22 @@ impl Router {
                 _ => false,
             };
             let pending = if answers_request { self.pending.remove(&u.order.order_id) } else { None };
-            if !self.active.contains(comp_id) {
+            if !self.active.contains(comp_id) || self.cut.contains(comp_id) {
                 continue;
             }
-            self.reply(comp_id, &reports::for_update(u, pending.as_ref()));
+            let comp_id = comp_id.clone();
+            self.reply(&comp_id, reports::for_update(u, pending.as_ref()));
+        }
+        for e in &p.market {
+            if let MarketEvent::Phase { symbol, phase } = e {
+                let Some(instrument) = self.core.instrument_id(symbol) else { continue };
+                for (comp_id, req_id) in self.status_subs.for_instrument(instrument) {
+                    self.reply(&comp_id, status::status(symbol, phase, Some(&req_id), true));
+                }
+            }
         }
         for (comp_id, out) in self.md.on_published(p) {
-            self.reply(&comp_id, &out);
+            self.reply(&comp_id, out);
         }
     }
 
@@ -161,24 +239,54 @@ impl Router {
             .map(|(p, c)| (*p, c.clone()))
             .collect();
         for (participant, comp_id) in sessions {
-            let query = Query::Orders {
-                participant: ParticipantId(participant),
-                open_only: false,
-                limit: LAG_STATUS_ORDERS_MAX,
-            };
-            if let Ok(QueryResult::Orders(orders)) = self.core.query_blocking(query) {
-                for o in orders.iter().filter(|o| o.updated_ns >= since) {
-                    let exec_id = format!("LAG-{}-{}", o.order_id, o.updated_ns);
-                    self.reply(&comp_id, &reports::status_report(o, exec_id, None));
-                }
-            }
+            self.status_since(ParticipantId(participant), &comp_id, since);
         }
         self.seed_levels();
         for (comp_id, md_req_id, instrument, types) in self.md.subscriptions() {
             if let Some(out) = self.snapshot(&md_req_id, instrument, types, 0) {
-                self.reply(&comp_id, &out);
+                self.reply(&comp_id, out);
             }
         }
+    }
+}
+
+impl Router {
+    /// Unsolicited status reports (ExecType I) of the participant's orders that changed at or
+    /// after `since_ns`, newest first, at most [`LAG_STATUS_ORDERS_MAX`].
+    fn status_since(&mut self, participant: ParticipantId, comp_id: &str, since_ns: u64) {
+        let query = Query::Orders { participant, open_only: false, limit: LAG_STATUS_ORDERS_MAX };
+        if let Ok(QueryResult::Orders(orders)) = self.core.query_blocking(query) {
+            for o in orders.iter().filter(|o| o.updated_ns >= since_ns) {
+                let exec_id = format!("LAG-{}-{}", o.order_id, o.updated_ns);
+                self.reply(comp_id, reports::status_report(o, exec_id, None));
+            }
+        }
+    }
+
+    /// A session that was cut off logged on again: the reports it missed, as status reports
+    /// (its market data subscriptions ended with the cut; it subscribes again).
+    fn resynchronise(&mut self, comp_id: &str) {
+        self.out.restore(comp_id);
+        let since = self.out.delivered_ts_ns(comp_id);
+        tracing::info!(
+            "FIX session {comp_id} is back after a cut-off: sending the status of orders changed since then"
+        );
+        if let Some(participant) = self.participant(comp_id) {
+            self.status_since(participant, comp_id, since);
+        }
+    }
+}
+
+/// Runs `f` on a QuickFIX session (logout: it only sets the session's state).
+fn with_session(comp_id: &str, f: impl FnOnce(&mut Session<'static>) -> Result<(), QuickFixError>) {
+    let result = SessionId::try_new(BEGIN_STRING, EXCHANGE_COMP_ID, comp_id, "").and_then(|id| {
+        // SAFETY: the sessions live as long as the acceptor, which is stopped only after the
+        // router thread (the only caller) has ended.
+        let mut session = unsafe { Session::lookup(&id) }?;
+        f(&mut session)
+    });
+    if let Err(e) = result {
+        tracing::warn!("FIX session {comp_id}: {e}");
     }
 }
 
@@ -305,7 +413,7 @@ impl Router {
                 reason,
                 text,
             });
-            self.reply(m.comp_id, &reject);
+            self.reply(m.comp_id, reject);
         }
     }
 
@@ -339,20 +447,20 @@ impl Router {
             })
         };
         let Some(order) = order else {
-            return self.reply(m.comp_id, &refuse(None, "1", "unknown order".into()));
+            return self.reply(m.comp_id, refuse(None, "1", "unknown order".into()));
         };
         if !order.status.is_open() {
             let text = format!("the order is no longer open ({:?})", order.status);
-            return self.reply(m.comp_id, &refuse(Some(&order), "0", text));
+            return self.reply(m.comp_id, refuse(Some(&order), "0", text));
         }
         if cl_ord_id.is_empty() || cl_ord_id.len() > CL_ORD_ID_LEN_MAX {
             let text = format!("ClOrdID must have 1 to {CL_ORD_ID_LEN_MAX} characters");
-            return self.reply(m.comp_id, &refuse(Some(&order), "99", text));
+            return self.reply(m.comp_id, refuse(Some(&order), "99", text));
         }
         let intent = if amend {
             match replace_intent(m, &order, &cl_ord_id) {
                 Ok(intent) => intent,
-                Err(text) => return self.reply(m.comp_id, &refuse(Some(&order), "99", text)),
+                Err(text) => return self.reply(m.comp_id, refuse(Some(&order), "99", text)),
             }
         } else {
             Intent::Cancel { order_id: order.order_id }
@@ -365,7 +473,7 @@ impl Router {
         self.pending.insert(order.order_id, request);
         if let Err(e) = self.core.submit_nowait(m.participant, intent) {
             self.pending.remove(&order.order_id);
-            self.reply(m.comp_id, &refuse(Some(&order), "99", busy_text(&e)));
+            self.reply(m.comp_id, refuse(Some(&order), "99", busy_text(&e)));
         }
     }
 
@@ -401,7 +509,7 @@ impl Router {
                 r.set(MASS_CANCEL_RESPONSE, "0").set(MASS_CANCEL_REJECT_REASON, reason).set(TEXT, text);
             }
         }
-        self.reply(m.comp_id, &r);
+        self.reply(m.comp_id, r);
     }
 
     fn status(&mut self, m: &Msg<'_>) {
@@ -409,7 +517,7 @@ impl Router {
         match self.find_order(m, CL_ORD_ID) {
             Some(o) => {
                 let out = reports::status_report(&o, m.local_exec_id("status"), status_id);
-                self.reply(m.comp_id, &out);
+                self.reply(m.comp_id, out);
             }
             None => {
                 let mut out = reports::new_reject(NewReject {
@@ -427,7 +535,7 @@ impl Router {
                 if let Some(id) = status_id {
                     out.set(790, id);
                 }
-                self.reply(m.comp_id, &out);
+                self.reply(m.comp_id, out);
             }
         }
     }
@@ -463,7 +571,7 @@ impl Router {
         let subscription = m.get(SUBSCRIPTION_REQUEST_TYPE);
         if subscription == "2" {
             if !self.md.unsubscribe(m.comp_id, &md_req_id) {
-                self.reply(m.comp_id, &md_reject("0", "no such subscription"));
+                self.reply(m.comp_id, md_reject("0", "no such subscription"));
             }
             return;
         }
@@ -475,7 +583,7 @@ impl Router {
                 "2" => types.trades = true,
                 _ => {
                     let text = format!("MDEntryType {t} is not supported: 0 (bid), 1 (offer), 2 (trade)");
-                    return self.reply(m.comp_id, &md_reject("8", &text));
+                    return self.reply(m.comp_id, md_reject("8", &text));
                 }
             }
         }
@@ -484,17 +592,46 @@ impl Router {
         for symbol in m.f.all(u(SYMBOL)) {
             match self.core.instrument_id(symbol) {
                 Some(i) => instruments.push(i),
-                None => return self.reply(m.comp_id, &md_reject("0", &format!("unknown symbol {symbol:?}"))),
+                None => return self.reply(m.comp_id, md_reject("0", &format!("unknown symbol {symbol:?}"))),
             }
         }
         for instrument in instruments {
             if subscription == "1" {
                 if let Err((reason, text)) = self.md.subscribe(m.comp_id, &md_req_id, instrument, types) {
-                    return self.reply(m.comp_id, &md_reject(reason, text));
+                    return self.reply(m.comp_id, md_reject(reason, text));
                 }
             }
             if let Some(out) = self.snapshot(&md_req_id, instrument, types, depth) {
-                self.reply(m.comp_id, &out);
+                self.reply(m.comp_id, out);
+            }
+        }
+    }
+}
+
+impl Router {
+    /// TradingSessionStatusRequest (g): see [`super::status`].
+    fn trading_session_status_request(&mut self, m: &Msg<'_>) {
+        let req_id = m.get(TRAD_SES_REQ_ID).to_string();
+        let subscription = m.get(SUBSCRIPTION_REQUEST_TYPE);
+        if subscription == "2" {
+            self.status_subs.unsubscribe(m.comp_id, &req_id);
+            return;
+        }
+        let instrument = match m.f.non_empty(u(TRADING_SESSION_ID)) {
+            None => None,
+            Some(session) => match self.core.instrument_id(session) {
+                Some(i) => Some(i),
+                None => return self.reply(m.comp_id, status::unknown_session(&req_id, session)),
+            },
+        };
+        if subscription == "1" && !self.status_subs.subscribe(m.comp_id, &req_id, instrument) {
+            let text = "too many trading session status subscriptions for this session";
+            return self.reply(m.comp_id, reports::business_reject(m.seq(), "g", "0", text));
+        }
+        let Ok(QueryResult::Instruments(all)) = self.core.query_blocking(Query::Instruments) else { return };
+        for (i, info) in all.iter().enumerate() {
+            if instrument.is_none_or(|want| want.0 as usize == i) {
+                self.reply(m.comp_id, status::status(&info.spec.symbol, info.phase, Some(&req_id), false));
             }
         }
     }

@@ -7,17 +7,17 @@
 //! a BusinessMessageReject (380=4, application not available) at once, sent from the callback's
 //! own thread (QuickFIX's session lock is re-entrant there).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
 use quickfix::{
     send_to_target, Acceptor, Application, ApplicationCallback, ConnectionHandler, FieldMap,
     FileMessageStoreFactory, FixSocketServerKind, Group, LogCallback, LogFactory, Message, MsgFromAdminError,
-    MsgFromAppError, QuickFixError, SessionId, SessionSettings,
+    MsgFromAppError, QuickFixError, Session, SessionId, SessionSettings,
 };
 
 use super::reports::business_reject;
@@ -43,8 +43,19 @@ pub(crate) enum Inbound {
     Down(String),
 }
 
+/// Sessions the router is logging out because they stopped reading: the logout callback
+/// enables them again, so that they can log on at once.
+pub(crate) type CutOff = Arc<Mutex<HashSet<String>>>;
+
+/// Locks a mutex, poisoned or not (what it guards stays consistent: single inserts and
+/// removals).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The application callbacks.
 pub(crate) struct App {
+    pub(crate) cut_off: CutOff,
     pub(crate) tx: Sender<Inbound>,
     /// CompID -> FIX password.
     pub(crate) passwords: HashMap<String, String>,
@@ -68,7 +79,17 @@ impl ApplicationCallback for App {
         let n = self.logged_on.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
         self.metrics.fix_sessions.set(n);
         tracing::info!("FIX session {} logged out", session.to_repr());
-        let _ = self.tx.try_send(Inbound::Down(target_of(session)));
+        let comp_id = target_of(session);
+        if lock(&self.cut_off).remove(&comp_id) {
+            // SAFETY: the session is alive: QuickFIX is calling back from inside it.
+            match unsafe { Session::lookup(session) }.and_then(|mut s| s.logon()) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!("FIX session {comp_id} cannot be enabled again after its cut-off: {e}")
+                }
+            }
+        }
+        let _ = self.tx.try_send(Inbound::Down(comp_id));
     }
 
     fn on_msg_from_admin(&self, msg: &Message, session: &SessionId) -> Result<(), MsgFromAdminError> {
@@ -125,8 +146,17 @@ impl ApplicationCallback for App {
 /// Sends an outgoing message to a participant's session (stored for resend when it is not
 /// logged on).
 pub(crate) fn send(out: &OutMsg, comp_id: &str) -> Result<(), QuickFixError> {
-    let session = SessionId::try_new(BEGIN_STRING, EXCHANGE_COMP_ID, comp_id, "")?;
-    send_to_target(to_message(out)?, &session)
+    send_to(out, &session_id(comp_id)?)
+}
+
+/// The QuickFIX session id of a participant's session.
+pub(crate) fn session_id(comp_id: &str) -> Result<SessionId, QuickFixError> {
+    SessionId::try_new(BEGIN_STRING, EXCHANGE_COMP_ID, comp_id, "")
+}
+
+/// Sends an outgoing message to a session (stored for resend when it is not logged on).
+pub(crate) fn send_to(out: &OutMsg, session: &SessionId) -> Result<(), QuickFixError> {
+    send_to_target(to_message(out)?, session)
 }
 
 fn to_message(out: &OutMsg) -> Result<Message, QuickFixError> {

@@ -52,3 +52,9 @@ pub const PASSWORD: i32 = 554;
 pub const fn u(tag: i32) -> u32 {
     tag as u32
 }
+pub const UNSOLICITED_INDICATOR: i32 = 325;
+pub const TRAD_SES_REQ_ID: i32 = 335;
+pub const TRADING_SESSION_ID: i32 = 336;
+pub const TRAD_SES_STATUS: i32 = 340;
+pub const TRAD_SES_STATUS_REJ_REASON: i32 = 567;
+pub const TRADING_SESSION_SUB_ID: i32 = 625;

@@ -51,7 +51,7 @@ class Msg:
         return self.get(35)
 
     def brief(self):
-        keep = (35, 11, 41, 37, 17, 150, 39, 14, 151, 6, 31, 32, 38, 44, 58, 102, 103, 434, 530, 531, 43, 262)
+        keep = (35, 11, 41, 37, 17, 150, 39, 14, 151, 6, 31, 32, 38, 44, 58, 102, 103, 434, 530, 531, 43, 262, 336, 340)
         return {str(t): v for t, v in self.fields if t in keep}
 
 
@@ -211,6 +211,14 @@ def md_request(req_id, symbol, subscribe=True):
     return m
 
 
+def session_status_request(req_id, symbol):
+    m = fix44.TradingSessionStatusRequest()
+    m.setField(fix.TradSesReqID(req_id))
+    m.setField(fix.TradingSessionID(symbol))
+    m.setField(fix.SubscriptionRequestType("0"))
+    return m
+
+
 def er(cl, exec_type):
     return lambda m: m.type == "8" and m.get(11) == cl and m.get(150) == exec_type
 
@@ -222,6 +230,9 @@ def scenario_trade(c, out):
     # Market data first: a snapshot, then increments.
     c.send(A, md_request("md1", sym))
     out["snapshot"] = c.wait(A, lambda m: m.type == "W")[0].brief()
+    # The trading phase of the book (TradingSessionStatus, validated by the dictionary).
+    c.send(A, session_status_request("ts1", sym))
+    out["session_status"] = c.wait(A, lambda m: m.type == "h" and m.get(336) == sym)[0].brief()
     # Resting sell, then a buy that fills part of it.
     c.send(G, new_order("S1", sym, sell, 100, 900))
     out["sell_new"] = c.wait(G, er("S1", "0"))[0].brief()
@@ -272,10 +283,11 @@ def scenario_trade(c, out):
     out["mass_cancelled"] = sorted(m.get(11) for m in c.wait(
         G, lambda m: m.type == "8" and m.get(150) == "4", since=since, count=3))
     # A message type the exchange does not support: BusinessMessageReject.
-    tss = fix44.TradingSessionStatusRequest()
-    tss.setField(fix.TradSesReqID("T1"))
-    tss.setField(fix.SubscriptionRequestType("0"))
-    c.send(A, tss)
+    ssr = fix44.SecurityStatusRequest()
+    ssr.setField(fix.SecurityStatusReqID("T1"))
+    ssr.setField(fix.Symbol(sym))
+    ssr.setField(fix.SubscriptionRequestType("0"))
+    c.send(A, ssr)
     bmr = c.wait(A, lambda m: m.type == "j")[0]
     out["business_reject"] = {"372": bmr.get(372), "380": bmr.get(380), "58": bmr.get(58)}
     # Increments seen on the subscription.
