@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cccx_engine::journal::scan;
+use cccx_engine::journal::scan_pipelined;
 use cccx_engine::recovery::read_instruments;
 use cccx_engine::{
     Book, Command, CommandBody, Engine, InstrumentId, OrderBook, OrderType, ReferenceBook, RiskConfig,
@@ -259,11 +259,12 @@ fn journal_pass(
     writer.close()?;
     let written = start.elapsed();
     drop(engine);
-    // Replay: a new engine built first (as the engine-alone pass does), then scan and apply.
+    // Replay: a new engine built first (as the engine-alone pass does), then scan and apply, as
+    // recovery does (the checks on a second thread, the engine on this one).
     let (config, genesis) = read_instruments(&dir)?;
     let mut engine = config.engine::<Book>()?;
     let start = Instant::now();
-    let report = scan(&dir, genesis, |_, cmd| {
+    let report = scan_pipelined(&dir, genesis, |_, cmd| {
         events.clear();
         engine.apply(cmd, &mut events);
     })?;

@@ -14,7 +14,7 @@ use super::record::{
     command_payload, seal_payload, RecordBytes, SegmentHeader, FORMAT_VERSION, HEADER_BYTES, RECORD_BYTES,
     SEGMENT_MAGIC,
 };
-use super::scan::{chain_hash, scan, ScanReport};
+use super::scan::{chain_hash, scan_pipelined, ScanReport};
 use super::syncer::Syncer;
 use super::{
     segment_files, segment_name, Durability, JournalConfig, JournalError, SEAL_EVERY, SEGMENT_BYTES_MAX,
@@ -69,7 +69,7 @@ impl JournalWriter {
         }
         let dir = &config.dir;
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-        let report = scan(dir, config.genesis, apply)?;
+        let report = scan_pipelined(dir, config.genesis, apply)?;
         let writer = match report.segments.last() {
             None => JournalWriter::create_first(config)?,
             Some(path) => JournalWriter::reopen(config, path.clone(), &report)?,
