@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cccx_engine::journal::scan;
+use cccx_engine::journal::{scan, scan_pipelined};
 use cccx_engine::recovery::read_instruments;
 use cccx_engine::{
     Book, Command, CommandBody, Engine, InstrumentId, OrderBook, OrderType, ReferenceBook, RiskConfig,
@@ -82,6 +82,11 @@ pub struct JournalFigures {
     pub replay_commands_per_s: f64,
     /// `replay_commands_per_s` divided by the engine alone's.
     pub replay_ratio_to_engine: f64,
+    /// Commands per second replaying with the checks and the engine on one thread (`scan`,
+    /// as `cccx journal verify` reads; best pass): what replay costs without a free second core.
+    pub replay_one_thread_commands_per_s: f64,
+    /// `replay_one_thread_commands_per_s` divided by the engine alone's.
+    pub replay_one_thread_ratio_to_engine: f64,
 }
 
 /// The result of `cccx bench`.
@@ -115,7 +120,7 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let repeat = opts.repeat.max(1);
     let flow_rss_bytes = proc_status_bytes("VmRSS:");
     let (mut fast_best, mut naive_best) = (Duration::MAX, Duration::MAX);
-    let (mut journal_best, mut replay_best) = (Duration::MAX, Duration::MAX);
+    let (mut journal_best, mut replay_best, mut replay1_best) = (Duration::MAX, Duration::MAX, Duration::MAX);
     let mut risk_best = Duration::MAX;
     let mut events = 0;
     for pass in 0..repeat {
@@ -129,9 +134,10 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             risk_best = risk_best.min(risk_pass(flow)?);
         }
         if let Some((root, args)) = &opts.journal {
-            let (written, replayed) = journal_pass(flow, root, args, pass)?;
+            let (written, replayed, replayed1) = journal_pass(flow, root, args, pass)?;
             journal_best = journal_best.min(written);
             replay_best = replay_best.min(replayed);
+            replay1_best = replay1_best.min(replayed1);
         }
     }
     let per_s = |d: Duration| flow.commands.len() as f64 / d.as_secs_f64().max(1e-9);
@@ -146,6 +152,8 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         ratio_to_engine: per_s(journal_best) / commands_per_s,
         replay_commands_per_s: per_s(replay_best),
         replay_ratio_to_engine: per_s(replay_best) / commands_per_s,
+        replay_one_thread_commands_per_s: per_s(replay1_best),
+        replay_one_thread_ratio_to_engine: per_s(replay1_best) / commands_per_s,
     });
     let risk = opts.compare_risk.then(|| RiskFigures {
         commands_per_s: per_s(risk_best),
@@ -240,13 +248,14 @@ fn risk_pass(flow: &Flow) -> anyhow::Result<Duration> {
 }
 
 /// Journals and applies every command in a fresh directory (final sync included), then replays
-/// that journal into a fresh engine; returns both times. The directory is removed afterwards.
+/// that journal into a fresh engine as recovery does and again on one thread; returns the three
+/// times. The directory is removed afterwards.
 fn journal_pass(
     flow: &Flow,
     root: &std::path::Path,
     args: &JournalArgs,
     pass: usize,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<(Duration, Duration, Duration)> {
     let dir = bench_dir(root, pass)?;
     let (mut engine, mut writer) = bench_writer(flow, &dir, args)?;
     let mut events = Vec::with_capacity(4096);
@@ -259,11 +268,12 @@ fn journal_pass(
     writer.close()?;
     let written = start.elapsed();
     drop(engine);
-    // Replay: a new engine built first (as the engine-alone pass does), then scan and apply.
+    // Replay: a new engine built first (as the engine-alone pass does), then scan and apply, as
+    // recovery does (the checks on a second thread, the engine on this one).
     let (config, genesis) = read_instruments(&dir)?;
     let mut engine = config.engine::<Book>()?;
     let start = Instant::now();
-    let report = scan(&dir, genesis, |_, cmd| {
+    let report = scan_pipelined(&dir, genesis, |_, cmd| {
         events.clear();
         engine.apply(cmd, &mut events);
     })?;
@@ -274,8 +284,16 @@ fn journal_pass(
         report.commands
     );
     black_box(&engine);
+    let mut engine = config.engine::<Book>()?;
+    let start = Instant::now();
+    scan(&dir, genesis, |_, cmd| {
+        events.clear();
+        engine.apply(cmd, &mut events);
+    })?;
+    let replayed_one_thread = start.elapsed();
+    black_box(&engine);
     std::fs::remove_dir_all(&dir)?;
-    Ok((written, replayed))
+    Ok((written, replayed, replayed_one_thread))
 }
 
 fn latency_pass(flow: &Flow) -> anyhow::Result<Latency> {
@@ -329,12 +347,14 @@ impl BenchReport {
         if let Some(j) = &self.journal {
             s += &format!(
                 "journal         {:.0} commands/s with durability {} ({:.2}x the engine alone)\n\
-                 replay          {:.0} commands/s ({:.2}x the engine alone)\n",
+                 replay          {:.0} commands/s ({:.2}x the engine alone; {:.0} commands/s, {:.2}x, on one thread)\n",
                 j.commands_per_s,
                 j.durability,
                 j.ratio_to_engine,
                 j.replay_commands_per_s,
-                j.replay_ratio_to_engine
+                j.replay_ratio_to_engine,
+                j.replay_one_thread_commands_per_s,
+                j.replay_one_thread_ratio_to_engine
             );
         }
         if let Some(r) = self.risk {

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::book::OrderBook;
 use crate::engine::Engine;
-use crate::journal::{scan, Durability, JournalConfig, JournalError, JournalWriter, ScanReport};
+use crate::journal::{
+    scan, scan_pipelined, Durability, JournalConfig, JournalError, JournalWriter, ScanReport,
+};
 use crate::message::Command;
 use crate::risk::RiskConfig;
 use crate::snapshot::{newest_valid_snapshot, SnapshotError};
@@ -181,7 +183,7 @@ pub fn replay<B: OrderBook>(dir: &Path) -> Result<(Engine<B>, Recovery), Recover
     let (mut engine, mut recovery) = from_snapshot::<B>(dir, &config)?;
     let skip = recovery.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
     let mut replayed = 0;
-    let report = scan(dir, genesis, apply_after(&mut engine, skip, &mut replayed))?;
+    let report = scan_pipelined(dir, genesis, apply_after(&mut engine, skip, &mut replayed))?;
     check_snapshot_covered(skip, &report)?;
     (recovery.replayed, recovery.journal) = (replayed, report);
     Ok((engine, recovery))

@@ -18,7 +18,8 @@
 //! newest seal's hash (the *head*) is what an operator publishes to anchor the log; records
 //! after it are protected by their CRC only until the next seal.
 //!
-//! Recovery ([`scan`]) checks framing, CRCs, sequence continuity and the chain. A torn record at
+//! Recovery ([`scan`], or [`scan_pipelined`] with the checks on a second thread) checks framing,
+//! CRCs, sequence continuity and the chain. A torn record at
 //! the very end of the last segment (followed by nothing but zeros) is reported and cut off;
 //! damage anywhere else is refused with an error naming the segment and offset.
 
@@ -29,7 +30,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use scan::{scan, ScanReport, TornTail};
+pub use scan::{scan, scan_pipelined, ScanReport, TornTail};
 pub use writer::JournalWriter;
 
 /// Commands per sealed block: with the seal, 1024 records (64 KiB, which BLAKE3 hashes 16

@@ -11,10 +11,10 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::IntoBytes;
 
 use super::record::{
-    command_payload, seal_payload, RecordBytes, SegmentHeader, FORMAT_VERSION, HEADER_BYTES, RECORD_BYTES,
-    SEGMENT_MAGIC,
+    command_words, crc_of, payload_words, seal_payload, SegmentHeader, FORMAT_VERSION, HEADER_BYTES,
+    RECORD_BYTES, SEGMENT_MAGIC,
 };
-use super::scan::{chain_hash, scan, ScanReport};
+use super::scan::{chain_hash, scan_pipelined, ScanReport};
 use super::syncer::Syncer;
 use super::{
     segment_files, segment_name, Durability, JournalConfig, JournalError, SEAL_EVERY, SEGMENT_BYTES_MAX,
@@ -69,7 +69,7 @@ impl JournalWriter {
         }
         let dir = &config.dir;
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-        let report = scan(dir, config.genesis, apply)?;
+        let report = scan_pipelined(dir, config.genesis, apply)?;
         let writer = match report.segments.last() {
             None => JournalWriter::create_first(config)?,
             Some(path) => JournalWriter::reopen(config, path.clone(), &report)?,
@@ -197,7 +197,7 @@ impl JournalWriter {
         }
         let seq = self.last_seq + 1;
         self.last_seq = seq;
-        self.write_record(&RecordBytes::new(seq, command_payload(cmd)));
+        self.write_record(seq, &command_words(cmd));
         self.unsealed += 1;
         if self.unsealed >= SEAL_EVERY {
             self.seal();
@@ -315,14 +315,23 @@ impl JournalWriter {
         }
     }
 
+    /// Writes a record straight into the map: CRC computed from the values (not read back from
+    /// memory), each word stored once, the length word last.
     #[inline]
-    fn write_record(&mut self, rec: &RecordBytes) {
+    fn write_record(&mut self, seq: u64, payload: &[u64; 6]) {
         let at = self.offset;
-        let bytes = rec.as_bytes();
-        self.map[at + 4..at + RECORD_BYTES].copy_from_slice(&bytes[4..]);
+        let crc = crc_of(RECORD_BYTES as u32, seq, payload);
+        let Some(slot) = self.map.get_mut(at..at + RECORD_BYTES) else {
+            unreachable!("append rolls the segment before it is full")
+        };
+        slot[4..8].copy_from_slice(&crc.to_le_bytes());
+        slot[8..16].copy_from_slice(&seq.to_le_bytes());
+        for (bytes, word) in slot[16..].chunks_exact_mut(8).zip(payload) {
+            bytes.copy_from_slice(&word.to_le_bytes());
+        }
         // The length word goes last: a reader that sees it sees the whole record.
         fence(Ordering::Release);
-        self.map[at..at + 4].copy_from_slice(&bytes[..4]);
+        slot[..4].copy_from_slice(&(RECORD_BYTES as u32).to_le_bytes());
         self.offset += RECORD_BYTES;
         if self.offset.is_multiple_of(SYNC_PAGE_BYTES) {
             self.page_boundary = (self.offset, self.last_seq);
@@ -331,8 +340,7 @@ impl JournalWriter {
 
     fn seal(&mut self) {
         self.head = chain_hash(&self.head, &self.map[self.block_start..self.offset]);
-        let rec = RecordBytes::new(self.last_seq, seal_payload(self.unsealed, self.head));
-        self.write_record(&rec);
+        self.write_record(self.last_seq, &payload_words(&seal_payload(self.unsealed, self.head)));
         self.block_start = self.offset;
         self.unsealed = 0;
     }
