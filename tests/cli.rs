@@ -1,6 +1,5 @@
 //! End-to-end tests of the `cccx` binary: `gen-flow` and `bench` as a user runs them.
 
-
 mod common;
 
 use common::{cccx, path, stderr, stdout};
