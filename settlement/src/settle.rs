@@ -254,6 +254,7 @@ impl Settlement {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -65_536)?;
+        conn.pragma_update(None, "wal_autocheckpoint", crate::sqlite::WAL_CHECKPOINT_PAGES)?;
         Settlement::with_connection(conn, config)
     }
 

@@ -3,6 +3,7 @@
 
 use cccx_engine::types::{InstrumentId, Qty};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use rustc_hash::FxHashSet;
 
 use crate::error::RegistryError;
 use crate::types::{
@@ -10,14 +11,19 @@ use crate::types::{
     TransferStatus, Vintage,
 };
 
-/// The ids the registry assigns itself (portable: no autoincrement). Loaded on open; a rolled
-/// back transaction leaves a gap, which is harmless.
+/// The ids the registry assigns itself (portable: no autoincrement), and what the current
+/// transaction has already looked up. Loaded on open; a rolled back transaction leaves a gap
+/// in the ids, which is harmless.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// The last block id used.
     pub block_id: i64,
     /// The last entry sequence number used.
     pub entry_seq: i64,
+    /// Accounts found open in the current transaction (a batch names the same few hundred
+    /// accounts thousands of times). Cleared when a transaction begins, so nothing a rolled
+    /// back transaction saw outlives it; accounts are never closed.
+    open_accounts: FxHashSet<AccountId>,
 }
 
 impl Counters {
@@ -30,7 +36,22 @@ impl Counters {
             |r| r.get(0),
         )?;
         let entry_seq = c.query_row("SELECT COALESCE(MAX(entry_seq), 0) FROM entries", [], |r| r.get(0))?;
-        Ok(Counters { block_id, entry_seq })
+        Ok(Counters { block_id, entry_seq, open_accounts: FxHashSet::default() })
+    }
+
+    /// Forgets what the previous transaction looked up.
+    pub fn begin(&mut self) {
+        self.open_accounts.clear();
+    }
+
+    /// [`known`], asking the database once per account and transaction.
+    pub fn known(&mut self, c: &Connection, account: &AccountId) -> Result<(), RegistryError> {
+        if self.open_accounts.contains(account) {
+            return Ok(());
+        }
+        known(c, account)?;
+        self.open_accounts.insert(account.clone());
+        Ok(())
     }
 }
 
