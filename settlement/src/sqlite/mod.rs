@@ -190,7 +190,7 @@ impl SqliteRegistry {
         for id in store::pending_due(&self.conn, Timestamp(i64::MAX))? {
             let Some(t) = store::load_transfer(&self.conn, &id)? else { continue };
             let reserved: Qty =
-                store::reserved_blocks(&self.conn, &id)?.iter().map(|(_, _, b)| b.quantity()).sum();
+                store::reserved_blocks(&self.conn, &id)?.iter().map(|(_, b)| b.block.quantity()).sum();
             if reserved != t.quantity {
                 return Err(RegistryError::Storage(format!(
                     "transfer {id} reserves {reserved} of {}",
@@ -369,7 +369,7 @@ fn pick(
     c: &Connection,
     ids: &mut Counters,
     req: &ProposeTransfer,
-) -> Result<Vec<(i64, SerialBlock, Qty)>, RegistryError> {
+) -> Result<Vec<(store::CurrentBlock, Qty)>, RegistryError> {
     check_quantity(req.quantity)?;
     if req.from == req.to {
         return Err(RegistryError::SameAccount(req.from.clone()));
@@ -386,9 +386,9 @@ fn pick(
     }
     let mut need = req.quantity;
     let mut picked = Vec::with_capacity(free.len());
-    for (id, block) in free {
-        let take = need.min(block.quantity());
-        picked.push((id, block, take));
+    for current in free {
+        let take = need.min(current.block.quantity());
+        picked.push((current, take));
         need -= take;
     }
     Ok(picked)
@@ -420,16 +420,11 @@ fn propose(
         }
     };
     let mut taken = Vec::with_capacity(picked.len());
-    for (block_id, block, take) in picked {
-        store::close_block(c, block_id, at)?;
+    for (current, take) in picked {
+        let block = current.block;
         let reserved = SerialBlock { end: block.start + take - 1, ..block };
-        store::insert_block(
-            c,
-            ids,
-            &req.from,
-            &HeldBlock { block: reserved, reserved_by: Some(req.id.clone()) },
-            at,
-        )?;
+        let held = HeldBlock { block: reserved, reserved_by: Some(req.id.clone()) };
+        store::replace_block(c, ids, &current, &req.from, &held, at)?;
         if take < block.quantity() {
             let rest = SerialBlock { start: reserved.end + 1, ..block };
             store::insert_block(c, ids, &req.from, &HeldBlock { block: rest, reserved_by: None }, at)?;
@@ -491,9 +486,9 @@ fn resolve(
         return Err(RegistryError::TransferNotPending { transfer: id.clone(), status: t.status });
     }
     let owner = if status == TransferStatus::Completed { &t.to } else { &t.from };
-    for (block_id, _, block) in store::reserved_blocks(c, id)? {
-        store::close_block(c, block_id, at)?;
-        store::insert_block(c, ids, owner, &HeldBlock { block, reserved_by: None }, at)?;
+    for (_, current) in store::reserved_blocks(c, id)? {
+        let held = HeldBlock { block: current.block, reserved_by: None };
+        store::replace_block(c, ids, &current, owner, &held, at)?;
     }
     store::resolve_transfer(c, id, status, at)?;
     t.status = status;
