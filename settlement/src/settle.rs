@@ -254,6 +254,7 @@ impl Settlement {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -65_536)?;
+        conn.pragma_update(None, "wal_autocheckpoint", crate::sqlite::WAL_CHECKPOINT_PAGES)?;
         Settlement::with_connection(conn, config)
     }
 
@@ -271,6 +272,7 @@ impl Settlement {
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
+        crate::sqlite::stable_plans(&conn)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS settlement_schema (version INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS obligations (
@@ -435,9 +437,9 @@ impl Settlement {
         let mut report = RunReport::default();
         let mut after_seq = 0;
         loop {
-            let mut chunk = self.open_chunk(after_seq)?;
-            let Some(last) = chunk.last() else { break };
-            after_seq = self.seq_of(&last.trade.trade_id)?;
+            let (mut chunk, last_seq) = self.open_chunk(after_seq)?;
+            let Some(last_seq) = last_seq else { break };
+            after_seq = last_seq;
             self.submit(&mut chunk, at)?;
             let delivered = deliver_chunk(registry, &chunk, at);
             let mut outcomes = Vec::with_capacity(chunk.len());
@@ -614,27 +616,29 @@ impl Settlement {
         Ok(verdict)
     }
 
-    /// The next open obligations after `after_seq`, oldest first, at most one chunk.
-    fn open_chunk(&self, after_seq: i64) -> Result<Vec<Obligation>, SettlementError> {
-        let open: Vec<&str> = [
+    /// The next open obligations after `after_seq`, oldest first, at most one chunk, and the
+    /// sequence number of the last of them.
+    ///
+    /// One indexed range per open state, each read in `seq` order and at most a chunk long,
+    /// merged here: a single `state IN (...) ORDER BY seq` query sorts every open obligation
+    /// after `after_seq` for each chunk, which made a run quadratic in its length.
+    fn open_chunk(&self, after_seq: i64) -> Result<(Vec<Obligation>, Option<i64>), SettlementError> {
+        let mut open = Vec::new();
+        for state in [
             ObligationState::Created,
             ObligationState::Submitted,
             ObligationState::Failed,
             ObligationState::Retried,
-        ]
-        .iter()
-        .map(|s| s.as_str())
-        .collect();
-        self.query(
-            "WHERE state IN (?1, ?2, ?3, ?4) AND seq > ?5 ORDER BY seq LIMIT ?6",
-            params![open[0], open[1], open[2], open[3], after_seq, self.chunk as i64],
-        )
-    }
-
-    /// An obligation's place in the order of arrival.
-    fn seq_of(&self, trade_id: &str) -> Result<i64, SettlementError> {
-        let mut stmt = self.conn.prepare_cached("SELECT seq FROM obligations WHERE trade_id = ?1")?;
-        Ok(stmt.query_row(params![trade_id], |r| r.get(0))?)
+        ] {
+            open.extend(self.query_seq(
+                "WHERE state = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                params![state.as_str(), after_seq, self.chunk as i64],
+            )?);
+        }
+        open.sort_by_key(|(seq, _)| *seq);
+        open.truncate(self.chunk);
+        let last = open.last().map(|(seq, _)| *seq);
+        Ok((open.into_iter().map(|(_, o)| o).collect(), last))
     }
 
     /// Every obligation, oldest first.
@@ -698,10 +702,19 @@ impl Settlement {
     }
 
     fn query(&self, clause: &str, args: impl rusqlite::Params) -> Result<Vec<Obligation>, SettlementError> {
+        Ok(self.query_seq(clause, args)?.into_iter().map(|(_, o)| o).collect())
+    }
+
+    /// Obligations with their sequence numbers.
+    fn query_seq(
+        &self,
+        clause: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<(i64, Obligation)>, SettlementError> {
         let sql = format!(
-            "SELECT trade, fee, state, attempts, reason, updated_at, blocks FROM obligations {clause}"
+            "SELECT trade, fee, state, attempts, reason, updated_at, blocks, seq FROM obligations {clause}"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -711,11 +724,12 @@ impl Settlement {
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (trade, fee, state, attempts, reason, updated_at, blocks) = row?;
+            let (trade, fee, state, attempts, reason, updated_at, blocks, seq) = row?;
             let trade: TradeToSettle = serde_json::from_str(&trade)
                 .map_err(|e| SettlementError::Storage(format!("stored trade: {e}")))?;
             let state = ObligationState::parse(&state)
@@ -727,7 +741,7 @@ impl Settlement {
                 None => Vec::new(),
             };
             let updated_at = Timestamp(updated_at);
-            out.push(Obligation { trade, fee, state, attempts, reason, updated_at, blocks });
+            out.push((seq, Obligation { trade, fee, state, attempts, reason, updated_at, blocks }));
         }
         Ok(out)
     }

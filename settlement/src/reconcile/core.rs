@@ -160,7 +160,16 @@ fn check_in_flight(ex: &ExchangeView, reg: &RegistryView) -> Result<(), Reconcil
     Err(ReconcileError::InFlight { count, first: names })
 }
 
+/// The registry's transfers, rebuilt from the trail's debit lines, and from its credit lines
+/// only when the transferring account is out of scope.
+///
+/// An account with a position in the view has its whole statement in the trail (that is how
+/// [`RegistryView::load`](super::RegistryView::load) builds it), and the registry writes a
+/// transfer's debit and credit lines in one transaction: the debit says everything the credit
+/// would (the parties, the instrument, the quantity moved). Skipping those credit lines halves
+/// the work on the map by transfer id, the largest in a run.
 fn rebuild_trail(reg: &RegistryView) -> Trail<'_> {
+    let scope: HashSet<&str> = reg.opening.iter().chain(&reg.closing).map(|p| p.account.as_str()).collect();
     let mut t = Trail {
         transfers: Vec::with_capacity(reg.trail.len() / 2),
         by_id: HashMap::with_capacity_and_hasher(reg.trail.len() / 2, Default::default()),
@@ -176,7 +185,12 @@ fn rebuild_trail(reg: &RegistryView) -> Trail<'_> {
                 continue;
             }
             EntryKind::Debited => true,
-            EntryKind::Credited => false,
+            EntryKind::Credited => {
+                if line.counterparty.as_ref().is_some_and(|from| scope.contains(from.as_str())) {
+                    continue;
+                }
+                false
+            }
             EntryKind::Reserved | EntryKind::Released => continue,
         };
         let Some(id) = line.transfer.as_ref() else { continue };
@@ -272,8 +286,23 @@ fn join(ex: &ExchangeView, moved: &[usize], trail: &mut Trail<'_>, found: &mut V
             }
         }
     }
-    // The signatures of the matched obligations, built only when some transfer is unmatched.
-    let mut signatures: Option<HashMap<Signature<'_>, usize>> = None;
+    // For the unmatched transfers without an obligation under their id: the last matched
+    // obligation with the same signature, found in one pass over the matched ones against
+    // the few signatures wanted (rather than a map of every matched obligation's signature).
+    let mut signatures: HashMap<Signature<'_>, Option<usize>> = unmatched
+        .iter()
+        .map(|&ri| &trail.transfers[ri])
+        .filter(|r| !ex_by_id.contains_key(r.id))
+        .map(|r| ((r.from, r.to, r.instrument, r.qty()), None))
+        .collect();
+    if !signatures.is_empty() {
+        for &(i, _) in &matched {
+            let e: &ExchangeEntry = &ex.entries[i];
+            if let Some(last) = signatures.get_mut(&(e.from.as_str(), e.to.as_str(), e.instrument, e.qty)) {
+                *last = Some(i);
+            }
+        }
+    }
     for ri in unmatched {
         let r = &trail.transfers[ri];
         if let Some(&i) = ex_by_id.get(r.id) {
@@ -292,17 +321,8 @@ fn join(ex: &ExchangeView, moved: &[usize], trail: &mut Trail<'_>, found: &mut V
             });
             continue;
         }
-        let sigs = signatures.get_or_insert_with(|| {
-            matched
-                .iter()
-                .map(|&(i, _)| {
-                    let e: &ExchangeEntry = &ex.entries[i];
-                    ((e.from.as_str(), e.to.as_str(), e.instrument, e.qty), i)
-                })
-                .collect()
-        });
-        match sigs.get(&(r.from, r.to, r.instrument, r.qty())) {
-            Some(&i) => {
+        match signatures.get(&(r.from, r.to, r.instrument, r.qty())).copied().flatten() {
+            Some(i) => {
                 let note = format!("moves what trade {} already moved", ex.entries[i].trade_id);
                 found.push(Found { kind: BreakType::Duplicate, entry: None, transfer: Some(ri), note });
             }

@@ -5,7 +5,8 @@
 //! `INSERT OR ...`; `CREATE ... IF NOT EXISTS` works on SQLite and PostgreSQL alike. Times are
 //! nanoseconds since the Unix epoch. A block lives in `blocks` while current and moves to
 //! `block_history` with the time it stopped being current, which is what views as of a time
-//! read.
+//! read. A block changed at the very time it became current was never seen by any view (a view
+//! as of `t` sees every change dated `t`): it is changed in place and leaves no history.
 
 use rusqlite::{Connection, OptionalExtension};
 

@@ -3,6 +3,7 @@
 
 use cccx_engine::types::{InstrumentId, Qty};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use rustc_hash::FxHashSet;
 
 use crate::error::RegistryError;
 use crate::types::{
@@ -10,14 +11,19 @@ use crate::types::{
     TransferStatus, Vintage,
 };
 
-/// The ids the registry assigns itself (portable: no autoincrement). Loaded on open; a rolled
-/// back transaction leaves a gap, which is harmless.
+/// The ids the registry assigns itself (portable: no autoincrement), and what the current
+/// transaction has already looked up. Loaded on open; a rolled back transaction leaves a gap
+/// in the ids, which is harmless.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// The last block id used.
     pub block_id: i64,
     /// The last entry sequence number used.
     pub entry_seq: i64,
+    /// Accounts found open in the current transaction (a batch names the same few hundred
+    /// accounts thousands of times). Cleared when a transaction begins, so nothing a rolled
+    /// back transaction saw outlives it; accounts are never closed.
+    open_accounts: FxHashSet<AccountId>,
 }
 
 impl Counters {
@@ -30,7 +36,22 @@ impl Counters {
             |r| r.get(0),
         )?;
         let entry_seq = c.query_row("SELECT COALESCE(MAX(entry_seq), 0) FROM entries", [], |r| r.get(0))?;
-        Ok(Counters { block_id, entry_seq })
+        Ok(Counters { block_id, entry_seq, open_accounts: FxHashSet::default() })
+    }
+
+    /// Forgets what the previous transaction looked up.
+    pub fn begin(&mut self) {
+        self.open_accounts.clear();
+    }
+
+    /// [`known`], asking the database once per account and transaction.
+    pub fn known(&mut self, c: &Connection, account: &AccountId) -> Result<(), RegistryError> {
+        if self.open_accounts.contains(account) {
+            return Ok(());
+        }
+        known(c, account)?;
+        self.open_accounts.insert(account.clone());
+        Ok(())
     }
 }
 
@@ -143,19 +164,29 @@ pub fn close_block(c: &Connection, block_id: i64, at: Timestamp) -> Result<(), R
     Ok(())
 }
 
-/// An account's unreserved blocks of an instrument (and vintage, if given), oldest first, as
-/// (block id, block), read until they hold `need` units, and the units they hold. Fewer than
-/// `need` means every free block was read: the sum is what the account has available. (An
-/// account that received many transfers holds many blocks; a proposal reads only the few it
-/// takes.)
+/// A current block as stored: its id, its serials and since when it is current.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CurrentBlock {
+    /// The block id.
+    pub id: i64,
+    /// Its serials.
+    pub block: SerialBlock,
+    /// Since when it is current.
+    pub valid_from: Timestamp,
+}
+
+/// An account's unreserved blocks of an instrument (and vintage, if given), oldest first, read
+/// until they hold `need` units, and the units they hold. Fewer than `need` means every free
+/// block was read: the sum is what the account has available. (An account that received many
+/// transfers holds many blocks; a proposal reads only the few it takes.)
 pub fn free_blocks(
     c: &Connection,
     account: &AccountId,
     instrument: InstrumentId,
     vintage: Option<Vintage>,
     need: Qty,
-) -> Result<(Vec<(i64, SerialBlock)>, Qty), RegistryError> {
-    let columns = "SELECT block_id, instrument, vintage, serial_start, serial_end FROM blocks
+) -> Result<(Vec<CurrentBlock>, Qty), RegistryError> {
+    let columns = "SELECT block_id, instrument, vintage, serial_start, serial_end, valid_from_ns FROM blocks
          WHERE account_id = ?1 AND instrument = ?2 AND reserved_by IS NULL";
     let mut stmt = match vintage {
         None => c.prepare_cached(&format!("{columns} ORDER BY vintage, serial_start"))?,
@@ -166,10 +197,10 @@ pub fn free_blocks(
         None => stmt.query(params![account.as_str(), inst])?,
         Some(v) => stmt.query(params![account.as_str(), inst, i64::from(v.0)])?,
     };
-    let (mut blocks, mut held): (Vec<(i64, SerialBlock)>, Qty) = (Vec::new(), 0);
+    let (mut blocks, mut held): (Vec<CurrentBlock>, Qty) = (Vec::new(), 0);
     while let Some(r) = rows.next()? {
         let block = to_block(block_at(r, 1)?)?;
-        blocks.push((r.get(0)?, block));
+        blocks.push(CurrentBlock { id: r.get(0)?, block, valid_from: Timestamp(r.get(5)?) });
         held = held.saturating_add(block.quantity());
         if held >= need {
             break;
@@ -178,19 +209,57 @@ pub fn free_blocks(
     Ok((blocks, held))
 }
 
-/// The current blocks a pending transfer reserves, as (block id, holder, block).
+/// The current blocks a pending transfer reserves, with their holder.
 pub fn reserved_blocks(
     c: &Connection,
     transfer: &RequestId,
-) -> Result<Vec<(i64, AccountId, SerialBlock)>, RegistryError> {
-    let rows: Vec<(i64, String, BlockCols)> = c
+) -> Result<Vec<(AccountId, CurrentBlock)>, RegistryError> {
+    let rows: Vec<(i64, String, BlockCols, i64)> = c
         .prepare_cached(
-            "SELECT block_id, account_id, instrument, vintage, serial_start, serial_end FROM blocks
-             WHERE reserved_by = ?1",
+            "SELECT block_id, account_id, instrument, vintage, serial_start, serial_end, valid_from_ns
+             FROM blocks WHERE reserved_by = ?1",
         )?
-        .query_map([transfer.as_str()], |r| Ok((r.get(0)?, r.get(1)?, block_at(r, 2)?)))?
+        .query_map([transfer.as_str()], |r| Ok((r.get(0)?, r.get(1)?, block_at(r, 2)?, r.get(6)?)))?
         .collect::<Result<_, _>>()?;
-    rows.into_iter().map(|(id, a, b)| Ok((id, account_id(a)?, to_block(b)?))).collect()
+    rows.into_iter()
+        .map(|(id, a, b, from)| {
+            Ok((account_id(a)?, CurrentBlock { id, block: to_block(b)?, valid_from: Timestamp(from) }))
+        })
+        .collect()
+}
+
+/// Replaces a current block by `held`, held by `account`, at `at`. A block that became current
+/// at `at` itself was never seen by a view as of any time (views as of `at` see every change
+/// dated `at`), so it is changed in place: one statement instead of moving it to the history
+/// (which [`close_block`] skips for it anyway), deleting it and inserting the new one. Within
+/// one settlement run every batch is dated alike, so most blocks a run moves are of this kind.
+pub fn replace_block(
+    c: &Connection,
+    ids: &mut Counters,
+    old: &CurrentBlock,
+    account: &AccountId,
+    held: &HeldBlock,
+    at: Timestamp,
+) -> Result<(), RegistryError> {
+    if old.valid_from != at {
+        close_block(c, old.id, at)?;
+        return insert_block(c, ids, account, held, at);
+    }
+    let b = &held.block;
+    c.prepare_cached(
+        "UPDATE blocks SET account_id = ?2, instrument = ?3, vintage = ?4, serial_start = ?5,
+         serial_end = ?6, reserved_by = ?7 WHERE block_id = ?1",
+    )?
+    .execute(params![
+        old.id,
+        account.as_str(),
+        i64::from(b.instrument.0),
+        i64::from(b.vintage.0),
+        to_i64(b.start),
+        to_i64(b.end),
+        held.reserved_by.as_ref().map(RequestId::as_str)
+    ])?;
+    Ok(())
 }
 
 /// An account's blocks of an instrument, now or as of a time.
