@@ -346,13 +346,6 @@ impl Settlement {
         Ok(())
     }
 
-    fn sync_audit(&mut self) -> Result<(), SettlementError> {
-        match self.audit.as_mut() {
-            Some(log) => log.sync().map_err(|e| SettlementError::Storage(e.to_string())),
-            None => Ok(()),
-        }
-    }
-
     /// Records trades as obligations (each buyer's payment goes into clearing). A trade already
     /// recorded with the same fields is skipped; under a used id with other fields it is
     /// refused, and nothing of the batch is recorded. Returns how many were new.
@@ -418,11 +411,9 @@ impl Settlement {
             added += 1;
             inserted.push(t.clone());
         }
+        let records = inserted.iter().map(|t| serde_json::json!({"trade": t, "state": "created"}));
+        write_ahead(&mut self.audit, at, records)?;
         tx.commit()?;
-        for t in &inserted {
-            self.audit(at, "obligation", serde_json::json!({"trade": t, "state": "created"}))?;
-        }
-        self.sync_audit()?;
         Ok(added)
     }
 
@@ -447,7 +438,6 @@ impl Settlement {
                 outcomes.push(self.outcome(registry, o, delivered, at)?);
             }
             self.record(&mut chunk, outcomes, at, &mut report)?;
-            self.sync_audit()?;
         }
         Ok(report)
     }
@@ -468,10 +458,8 @@ impl Settlement {
             (o.state, o.reason, o.updated_at) = (ObligationState::Submitted, None, at);
             records.push(state_record(o));
         }
+        write_ahead(&mut self.audit, at, records)?;
         tx.commit()?;
-        for data in records {
-            self.audit(at, "obligation", data)?;
-        }
         Ok(())
     }
 
@@ -565,10 +553,8 @@ impl Settlement {
                 records.push(state_record(o));
             }
         }
+        write_ahead(&mut self.audit, at, records)?;
         tx.commit()?;
-        for data in records {
-            self.audit(at, "obligation", data)?;
-        }
         Ok(())
     }
 
@@ -871,6 +857,23 @@ fn batch_answers(registry: &mut dyn Registry, ops: &[BatchOp], at: Timestamp) ->
         Err(e) => format!("no answer to the batch: {e}"),
     };
     ops.iter().map(|_| Err(RegistryError::Storage(why.clone()))).collect()
+}
+
+/// Appends `records` (obligation records) to the audit trail and syncs it: called just before
+/// the transaction that makes the changes they describe commits, so that no committed change
+/// lacks its record. A crash (or a failed commit) between the two leaves records of changes
+/// that did not happen; the retry that follows writes them again.
+fn write_ahead(
+    audit: &mut Option<AuditLog>,
+    at: Timestamp,
+    records: impl IntoIterator<Item = serde_json::Value>,
+) -> Result<(), SettlementError> {
+    let Some(log) = audit.as_mut() else { return Ok(()) };
+    let failed = |e: crate::audit::AuditError| SettlementError::Storage(e.to_string());
+    for data in records {
+        log.append(at.0, "obligation", data).map_err(failed)?;
+    }
+    log.sync().map_err(failed)
 }
 
 fn update_state(

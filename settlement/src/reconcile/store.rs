@@ -147,20 +147,6 @@ impl BreakStore {
         self
     }
 
-    fn audit(&mut self, at: Timestamp, kind: &str, data: serde_json::Value) -> Result<(), ReconcileError> {
-        if let Some(log) = self.audit.as_mut() {
-            log.append(at.0, kind, data).map_err(|e| ReconcileError::Storage(e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    fn sync_audit(&mut self) -> Result<(), ReconcileError> {
-        match self.audit.as_mut() {
-            Some(log) => log.sync().map_err(|e| ReconcileError::Storage(e.to_string())),
-            None => Ok(()),
-        }
-    }
-
     /// Records a run: every break of the report is opened, updated or reopened, every
     /// unresolved break it no longer finds gets a `not_found` event. Fills in the id and
     /// status of each break of the report.
@@ -231,18 +217,20 @@ impl BreakStore {
         for (id, action, note) in &events {
             insert_event(&tx, *id, at, Some(run), action, RUN_ACTOR, note)?;
         }
-        tx.commit()?;
+        // The audit records go first (written and synced), then the commit: no committed change
+        // lacks its record.
         let data = serde_json::json!({
             "run": run, "from": report.from.0, "as_of": report.as_of.0, "breaks": report.breaks.len(),
             "counts": report.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
         });
-        self.audit(at, "recon_run", data)?;
+        audit_to(&mut self.audit, at, "recon_run", data)?;
         for (id, action, note) in events {
             let data =
                 serde_json::json!({"break": id, "run": run, "action": action, "by": RUN_ACTOR, "note": note});
-            self.audit(at, "recon_break", data)?;
+            audit_to(&mut self.audit, at, "recon_break", data)?;
         }
-        self.sync_audit()?;
+        sync_to(&mut self.audit)?;
+        tx.commit()?;
         report.run = Some(rec.clone());
         Ok(rec)
     }
@@ -292,10 +280,10 @@ impl BreakStore {
         let tx = self.conn.transaction()?;
         tx.execute("UPDATE breaks SET status = ?1 WHERE id = ?2", params![status.as_str(), id])?;
         insert_event(&tx, id, at, None, action, by, note)?;
-        tx.commit()?;
         let data = serde_json::json!({"break": id, "action": action, "by": by, "note": note, "status": status.as_str()});
-        self.audit(at, "recon_break", data)?;
-        self.sync_audit()?;
+        audit_to(&mut self.audit, at, "recon_break", data)?;
+        sync_to(&mut self.audit)?;
+        tx.commit()?;
         self.get(id)?.ok_or(ReconcileError::UnknownBreak(id))
     }
 
@@ -392,4 +380,25 @@ fn insert_event(
         params![id, seq, at.0, run, action, by, note],
     )?;
     Ok(())
+}
+
+/// Appends a record to the audit trail, if there is one.
+fn audit_to(
+    audit: &mut Option<AuditLog>,
+    at: Timestamp,
+    kind: &str,
+    data: serde_json::Value,
+) -> Result<(), ReconcileError> {
+    if let Some(log) = audit.as_mut() {
+        log.append(at.0, kind, data).map_err(|e| ReconcileError::Storage(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Syncs the audit trail, if there is one.
+fn sync_to(audit: &mut Option<AuditLog>) -> Result<(), ReconcileError> {
+    match audit.as_mut() {
+        Some(log) => log.sync().map_err(|e| ReconcileError::Storage(e.to_string())),
+        None => Ok(()),
+    }
 }
