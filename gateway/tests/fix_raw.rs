@@ -475,3 +475,33 @@ async fn phase_changes_reach_trading_session_status_subscribers() {
     assert!(a.alive("after-status"));
     running.stop().await.unwrap();
 }
+
+/// QuickFIX binds the FIX port on every interface; the configured address (127.0.0.1 here) is
+/// the only one that answers (Linux: a socket filter on the listening socket).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fix_port_answers_only_on_the_configured_address() {
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    // This machine's address on its default route (no packet is sent by a UDP connect).
+    let other = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    let timeout = Duration::from_millis(1500);
+    assert!(std::net::TcpStream::connect_timeout(&addr, timeout).is_ok(), "127.0.0.1 answers");
+    another_session_trades(addr, &running);
+    match other {
+        Some(ip) => {
+            let elsewhere = SocketAddr::new(ip, addr.port());
+            let connected = std::net::TcpStream::connect_timeout(&elsewhere, timeout);
+            assert!(connected.is_err(), "the FIX port answered on {elsewhere}");
+        }
+        None => eprintln!("no non-loopback IPv4 address here: only loopback checked"),
+    }
+    running.stop().await.unwrap();
+}

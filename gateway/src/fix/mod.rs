@@ -11,8 +11,9 @@
 //!   from QuickFIX, a garbled frame is dropped or disconnected, and neither touches another
 //!   session.
 //! - Known limits of the session layer: QuickFIX's threaded acceptor binds the wildcard
-//!   address whatever `SocketAcceptHost` says (the FIX port is reachable on every interface:
-//!   firewall it); and its file store keeps every message ever sent, so it grows without bound
+//!   address whatever `SocketAcceptHost` says; on Linux a socket filter on the listening socket
+//!   then drops every packet not addressed to the configured IPv4 address ([`listener`]), so
+//!   the port answers only there (elsewhere, or for IPv6, firewall it); and its file store keeps every message ever sent, so it grows without bound
 //!   (no rotation yet). To start a store afresh (a new trading day, say), stop the server,
 //!   move `<data_dir>/fix/store` away, and have the participants log on with
 //!   ResetSeqNumFlag (141=Y); the messages of the old store can then no longer be resent.
@@ -51,6 +52,7 @@
 //!   ExecutionReport (ExecType I) for each of its orders that changed since the last report it
 //!   was sent, and its market data subscriptions have ended (subscribe again).
 
+mod listener;
 pub mod market;
 pub mod outbound;
 pub mod reports;
@@ -204,9 +206,17 @@ impl FixAcceptor {
                 return Err(format!("FIX acceptor on {addr}: {e}"));
             }
         };
-        if !outbound::set_listener_send_timeout(addr) {
+        let setup = listener::set_up(addr);
+        if !setup.send_timeout {
             tracing::warn!(
                 "FIX: cannot set a send timeout on the listening socket {addr}: a participant that stops reading is cut off only when its outbound queue fills"
+            );
+        }
+        if !setup.address_only {
+            tracing::warn!(
+                "FIX: QuickFIX listens on every interface and the packets to other addresses than {} cannot be filtered here: firewall port {}",
+                addr.ip(),
+                addr.port()
             );
         }
         Ok(FixAcceptor { addr, acceptor, router, stop_router })

@@ -202,39 +202,3 @@ fn sender(comp_id: &str, rx: &Receiver<Batch>, shared: &Shared, stuck: &Sender<S
         shared.queued.fetch_sub(n, Ordering::AcqRel);
     }
 }
-
-/// Gives the listening socket of `addr`'s port the send timeout [`SEND_TIMEOUT`], which the
-/// connections it accepts inherit (Linux). Finds the socket among the process's open files,
-/// as QuickFIX does not expose it; call it right after the acceptor starts, before any
-/// connection exists. `false` when it was not found (no `/proc`: not Linux).
-#[cfg(unix)]
-pub(crate) fn set_listener_send_timeout(addr: std::net::SocketAddr) -> bool {
-    use std::mem::ManuallyDrop;
-    use std::os::fd::FromRawFd;
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return false };
-    for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let is_socket = std::fs::read_link(entry.path())
-            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
-        if !is_socket {
-            continue;
-        }
-        // SAFETY: the fd is open (listed just now) and is a socket; ManuallyDrop never closes
-        // it, and only getsockname, getpeername and setsockopt are called on it.
-        let socket = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
-        // QuickFIX binds the wildcard address whatever SocketAcceptHost says.
-        let listening_here = socket
-            .local_addr()
-            .is_ok_and(|l| l.port() == addr.port() && (l.ip() == addr.ip() || l.ip().is_unspecified()));
-        if listening_here && socket.peer_addr().is_err() {
-            return socket.set_write_timeout(Some(SEND_TIMEOUT)).is_ok();
-        }
-    }
-    false
-}
-
-/// Not available off Unix.
-#[cfg(not(unix))]
-pub(crate) fn set_listener_send_timeout(_addr: std::net::SocketAddr) -> bool {
-    false
-}
