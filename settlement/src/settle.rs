@@ -449,12 +449,12 @@ impl Settlement {
         let mut records = Vec::with_capacity(chunk.len());
         for o in chunk.iter_mut() {
             if o.state == ObligationState::Failed {
-                update_state(&tx, o, ObligationState::Retried, None, at)?;
+                update_state(&tx, o, ObligationState::Retried, None, None, at)?;
                 (o.state, o.reason, o.updated_at) = (ObligationState::Retried, None, at);
                 records.push(state_record(o));
             }
             o.attempts += 1;
-            update_state(&tx, o, ObligationState::Submitted, None, at)?;
+            update_state(&tx, o, ObligationState::Submitted, None, None, at)?;
             (o.state, o.reason, o.updated_at) = (ObligationState::Submitted, None, at);
             records.push(state_record(o));
         }
@@ -512,7 +512,7 @@ impl Settlement {
         let mut funds_seq = next_funds_seq(&tx)?;
         let mut records = Vec::with_capacity(chunk.len());
         for (o, outcome) in chunk.iter_mut().zip(outcomes) {
-            let (state, reason) = match outcome {
+            let (state, reason, blocks_text) = match outcome {
                 Outcome::Confirmed(blocks) => {
                     let t = &o.trade;
                     let (paid, seller_paid, fees) = payout(o)?;
@@ -529,25 +529,23 @@ impl Settlement {
                     insert_funds(&tx, &mut funds_seq, FEE_ACCOUNT, &t.trade_id, "fee", fees, at)?;
                     let text = serde_json::to_string(&blocks)
                         .map_err(|e| SettlementError::Storage(e.to_string()))?;
-                    tx.prepare_cached("UPDATE obligations SET blocks = ?1 WHERE trade_id = ?2")?
-                        .execute(params![text, t.trade_id])?;
                     o.blocks = blocks;
                     report.confirmed += 1;
                     records.push(serde_json::json!({
                         "trade": t.trade_id, "state": "confirmed", "seller_paid": seller_paid, "fee": fees,
                     }));
-                    (ObligationState::Confirmed, None)
+                    (ObligationState::Confirmed, None, Some(text))
                 }
                 Outcome::Broken(why) => {
                     report.broken += 1;
-                    (ObligationState::Broken, Some(why))
+                    (ObligationState::Broken, Some(why), None)
                 }
                 Outcome::Failed(why) => {
                     report.failed += 1;
-                    (ObligationState::Failed, Some(why))
+                    (ObligationState::Failed, Some(why), None)
                 }
             };
-            update_state(&tx, o, state, reason.clone(), at)?;
+            update_state(&tx, o, state, reason.clone(), blocks_text.as_deref(), at)?;
             (o.state, o.reason, o.updated_at) = (state, reason, at);
             if state != ObligationState::Confirmed {
                 records.push(state_record(o));
@@ -876,19 +874,23 @@ fn write_ahead(
     log.sync().map_err(failed)
 }
 
+/// Moves an obligation to `state` (with the serial blocks its transfer moved, as JSON, when
+/// it is confirmed; `None` keeps what is stored).
 fn update_state(
     tx: &rusqlite::Transaction<'_>,
     o: &Obligation,
     state: ObligationState,
     reason: Option<String>,
+    blocks: Option<&str>,
     at: Timestamp,
 ) -> Result<(), SettlementError> {
     // Only from the state this runner read: a second runner on the same database (two
     // processes, a restart while the old one hangs) cannot move it twice.
     let changed = tx
         .prepare_cached(
-            "UPDATE obligations SET state = ?1, attempts = ?2, reason = ?3, updated_at = ?4
-         WHERE trade_id = ?5 AND state = ?6",
+            "UPDATE obligations SET state = ?1, attempts = ?2, reason = ?3, updated_at = ?4,
+                 blocks = COALESCE(?7, blocks)
+             WHERE trade_id = ?5 AND state = ?6",
         )?
         .execute(params![
             state.as_str(),
@@ -896,7 +898,8 @@ fn update_state(
             reason,
             at.0,
             o.trade.trade_id,
-            o.state.as_str()
+            o.state.as_str(),
+            blocks
         ])?;
     if changed != 1 {
         return Err(SettlementError::Storage(format!(
