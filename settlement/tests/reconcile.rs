@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cccx_engine::types::InstrumentId;
 use cccx_settlement::audit::{self, AuditLog};
 use cccx_settlement::reconcile::{
     reconcile, render, BreakStatus, BreakStore, BreakType, ExchangeEntry, ExchangeView, FoundBy, Position,
@@ -12,48 +11,21 @@ use cccx_settlement::reconcile::{
 };
 use cccx_settlement::settle::{ObligationState, Settlement, SettlementConfig, TradeToSettle};
 use cccx_settlement::{
-    AccountId, EntryKind, HeldBlock, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer, Registry,
-    RequestId, SerialBlock, SqliteRegistry, StatementLine, Timestamp, Vintage,
+    EntryKind, HeldBlock, PostTransfer, ProposeTransfer, Registry, RequestId, SerialBlock, SqliteRegistry,
+    StatementLine, Timestamp, Vintage,
 };
 use proptest::prelude::*;
 
-const CCC: InstrumentId = InstrumentId(0);
+mod common;
+
+use common::{acct, registry_with, CCC};
+
 const FROM: Timestamp = Timestamp(5);
 const AS_OF: Timestamp = Timestamp(100);
 
-fn acct(s: &str) -> AccountId {
-    AccountId::new(s).unwrap()
-}
-
-fn registry_with(holdings: &[(&str, u64)]) -> SqliteRegistry {
-    let mut r = SqliteRegistry::open_in_memory().unwrap();
-    for (a, _) in holdings {
-        let open = OpenAccount { id: RequestId::new(format!("open-{a}")).unwrap(), account: acct(a) };
-        r.open_account(&open, Timestamp(1)).unwrap();
-    }
-    for (n, (a, qty)) in holdings.iter().enumerate().filter(|(_, (_, q))| *q > 0) {
-        let issue = IssueUnits {
-            id: RequestId::new(format!("issue-{n}")).unwrap(),
-            account: acct(a),
-            instrument: CCC,
-            vintage: Vintage(2024),
-            quantity: *qty,
-        };
-        r.issue(&issue, Timestamp(2)).unwrap();
-    }
-    r
-}
-
+/// A trade of `qty` at 100.
 fn trade(id: &str, seller: &str, buyer: &str, qty: u64) -> TradeToSettle {
-    TradeToSettle {
-        trade_id: id.into(),
-        instrument: CCC,
-        buyer: acct(buyer),
-        seller: acct(seller),
-        qty,
-        price: 100,
-        traded_at: Timestamp(10),
-    }
+    common::trade(id, seller, buyer, qty, 100)
 }
 
 /// Moves units in the registry behind the exchange's back.

@@ -16,43 +16,9 @@ use cccx_settlement::{
 };
 use proptest::prelude::*;
 
-const CCC: InstrumentId = InstrumentId(0);
+mod common;
 
-fn acct(s: &str) -> AccountId {
-    AccountId::new(s).unwrap()
-}
-
-/// A registry with accounts B1, B2 (buyers) and S1, S2 (sellers); S1 holds 100, S2 holds 10.
-fn registry_with(holdings: &[(&str, u64)]) -> SqliteRegistry {
-    let mut r = SqliteRegistry::open_in_memory().unwrap();
-    for (a, _) in holdings {
-        let open = OpenAccount { id: RequestId::new(format!("open-{a}")).unwrap(), account: acct(a) };
-        r.open_account(&open, Timestamp(1)).unwrap();
-    }
-    for (n, (a, qty)) in holdings.iter().enumerate().filter(|(_, (_, q))| *q > 0) {
-        let issue = IssueUnits {
-            id: RequestId::new(format!("issue-{n}")).unwrap(),
-            account: acct(a),
-            instrument: CCC,
-            vintage: Vintage(2024),
-            quantity: *qty,
-        };
-        r.issue(&issue, Timestamp(2)).unwrap();
-    }
-    r
-}
-
-fn trade(id: &str, seller: &str, buyer: &str, qty: u64, price: i64) -> TradeToSettle {
-    TradeToSettle {
-        trade_id: id.into(),
-        instrument: CCC,
-        buyer: acct(buyer),
-        seller: acct(seller),
-        qty,
-        price,
-        traded_at: Timestamp(10),
-    }
-}
+use common::{acct, registry_with, trade, CCC};
 
 fn held(r: &dyn Registry, account: &str) -> u64 {
     r.holdings(&acct(account), CCC, None).unwrap().total.held
