@@ -172,18 +172,7 @@ impl NaiveRegistry {
     }
 
     fn propose_now(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-        let mut transfer = Transfer {
-            id: req.id.clone(),
-            from: req.from.clone(),
-            to: req.to.clone(),
-            instrument: req.instrument,
-            vintage: req.vintage,
-            quantity: req.quantity,
-            status: TransferStatus::Rejected,
-            blocks: Vec::new(),
-            proposed_at: at,
-            resolved_at: Some(at),
-        };
+        let mut transfer = Transfer::rejected(req, at);
         let check = (|| {
             check_quantity(req.quantity)?;
             if req.from == req.to {

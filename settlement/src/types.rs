@@ -325,6 +325,25 @@ pub struct Transfer {
     pub resolved_at: Option<Timestamp>,
 }
 
+impl Transfer {
+    /// The transfer a proposal becomes when it is refused: rejected at `at`, no blocks. An
+    /// accepted one is this with its blocks, status accepted and no resolution time.
+    pub fn rejected(req: &ProposeTransfer, at: Timestamp) -> Transfer {
+        Transfer {
+            id: req.id.clone(),
+            from: req.from.clone(),
+            to: req.to.clone(),
+            instrument: req.instrument,
+            vintage: req.vintage,
+            quantity: req.quantity,
+            status: TransferStatus::Rejected,
+            blocks: Vec::new(),
+            proposed_at: at,
+            resolved_at: Some(at),
+        }
+    }
+}
+
 /// A block an account holds, and the pending transfer that reserves it, if any.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HeldBlock {

@@ -99,3 +99,31 @@ fn a_file_that_is_not_a_database_is_a_storage_error() {
     std::fs::write(&path, vec![b'x'; 4096]).unwrap();
     assert!(matches!(SqliteRegistry::open(&path), Err(RegistryError::Storage(_))));
 }
+
+#[test]
+fn a_version_1_database_is_refused_as_such_before_any_table_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    // Version 1 kept blocks as rows and its requests table had other columns.
+    conn.execute_batch(
+        "CREATE TABLE schema_version (version BIGINT NOT NULL);
+         INSERT INTO schema_version (version) VALUES (1);
+         CREATE TABLE requests (request_id VARCHAR(64) NOT NULL PRIMARY KEY, kind VARCHAR(16) NOT NULL,
+             fields_hash CHAR(64) NOT NULL, answer TEXT NOT NULL, at_ns BIGINT NOT NULL);
+         CREATE TABLE blocks (block_id BIGINT NOT NULL PRIMARY KEY);",
+    )
+    .unwrap();
+    drop(conn);
+    let err = SqliteRegistry::open(&path).unwrap_err();
+    assert_eq!(err, RegistryError::SchemaVersion { found: 1, expected: SCHEMA_VERSION });
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'issuances'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "nothing created in a database of another version");
+}

@@ -1,10 +1,19 @@
 //! The embedded registry: the ledger in a SQLite database (the default for `cccx serve`).
 //!
-//! Each request runs in one database transaction: look up the request id, check the time,
-//! check the request, write its effects, store the answer under the id, commit. Checks come
-//! before writes, so a refusal stores only the answer (and, for a proposal, the rejected
-//! transfer); a storage error rolls everything back and stores nothing.
+//! The database is the record: one row per issuance and per transfer (with the serial blocks it
+//! moved), one per request that is not a proposal ([`schema`]). Which serials each account
+//! holds now is derived from the record on open and kept in memory ([`ledger`]), so a proposal
+//! picks its serials without reading block rows and writes one row, and a post updates that row
+//! and records its request. Holdings as of a time and statements are derived from the record
+//! when asked.
+//!
+//! Each request (or batch) runs in one database transaction: look up the request id, check the
+//! time, check the request, write its effects, store the answer under the id, commit. Checks
+//! come before writes, so a refusal stores only the answer (for a proposal, the rejected
+//! transfer); a storage error rolls everything back, stores nothing, and the state in memory is
+//! derived again from the database.
 
+mod ledger;
 mod schema;
 mod store;
 
@@ -12,11 +21,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cccx_engine::types::{InstrumentId, Qty};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::{de::DeserializeOwned, Serialize};
 
+use ledger::{Ledger, Ranges};
 pub use schema::SCHEMA_VERSION;
-use store::Counters;
 
 use crate::error::RegistryError;
 use crate::registry::{BatchAnswers, BatchOp, Registry};
@@ -45,13 +54,14 @@ pub enum Durability {
 
 /// The embedded registry on SQLite. See the [module docs](self).
 ///
-/// One `SqliteRegistry` is the only writer of its database: it keeps the next block id and
-/// entry sequence number in memory (portable, no autoincrement). A second writer on the same
-/// file would fail on a duplicate key (a storage error, nothing corrupted), never interleave.
+/// One `SqliteRegistry` is the only writer of its database: it keeps the current state and the
+/// next event number in memory. A second writer on the same file would fail on a duplicate key
+/// or a transfer no longer pending in the database (a storage error, nothing corrupted), never
+/// interleave.
 #[derive(Debug)]
 pub struct SqliteRegistry {
     conn: Connection,
-    ids: Counters,
+    ledger: Ledger,
     last_at: Timestamp,
 }
 
@@ -84,6 +94,18 @@ fn fields_hash(kind: &str, fields: &impl Serialize) -> Result<String, RegistryEr
     Ok(h.finalize().to_hex().to_string())
 }
 
+fn to_json<T: Serialize>(value: &T) -> Result<String, RegistryError> {
+    serde_json::to_string(value).map_err(|e| RegistryError::Storage(e.to_string()))
+}
+
+fn from_json<T: DeserializeOwned>(json: &str, id: &RequestId) -> Result<T, RegistryError> {
+    serde_json::from_str(json).map_err(|e| RegistryError::Storage(format!("stored answer of {id}: {e}")))
+}
+
+fn inconsistent(what: String) -> RegistryError {
+    RegistryError::Storage(format!("the ledger's state does not match its record: {what}"))
+}
+
 impl SqliteRegistry {
     /// Opens (or creates) the registry in a database file, durable on every commit.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteRegistry, RegistryError> {
@@ -107,10 +129,8 @@ impl SqliteRegistry {
         // that the indexes are not read back from the file system on every lookup (64 MiB).
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -65_536)?;
-        // A batch's transaction dirties thousands of pages across the indexes; with the default
-        // (a checkpoint once the log holds 1,000 pages) every batch commit was followed by a
-        // checkpoint copying them all back. Copy back less often: pages that successive
-        // batches change again (index leaves of the same accounts) are written back once.
+        // Fewer checkpoints than the default (one per 1,000 pages of log): pages that
+        // successive batches change again are copied back once.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         SqliteRegistry::with_connection(conn)
     }
@@ -121,196 +141,326 @@ impl SqliteRegistry {
     }
 
     fn with_connection(mut conn: Connection) -> Result<SqliteRegistry, RegistryError> {
-        // A request uses about twenty statements: keep them all prepared (the default of 16
-        // evicted and re-parsed some on every request).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         stable_plans(&conn)?;
         schema::create(&mut conn)?;
-        let ids = Counters::load(&conn)?;
+        let ledger = store::load_ledger(&conn)?;
         let last_at = Timestamp(conn.query_row("SELECT last_at_ns FROM ledger_clock", [], |r| r.get(0))?);
-        Ok(SqliteRegistry { conn, ids, last_at })
+        Ok(SqliteRegistry { conn, ledger, last_at })
     }
 
     /// Every block every account holds now, by account, in canonical form ([`merge_held`]).
     pub fn snapshot(&self) -> Result<BTreeMap<AccountId, Vec<HeldBlock>>, RegistryError> {
         let mut by_account: BTreeMap<AccountId, Vec<HeldBlock>> = BTreeMap::new();
-        for (account, held) in store::all_blocks(&self.conn)? {
+        for (account, held) in self.ledger.all_held() {
             by_account.entry(account).or_default().push(held);
         }
         Ok(by_account.into_iter().map(|(a, blocks)| (a, merge_held(blocks))).collect())
     }
 
     /// Checks the ledger's invariants: no serial is held twice; the blocks of each instrument
-    /// and vintage are exactly the serials issued (1 up to the counter); every reserved block
-    /// belongs to a pending transfer out of its holder, and reserves exactly its quantity.
+    /// and vintage are exactly the serials issued (1 up to the counter); every pending transfer
+    /// reserves exactly its quantity; and the state in memory is what the database's record
+    /// gives when derived again from scratch.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let err = |e: RegistryError| e.to_string();
-        let mut blocks = store::all_blocks(&self.conn).map_err(err)?;
+        let mut blocks = self.ledger.all_held();
         blocks.sort_by_key(|(_, h)| h.block);
         let mut issued: BTreeMap<(InstrumentId, Vintage), u64> = BTreeMap::new();
-        for (account, held) in &blocks {
+        for (_, held) in &blocks {
             let b = held.block;
             let next = issued.entry((b.instrument, b.vintage)).or_insert(1);
             if b.start != *next {
                 return Err(format!("serials {}..{} of {b:?} missing or held twice", *next, b.start));
             }
             *next = b.end + 1;
-            if let Some(id) = &held.reserved_by {
-                let t = store::load_transfer(&self.conn, id).map_err(err)?;
-                match t {
-                    Some(t) if t.status.is_pending() && t.from == *account => {}
-                    _ => {
-                        return Err(format!(
-                            "{b:?} of {account} reserved by {id}, not a pending transfer of it"
-                        ))
-                    }
-                }
-            }
         }
-        let counters: Vec<(i64, i64, i64)> = (|| {
-            let mut stmt =
-                self.conn.prepare("SELECT instrument, vintage, next_serial FROM serial_counters")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })()
-        .map_err(|e| e.to_string())?;
-        for (i, v, next) in counters {
-            let key = (InstrumentId(i as u32), Vintage(v as u16));
-            if issued.get(&key).map(|&n| n as i64) != Some(next) {
+        for (&key, &next) in &self.ledger.next_serial {
+            if issued.get(&key).copied().unwrap_or(1) != next {
                 return Err(format!(
                     "{key:?}: blocks end before {:?}, counter says {next}",
                     issued.get(&key)
                 ));
             }
         }
-        self.check_reservations().map_err(err)
-    }
-
-    fn check_reservations(&self) -> Result<(), RegistryError> {
-        for id in store::pending_due(&self.conn, Timestamp(i64::MAX))? {
-            let Some(t) = store::load_transfer(&self.conn, &id)? else { continue };
-            let reserved: Qty =
-                store::reserved_blocks(&self.conn, &id)?.iter().map(|(_, b)| b.block.quantity()).sum();
-            if reserved != t.quantity {
-                return Err(RegistryError::Storage(format!(
-                    "transfer {id} reserves {reserved} of {}",
-                    t.quantity
-                )));
+        for t in self.ledger.pending.values() {
+            let reserved: Qty = t.blocks.iter().map(SerialBlock::quantity).sum();
+            if reserved != t.quantity || t.status != TransferStatus::Accepted {
+                return Err(format!(
+                    "transfer {} reserves {reserved} of {} ({})",
+                    t.id, t.quantity, t.status
+                ));
             }
+        }
+        let again = store::load_ledger(&self.conn).map_err(|e| e.to_string())?;
+        let mut mine = self.ledger.all_held();
+        let mut theirs = again.all_held();
+        mine.sort();
+        theirs.sort();
+        if mine != theirs
+            || again.pending != self.ledger.pending
+            || again.accounts != self.ledger.accounts
+            || again.next_serial != self.ledger.next_serial
+            || again.seq != self.ledger.seq
+        {
+            return Err("the state in memory differs from the one derived from the database".into());
         }
         Ok(())
     }
 
-    /// Runs `op` in one transaction unless the request id was seen before, and stores its
-    /// answer under the id.
-    fn idempotent<T: Serialize + DeserializeOwned>(
+    /// Runs `f` in one transaction and commits it if it wrote (moving the ledger's clock to
+    /// `at`). If `f` or the commit fails, the transaction rolls back and the state in memory,
+    /// which `f` may have changed, is derived again from the database.
+    fn transact<R>(
+        &mut self,
+        at: Timestamp,
+        f: impl FnOnce(&mut Work<'_>) -> Result<R, RegistryError>,
+    ) -> Result<R, RegistryError> {
+        let tx = self.conn.transaction()?;
+        let mut work = Work { c: &tx, ledger: &mut self.ledger, last_at: self.last_at, at, wrote: false };
+        let out = f(&mut work);
+        let wrote = work.wrote;
+        // Nothing written, or an error: dropping the transaction rolls it back.
+        let out = (move || {
+            let r = out?;
+            if wrote {
+                write_clock(&tx, at)?;
+                tx.commit()?;
+            }
+            Ok(r)
+        })();
+        match &out {
+            Ok(_) if wrote => self.last_at = at,
+            Ok(_) => {}
+            Err(_) => self.ledger = store::load_ledger(&self.conn)?,
+        }
+        out
+    }
+}
+
+/// One transaction's work: the database inside it, the state in memory, and the request time.
+struct Work<'a> {
+    c: &'a Connection,
+    ledger: &'a mut Ledger,
+    last_at: Timestamp,
+    at: Timestamp,
+    wrote: bool,
+}
+
+/// A request's answer (`Ok`), or an error that is not one (`Err`: a reused id or a time that
+/// went back, found before anything was written; or a storage error, after which the caller
+/// rolls back).
+type Answered<T> = Result<Result<T, RegistryError>, RegistryError>;
+
+fn transfer_exists(c: &Connection, id: &RequestId) -> Result<bool, RegistryError> {
+    use rusqlite::OptionalExtension;
+    let found: Option<i64> = c
+        .prepare_cached("SELECT 1 FROM transfers WHERE transfer_id = ?1")?
+        .query_row([id.as_str()], |r| r.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+impl Work<'_> {
+    fn known(&self, account: &AccountId) -> Result<(), RegistryError> {
+        match self.ledger.accounts.contains_key(account) {
+            true => Ok(()),
+            false => Err(RegistryError::UnknownAccount(account.clone())),
+        }
+    }
+
+    /// An answer that is a change: the time must not have gone back.
+    fn may_change(&self) -> Result<(), RegistryError> {
+        check_time(self.last_at, self.at)
+    }
+
+    /// A request that is not a proposal and is answered from its stored JSON answer (opening
+    /// an account, issuing).
+    fn stored<T: Serialize + DeserializeOwned>(
         &mut self,
         id: &RequestId,
         kind: &str,
         fields: &impl Serialize,
-        at: Timestamp,
-        op: impl FnOnce(&Connection, &mut Counters) -> Result<T, RegistryError>,
-    ) -> Result<T, RegistryError> {
-        let tx = self.conn.transaction()?;
-        self.ids.begin();
-        let done = request(&tx, &mut self.ids, self.last_at, id, kind, fields, at, op)?;
-        if done.wrote {
-            write_clock(&tx, at)?;
-            tx.commit()?;
-            self.last_at = at;
-        }
-        done.answer
-    }
-
-    /// The batch in one transaction, validate then apply: every refusal, and every error
-    /// without an answer but a storage error (a reused id, a time that went back), is found
-    /// before the operation writes anything, so one operation's refusal leaves the others
-    /// alone without a savepoint each. A storage error rolls the whole batch back: no answer.
-    fn batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
-        let tx = self.conn.transaction()?;
-        self.ids.begin();
-        let mut answers = Vec::with_capacity(ops.len());
-        let mut wrote = false;
-        for op in ops {
-            let (ids, last) = (&mut self.ids, self.last_at);
-            let done = match op {
-                BatchOp::Propose(req) => {
-                    request(&tx, ids, last, &req.id, "propose", req, at, |c, ids| propose(c, ids, req, at))
-                }
-                BatchOp::Post(req) => request(&tx, ids, last, &req.id, "post", req, at, |c, ids| {
-                    resolve(c, ids, &req.transfer, TransferStatus::Completed, at)
-                }),
-                BatchOp::Void(req) => request(&tx, ids, last, &req.id, "void", req, at, |c, ids| {
-                    resolve(c, ids, &req.transfer, TransferStatus::Terminated, at)
-                }),
-            };
-            match done {
-                Ok(done) => {
-                    wrote |= done.wrote;
-                    answers.push(done.answer);
-                }
-                // Found before the operation wrote anything (see `request`).
-                Err(
-                    e @ (RegistryError::DuplicateIdOtherFields(_) | RegistryError::TimeWentBackwards { .. }),
-                ) => answers.push(Err(e)),
-                // Dropping the transaction rolls back the whole batch.
-                Err(e) => return Err(e),
+        op: impl FnOnce(&mut Self) -> Result<T, RegistryError>,
+    ) -> Answered<T> {
+        let hash = fields_hash(kind, fields)?;
+        if let Some((k, f, answer)) = store::prior_request(self.c, id)? {
+            if k != kind || f != hash {
+                return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
             }
+            let answer = answer.ok_or_else(|| inconsistent(format!("request {id} has no answer")))?;
+            return from_json(&answer, id);
         }
-        if wrote {
-            write_clock(&tx, at)?;
-            tx.commit()?;
-            self.last_at = at;
-        }
-        Ok(answers)
-    }
-}
-
-/// What one request did inside the caller's transaction: its answer (stored before, or new),
-/// and whether it wrote (then the caller commits, and the ledger's clock is at `at`).
-struct Done<T> {
-    answer: Result<T, RegistryError>,
-    wrote: bool,
-}
-
-/// Runs `op` unless the request id was seen before, and stores its answer under the id. `Err`
-/// is an error that is not an answer: the caller rolls back whatever was written. A reused id
-/// and a time that went back are found before anything is written.
-#[allow(clippy::too_many_arguments)]
-fn request<T: Serialize + DeserializeOwned>(
-    c: &Connection,
-    ids: &mut Counters,
-    last_at: Timestamp,
-    id: &RequestId,
-    kind: &str,
-    fields: &impl Serialize,
-    at: Timestamp,
-    op: impl FnOnce(&Connection, &mut Counters) -> Result<T, RegistryError>,
-) -> Result<Done<T>, RegistryError> {
-    let hash = fields_hash(kind, fields)?;
-    let stored: Option<(String, String)> = c
-        .prepare_cached("SELECT fields_hash, answer FROM requests WHERE request_id = ?1")?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    if let Some((stored_hash, answer)) = stored {
-        if stored_hash != hash {
+        if transfer_exists(self.c, id)? {
             return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
         }
-        let answer = serde_json::from_str::<Result<T, RegistryError>>(&answer)
-            .map_err(|e| RegistryError::Storage(format!("stored answer of {id}: {e}")))?;
-        return Ok(Done { answer, wrote: false });
+        self.may_change()?;
+        let answer = match op(self) {
+            Err(e) if !e.is_answer() => return Err(e),
+            answer => answer,
+        };
+        store::insert_request(self.c, id, kind, &hash, Some(&to_json(&answer)?), self.at)?;
+        self.wrote = true;
+        Ok(answer)
     }
-    check_time(last_at, at)?;
-    let answer = match op(c, ids) {
-        Err(e) if !e.is_answer() => return Err(e),
-        answer => answer,
-    };
-    let json = serde_json::to_string(&answer).map_err(|e| RegistryError::Storage(e.to_string()))?;
-    c.prepare_cached(
-        "INSERT INTO requests (request_id, kind, fields_hash, answer, at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![id.as_str(), kind, hash, json, at.0])?;
-    Ok(Done { answer, wrote: true })
+
+    fn open_account(&mut self, req: &OpenAccount) -> Answered<Account> {
+        self.stored(&req.id, "open_account", req, |w| {
+            if w.ledger.accounts.contains_key(&req.account) {
+                return Err(RegistryError::AccountExists(req.account.clone()));
+            }
+            store::insert_account(w.c, &req.account, w.at)?;
+            w.ledger.accounts.insert(req.account.clone(), w.at);
+            Ok(Account { id: req.account.clone(), opened_at: w.at })
+        })
+    }
+
+    fn issue(&mut self, req: &IssueUnits) -> Answered<Issuance> {
+        self.stored(&req.id, "issue", req, |w| {
+            check_quantity(req.quantity)?;
+            w.known(&req.account)?;
+            let key = (req.instrument, req.vintage);
+            let next = w.ledger.next_serial.get(&key).copied();
+            let start = next.unwrap_or(1);
+            let exhausted =
+                RegistryError::SerialsExhausted { instrument: req.instrument, vintage: req.vintage };
+            let end = start.checked_add(req.quantity - 1).filter(|&e| e <= SERIAL_MAX).ok_or(exhausted)?;
+            let block = SerialBlock { instrument: req.instrument, vintage: req.vintage, start, end };
+            let seq = w.ledger.next_seq();
+            store::insert_issuance(w.c, seq, &req.account, &block, next.is_none(), w.at)?;
+            w.ledger.next_serial.insert(key, end + 1);
+            w.ledger
+                .credit(&req.account, &[block])
+                .map_err(|e| inconsistent(format!("{:?} issued twice", e.0)))?;
+            Ok(Issuance { account: req.account.clone(), block, issued_at: w.at })
+        })
+    }
+
+    /// A proposal: its record is its transfer row (accepted with the blocks it reserved, or
+    /// rejected with the refusal), which also answers a retry.
+    fn propose(&mut self, req: &ProposeTransfer) -> Answered<Transfer> {
+        if store::prior_request(self.c, &req.id)?.is_some() {
+            return Err(RegistryError::DuplicateIdOtherFields(req.id.clone()));
+        }
+        if let Some(row) = store::load_transfer(self.c, &req.id)? {
+            let t = &row.transfer;
+            if (&t.from, &t.to, t.instrument, t.vintage, t.quantity)
+                != (&req.from, &req.to, req.instrument, req.vintage, req.quantity)
+            {
+                return Err(RegistryError::DuplicateIdOtherFields(req.id.clone()));
+            }
+            return Ok(match row.refusal {
+                Some(refusal) => Err(from_json(&refusal, &req.id)?),
+                None => Ok(Transfer { status: TransferStatus::Accepted, resolved_at: None, ..row.transfer }),
+            });
+        }
+        self.may_change()?;
+        let at = self.at;
+        let mut transfer = Transfer::rejected(req, at);
+        let picked = (|| {
+            check_quantity(req.quantity)?;
+            if req.from == req.to {
+                return Err(RegistryError::SameAccount(req.from.clone()));
+            }
+            self.known(&req.from)?;
+            self.known(&req.to)?;
+            self.ledger
+                .free_mut(&req.from, req.instrument)
+                .take_oldest(req.instrument, req.vintage, req.quantity)
+                .map_err(|available| RegistryError::InsufficientUnits {
+                    account: req.from.clone(),
+                    requested: req.quantity,
+                    available,
+                })
+        })();
+        let seq = self.ledger.next_seq();
+        self.wrote = true;
+        match picked {
+            Err(e) => {
+                store::insert_transfer(self.c, &transfer, Some(&to_json(&e)?), seq)?;
+                Ok(Err(e))
+            }
+            Ok(blocks) => {
+                transfer.blocks = blocks;
+                transfer.status = TransferStatus::Accepted;
+                transfer.resolved_at = None;
+                store::insert_transfer(self.c, &transfer, None, seq)?;
+                self.ledger.pending.insert(req.id.clone(), transfer.clone());
+                Ok(Ok(transfer))
+            }
+        }
+    }
+
+    /// A post or a void: recorded with the transfer it names; the answer of a successful one
+    /// is that transfer's row (final, so it never changes), a refusal is stored as JSON.
+    fn post_or_void(
+        &mut self,
+        id: &RequestId,
+        kind: &str,
+        transfer: &RequestId,
+        status: TransferStatus,
+    ) -> Answered<Transfer> {
+        if let Some((k, f, answer)) = store::prior_request(self.c, id)? {
+            if k != kind || f != transfer.as_str() {
+                return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
+            }
+            return match answer {
+                Some(answer) => from_json(&answer, id),
+                None => match store::load_transfer(self.c, transfer)? {
+                    Some(row) if !row.transfer.status.is_pending() => Ok(Ok(row.transfer)),
+                    _ => {
+                        Err(inconsistent(format!("request {id} resolved {transfer}, which is not resolved")))
+                    }
+                },
+            };
+        }
+        if transfer_exists(self.c, id)? {
+            return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
+        }
+        self.may_change()?;
+        let answer = self.resolve(transfer, status)?;
+        let refusal = match &answer {
+            Ok(_) => None,
+            Err(_) => Some(to_json(&answer)?),
+        };
+        store::insert_request(self.c, id, kind, transfer.as_str(), refusal.as_deref(), self.at)?;
+        self.wrote = true;
+        Ok(answer)
+    }
+
+    /// Ends a pending transfer: its blocks go to the acquiring account when `status` is
+    /// completed, back to the transferring one otherwise.
+    fn resolve(&mut self, id: &RequestId, status: TransferStatus) -> Answered<Transfer> {
+        let Some(mut t) = self.ledger.pending.remove(id) else {
+            return Ok(Err(match store::load_transfer(self.c, id)? {
+                Some(row) => {
+                    RegistryError::TransferNotPending { transfer: id.clone(), status: row.transfer.status }
+                }
+                None => RegistryError::UnknownTransfer(id.clone()),
+            }));
+        };
+        let owner = if status == TransferStatus::Completed { &t.to } else { &t.from };
+        self.ledger
+            .credit(owner, &t.blocks)
+            .map_err(|e| inconsistent(format!("{:?} of transfer {id} held twice", e.0)))?;
+        let seq = self.ledger.next_seq();
+        store::resolve_transfer(self.c, id, status, self.at, seq)?;
+        self.wrote = true;
+        t.status = status;
+        t.resolved_at = Some(self.at);
+        Ok(Ok(t))
+    }
+
+    fn apply(&mut self, op: &BatchOp) -> Answered<Transfer> {
+        match op {
+            BatchOp::Propose(req) => self.propose(req),
+            BatchOp::Post(req) => {
+                self.post_or_void(&req.id, "post", &req.transfer, TransferStatus::Completed)
+            }
+            BatchOp::Void(req) => {
+                self.post_or_void(&req.id, "void", &req.transfer, TransferStatus::Terminated)
+            }
+        }
+    }
 }
 
 /// Refuses a time before the ledger's clock.
@@ -328,229 +478,129 @@ fn write_clock(c: &Connection, at: Timestamp) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn issue(
-    c: &Connection,
-    ids: &mut Counters,
-    req: &IssueUnits,
-    at: Timestamp,
-) -> Result<Issuance, RegistryError> {
-    check_quantity(req.quantity)?;
-    store::known(c, &req.account)?;
-    let key = params![i64::from(req.instrument.0), i64::from(req.vintage.0)];
-    let next: Option<i64> = c
-        .prepare_cached("SELECT next_serial FROM serial_counters WHERE instrument = ?1 AND vintage = ?2")?
-        .query_row(key, |r| r.get(0))
-        .optional()?;
-    let start = match next {
-        Some(n) => store::to_u64(n, "serial counter")?,
-        None => 1,
-    };
-    let exhausted = RegistryError::SerialsExhausted { instrument: req.instrument, vintage: req.vintage };
-    let end = start.checked_add(req.quantity - 1).filter(|&e| e <= SERIAL_MAX).ok_or(exhausted)?;
-    let sql = match next {
-        Some(_) => "UPDATE serial_counters SET next_serial = ?3 WHERE instrument = ?1 AND vintage = ?2",
-        None => "INSERT INTO serial_counters (instrument, vintage, next_serial) VALUES (?1, ?2, ?3)",
-    };
-    c.prepare_cached(sql)?.execute(params![
-        i64::from(req.instrument.0),
-        i64::from(req.vintage.0),
-        store::to_i64(end + 1)
-    ])?;
-    let block = SerialBlock { instrument: req.instrument, vintage: req.vintage, start, end };
-    store::insert_block(c, ids, &req.account, &HeldBlock { block, reserved_by: None }, at)?;
-    let line = StatementLine { at, kind: EntryKind::Issued, block, transfer: None, counterparty: None };
-    store::insert_entry(c, ids, &req.account, &line)?;
-    Ok(Issuance { account: req.account.clone(), block, issued_at: at })
-}
-
-/// The blocks a proposal takes, oldest first, as (block id, whole block, units taken), or the
-/// refusal if the account has too few units available.
-fn pick(
-    c: &Connection,
-    ids: &mut Counters,
-    req: &ProposeTransfer,
-) -> Result<Vec<(store::CurrentBlock, Qty)>, RegistryError> {
-    check_quantity(req.quantity)?;
-    if req.from == req.to {
-        return Err(RegistryError::SameAccount(req.from.clone()));
-    }
-    ids.known(c, &req.from)?;
-    ids.known(c, &req.to)?;
-    let (free, available) = store::free_blocks(c, &req.from, req.instrument, req.vintage, req.quantity)?;
-    if available < req.quantity {
-        return Err(RegistryError::InsufficientUnits {
-            account: req.from.clone(),
-            requested: req.quantity,
-            available,
-        });
-    }
-    let mut need = req.quantity;
-    let mut picked = Vec::with_capacity(free.len());
-    for current in free {
-        let take = need.min(current.block.quantity());
-        picked.push((current, take));
-        need -= take;
-    }
-    Ok(picked)
-}
-
-fn propose(
-    c: &Connection,
-    ids: &mut Counters,
-    req: &ProposeTransfer,
-    at: Timestamp,
-) -> Result<Transfer, RegistryError> {
-    let mut transfer = Transfer {
-        id: req.id.clone(),
-        from: req.from.clone(),
-        to: req.to.clone(),
-        instrument: req.instrument,
-        vintage: req.vintage,
-        quantity: req.quantity,
-        status: TransferStatus::Rejected,
-        blocks: Vec::new(),
-        proposed_at: at,
-        resolved_at: Some(at),
-    };
-    let picked = match pick(c, ids, req) {
-        Ok(picked) => picked,
-        Err(e) => {
-            store::insert_transfer(c, &transfer)?;
-            return Err(e);
-        }
-    };
-    let mut taken = Vec::with_capacity(picked.len());
-    for (current, take) in picked {
-        let block = current.block;
-        let reserved = SerialBlock { end: block.start + take - 1, ..block };
-        let held = HeldBlock { block: reserved, reserved_by: Some(req.id.clone()) };
-        store::replace_block(c, ids, &current, &req.from, &held, at)?;
-        if take < block.quantity() {
-            let rest = SerialBlock { start: reserved.end + 1, ..block };
-            store::insert_block(c, ids, &req.from, &HeldBlock { block: rest, reserved_by: None }, at)?;
-        }
-        taken.push(reserved);
-    }
-    transfer.blocks = crate::types::coalesce(taken);
-    transfer.status = TransferStatus::Accepted;
-    transfer.resolved_at = None;
-    store::insert_transfer(c, &transfer)?;
-    transfer_entries(c, ids, &transfer, EntryKind::Reserved, at)?;
-    Ok(transfer)
-}
-
-/// Statement lines for a transfer's blocks: on the acquiring account too when they are credited.
-fn transfer_entries(
-    c: &Connection,
-    ids: &mut Counters,
-    t: &Transfer,
-    kind: EntryKind,
-    at: Timestamp,
-) -> Result<(), RegistryError> {
-    for block in &t.blocks {
-        let line = StatementLine {
+/// The statement lines of a transfer's blocks.
+fn lines(t: &Transfer, at: Timestamp, kind: EntryKind, counterparty: &AccountId) -> Vec<StatementLine> {
+    t.blocks
+        .iter()
+        .map(|&block| StatementLine {
             at,
             kind,
-            block: *block,
+            block,
             transfer: Some(t.id.clone()),
-            counterparty: Some(t.to.clone()),
-        };
-        store::insert_entry(c, ids, &t.from, &line)?;
-    }
-    if kind == EntryKind::Debited {
-        for block in &t.blocks {
-            let line = StatementLine {
-                at,
-                kind: EntryKind::Credited,
-                block: *block,
-                transfer: Some(t.id.clone()),
-                counterparty: Some(t.from.clone()),
-            };
-            store::insert_entry(c, ids, &t.to, &line)?;
-        }
-    }
-    Ok(())
+            counterparty: Some(counterparty.clone()),
+        })
+        .collect()
 }
 
-/// Ends a pending transfer: moves its blocks to the acquiring account when `status` is
-/// completed, releases them otherwise.
-fn resolve(
-    c: &Connection,
-    ids: &mut Counters,
-    id: &RequestId,
-    status: TransferStatus,
-    at: Timestamp,
-) -> Result<Transfer, RegistryError> {
-    let mut t = store::load_transfer(c, id)?.ok_or_else(|| RegistryError::UnknownTransfer(id.clone()))?;
-    if !t.status.is_pending() {
-        return Err(RegistryError::TransferNotPending { transfer: id.clone(), status: t.status });
+impl SqliteRegistry {
+    fn known(&self, account: &AccountId) -> Result<(), RegistryError> {
+        match self.ledger.accounts.contains_key(account) {
+            true => Ok(()),
+            false => Err(RegistryError::UnknownAccount(account.clone())),
+        }
     }
-    let owner = if status == TransferStatus::Completed { &t.to } else { &t.from };
-    for (_, current) in store::reserved_blocks(c, id)? {
-        let held = HeldBlock { block: current.block, reserved_by: None };
-        store::replace_block(c, ids, &current, owner, &held, at)?;
+
+    /// An account's blocks of an instrument as of `t`: its blocks now, with every change dated
+    /// after `t` undone (last first), and the reservations of the transfers pending at `t`.
+    fn held_as_of(
+        &self,
+        account: &AccountId,
+        instrument: InstrumentId,
+        t: Timestamp,
+    ) -> Result<Vec<HeldBlock>, RegistryError> {
+        let broken = |e: ledger::Inconsistent| inconsistent(format!("{:?} as of {}", e.0, t.0));
+        let mut ranges = Ranges::default();
+        for held in self.ledger.held(account, instrument) {
+            ranges.insert(held.block).map_err(broken)?;
+        }
+        let later = store::resolved_after(&self.conn, account, instrument, t)?;
+        for row in later.iter().filter(|r| r.transfer.status == TransferStatus::Completed) {
+            for &b in &row.transfer.blocks {
+                match row.transfer.to == *account {
+                    true => ranges.remove(b),
+                    false => ranges.insert(b),
+                }
+                .map_err(broken)?;
+            }
+        }
+        for (_, _, block, _) in store::issuances_after(&self.conn, account, instrument, t)? {
+            ranges.remove(block).map_err(broken)?;
+        }
+        let pending_now = self.ledger.pending.values().filter(|p| p.proposed_at <= t);
+        let resolved_later = later
+            .iter()
+            .map(|r| &r.transfer)
+            .filter(|p| p.proposed_at <= t && p.status != TransferStatus::Rejected);
+        let mut out = Vec::new();
+        for p in
+            pending_now.chain(resolved_later).filter(|p| p.from == *account && p.instrument == instrument)
+        {
+            for &block in &p.blocks {
+                ranges.remove(block).map_err(broken)?;
+                out.push(HeldBlock { block, reserved_by: Some(p.id.clone()) });
+            }
+        }
+        out.extend(ranges.blocks(instrument).map(|block| HeldBlock { block, reserved_by: None }));
+        Ok(out)
     }
-    store::resolve_transfer(c, id, status, at)?;
-    t.status = status;
-    t.resolved_at = Some(at);
-    let kind = if status == TransferStatus::Completed { EntryKind::Debited } else { EntryKind::Released };
-    transfer_entries(c, ids, &t, kind, at)?;
-    Ok(t)
 }
 
 impl Registry for SqliteRegistry {
     fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
-        self.idempotent(&req.id, "open_account", req, at, |c, _| {
-            if store::account_exists(c, &req.account)? {
-                return Err(RegistryError::AccountExists(req.account.clone()));
-            }
-            c.prepare_cached("INSERT INTO accounts (account_id, opened_at_ns) VALUES (?1, ?2)")?
-                .execute(params![req.account.as_str(), at.0])?;
-            Ok(Account { id: req.account.clone(), opened_at: at })
-        })
+        self.transact(at, |w| w.open_account(req))?
     }
 
     fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
-        self.idempotent(&req.id, "issue", req, at, |c, ids| issue(c, ids, req, at))
+        self.transact(at, |w| w.issue(req))?
     }
 
     fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-        self.idempotent(&req.id, "propose", req, at, |c, ids| propose(c, ids, req, at))
+        self.transact(at, |w| w.propose(req))?
     }
 
     fn post(&mut self, req: &PostTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-        self.idempotent(&req.id, "post", req, at, |c, ids| {
-            resolve(c, ids, &req.transfer, TransferStatus::Completed, at)
-        })
+        self.transact(at, |w| w.post_or_void(&req.id, "post", &req.transfer, TransferStatus::Completed))?
     }
 
     fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-        self.idempotent(&req.id, "void", req, at, |c, ids| {
-            resolve(c, ids, &req.transfer, TransferStatus::Terminated, at)
+        self.transact(at, |w| w.post_or_void(&req.id, "void", &req.transfer, TransferStatus::Terminated))?
+    }
+
+    /// The batch in one transaction: every refusal, and every error without an answer but a
+    /// storage error (a reused id, a time that went back), is found before the operation
+    /// writes anything, so one operation's refusal leaves the others alone without a
+    /// savepoint each. A storage error rolls the whole batch back: no answer.
+    fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
+        self.transact(at, |w| {
+            let mut answers = Vec::with_capacity(ops.len());
+            for op in ops {
+                match w.apply(op) {
+                    Ok(answer) => answers.push(answer),
+                    Err(
+                        e @ (RegistryError::DuplicateIdOtherFields(_)
+                        | RegistryError::TimeWentBackwards { .. }),
+                    ) => answers.push(Err(e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(answers)
         })
     }
 
-    fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
-        self.batch(ops, at)
-    }
-
     fn expire_pending(&mut self, timeout_ns: u64, now: Timestamp) -> Result<Vec<Transfer>, RegistryError> {
-        let tx = self.conn.transaction()?;
-        self.ids.begin();
-        check_time(self.last_at, now)?;
-        write_clock(&tx, now)?;
-        let cutoff = Timestamp(now.0.saturating_sub(i64::try_from(timeout_ns).unwrap_or(i64::MAX)));
-        let mut expired = Vec::new();
-        for id in store::pending_due(&tx, cutoff)? {
-            expired.push(resolve(&tx, &mut self.ids, &id, TransferStatus::Cancelled, now)?);
-        }
-        tx.commit()?;
-        self.last_at = now;
-        Ok(expired)
+        self.transact(now, |w| {
+            w.may_change()?;
+            w.wrote = true;
+            let cutoff = Timestamp(now.0.saturating_sub(i64::try_from(timeout_ns).unwrap_or(i64::MAX)));
+            let mut due: Vec<RequestId> =
+                w.ledger.pending.values().filter(|t| t.proposed_at <= cutoff).map(|t| t.id.clone()).collect();
+            due.sort();
+            due.iter().map(|id| w.resolve(id, TransferStatus::Cancelled)?).collect()
+        })
     }
 
     fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
-        store::load_transfer(&self.conn, id)
+        Ok(store::load_transfer(&self.conn, id)?.map(|row| row.transfer))
     }
 
     fn holdings(
@@ -559,19 +609,49 @@ impl Registry for SqliteRegistry {
         instrument: InstrumentId,
         as_of: Option<Timestamp>,
     ) -> Result<Holdings, RegistryError> {
-        store::known(&self.conn, account)?;
-        let blocks = store::held_blocks(&self.conn, account, instrument, as_of)?;
+        self.known(account)?;
+        let blocks = match as_of {
+            None => self.ledger.held(account, instrument),
+            Some(t) => self.held_as_of(account, instrument, t)?,
+        };
         Ok(Holdings::from_blocks(account.clone(), instrument, as_of, blocks))
     }
 
+    /// The lines in ledger order: issuances, proposals (a reservation on the transferring
+    /// account) and resolutions (a debit and a credit, or a release), each by its event number.
     fn statement(
         &self,
         account: &AccountId,
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Statement, RegistryError> {
-        store::known(&self.conn, account)?;
-        let lines = store::entries(&self.conn, account, from, to)?;
+        self.known(account)?;
+        let mut events: Vec<(i64, Vec<StatementLine>)> = Vec::new();
+        for (seq, _, block, at) in store::issuances_in(&self.conn, account, from, to)? {
+            let line =
+                StatementLine { at, kind: EntryKind::Issued, block, transfer: None, counterparty: None };
+            events.push((seq, vec![line]));
+        }
+        for row in store::proposed_in(&self.conn, account, from, to)? {
+            let t = &row.transfer;
+            if t.status != TransferStatus::Rejected {
+                events.push((row.propose_seq, lines(t, t.proposed_at, EntryKind::Reserved, &t.to)));
+            }
+        }
+        for row in store::resolved_in(&self.conn, account, from, to)? {
+            let (t, Some(seq), Some(at)) = (&row.transfer, row.resolve_seq, row.transfer.resolved_at) else {
+                continue;
+            };
+            let completed = t.status == TransferStatus::Completed;
+            if t.from == *account {
+                let kind = if completed { EntryKind::Debited } else { EntryKind::Released };
+                events.push((seq, lines(t, at, kind, &t.to)));
+            } else if completed {
+                events.push((seq, lines(t, at, EntryKind::Credited, &t.from)));
+            }
+        }
+        events.sort_by_key(|(seq, _)| *seq);
+        let lines = events.into_iter().flat_map(|(_, lines)| lines).collect();
         Ok(Statement { account: account.clone(), from, to, lines })
     }
 
@@ -581,20 +661,12 @@ impl Registry for SqliteRegistry {
         vintage: Option<Vintage>,
         sells: &BTreeMap<AccountId, Qty>,
     ) -> Result<Vec<Shortfall>, RegistryError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT COALESCE(SUM(serial_end - serial_start + 1), 0) FROM blocks
-             WHERE account_id = ?1 AND instrument = ?2 AND reserved_by IS NULL AND (?3 IS NULL OR vintage = ?3)",
-        )?;
-        let mut short = Vec::new();
-        for (account, &requested) in sells {
-            let vin = vintage.map(|v| i64::from(v.0));
-            let available: i64 =
-                stmt.query_row(params![account.as_str(), i64::from(instrument.0), vin], |r| r.get(0))?;
-            let available = store::to_u64(available, "holding")?;
-            if available < requested {
-                short.push(Shortfall { account: account.clone(), requested, available });
-            }
-        }
-        Ok(short)
+        Ok(sells
+            .iter()
+            .filter_map(|(account, &requested)| {
+                let available = self.ledger.available(account, instrument, vintage);
+                (available < requested).then(|| Shortfall { account: account.clone(), requested, available })
+            })
+            .collect())
     }
 }

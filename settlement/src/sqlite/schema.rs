@@ -1,19 +1,28 @@
 //! The embedded registry's schema, created on open.
 //!
 //! Portable SQL: standard types (`BIGINT`, `INTEGER`, `VARCHAR`, `TEXT`), no rowids, no
-//! autoincrement (the registry assigns block ids and entry sequence numbers itself), no
-//! `INSERT OR ...`; `CREATE ... IF NOT EXISTS` works on SQLite and PostgreSQL alike. Times are
-//! nanoseconds since the Unix epoch. A block lives in `blocks` while current and moves to
-//! `block_history` with the time it stopped being current, which is what views as of a time
-//! read. A block changed at the very time it became current was never seen by any view (a view
-//! as of `t` sees every change dated `t`): it is changed in place and leaves no history.
+//! autoincrement (the registry numbers its events itself), no `INSERT OR ...`; `CREATE ... IF
+//! NOT EXISTS` and partial indexes work on SQLite and PostgreSQL alike. Times are nanoseconds
+//! since the Unix epoch.
+//!
+//! The database is the record, one row per event: `issuances` (new serials for an account) and
+//! `transfers` (a proposal, with the serial blocks it reserved, and later its resolution). Every
+//! event has a number in ledger order (`seq`, `propose_seq`, `resolve_seq`). Which account holds
+//! which serials now is derived from that record on open and kept in memory
+//! ([`super::ledger`]); holdings as of a time and statements are derived from it on demand.
+//! `requests` keeps the requests that are not proposals (a proposal's record is its transfer
+//! row): their fields (or a hash of them) and the answer, which for a successful post or void is
+//! the transfer row itself and is not stored twice.
+//!
+//! Version 1 kept every block as a row, with a history table and statement lines per block; a
+//! version 1 database is refused (`SchemaVersion`).
 
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::RegistryError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
@@ -26,28 +35,15 @@ const TABLES: &[&str] = &[
         vintage INTEGER NOT NULL,
         next_serial BIGINT NOT NULL,
         PRIMARY KEY (instrument, vintage))",
-    "CREATE TABLE IF NOT EXISTS blocks (
-        block_id BIGINT NOT NULL PRIMARY KEY,
+    "CREATE TABLE IF NOT EXISTS issuances (
+        seq BIGINT NOT NULL PRIMARY KEY,
         account_id VARCHAR(64) NOT NULL,
         instrument BIGINT NOT NULL,
         vintage INTEGER NOT NULL,
         serial_start BIGINT NOT NULL,
         serial_end BIGINT NOT NULL,
-        reserved_by VARCHAR(64),
-        valid_from_ns BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS blocks_by_owner ON blocks (account_id, instrument, vintage, serial_start)",
-    "CREATE INDEX IF NOT EXISTS blocks_by_transfer ON blocks (reserved_by)",
-    "CREATE TABLE IF NOT EXISTS block_history (
-        block_id BIGINT NOT NULL PRIMARY KEY,
-        account_id VARCHAR(64) NOT NULL,
-        instrument BIGINT NOT NULL,
-        vintage INTEGER NOT NULL,
-        serial_start BIGINT NOT NULL,
-        serial_end BIGINT NOT NULL,
-        reserved_by VARCHAR(64),
-        valid_from_ns BIGINT NOT NULL,
-        valid_to_ns BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS block_history_by_owner ON block_history (account_id, instrument, valid_from_ns)",
+        at_ns BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS issuances_by_account ON issuances (account_id, at_ns)",
     "CREATE TABLE IF NOT EXISTS transfers (
         transfer_id VARCHAR(64) NOT NULL PRIMARY KEY,
         from_account VARCHAR(64) NOT NULL,
@@ -56,45 +52,38 @@ const TABLES: &[&str] = &[
         vintage INTEGER,
         quantity BIGINT NOT NULL,
         status VARCHAR(16) NOT NULL,
+        blocks TEXT NOT NULL,
+        refusal TEXT,
         proposed_at_ns BIGINT NOT NULL,
-        resolved_at_ns BIGINT)",
-    "CREATE INDEX IF NOT EXISTS transfers_by_status ON transfers (status, proposed_at_ns)",
-    "CREATE TABLE IF NOT EXISTS transfer_blocks (
-        transfer_id VARCHAR(64) NOT NULL,
-        position INTEGER NOT NULL,
-        instrument BIGINT NOT NULL,
-        vintage INTEGER NOT NULL,
-        serial_start BIGINT NOT NULL,
-        serial_end BIGINT NOT NULL,
-        PRIMARY KEY (transfer_id, position))",
-    "CREATE TABLE IF NOT EXISTS entries (
-        entry_seq BIGINT NOT NULL PRIMARY KEY,
-        account_id VARCHAR(64) NOT NULL,
-        at_ns BIGINT NOT NULL,
-        kind VARCHAR(16) NOT NULL,
-        instrument BIGINT NOT NULL,
-        vintage INTEGER NOT NULL,
-        serial_start BIGINT NOT NULL,
-        serial_end BIGINT NOT NULL,
-        transfer_id VARCHAR(64),
-        counterparty VARCHAR(64))",
-    "CREATE INDEX IF NOT EXISTS entries_by_account ON entries (account_id, at_ns)",
+        propose_seq BIGINT NOT NULL,
+        resolved_at_ns BIGINT,
+        resolve_seq BIGINT)",
+    "CREATE INDEX IF NOT EXISTS transfers_by_proposal ON transfers (proposed_at_ns)",
+    "CREATE INDEX IF NOT EXISTS transfers_by_resolution ON transfers (resolved_at_ns)
+        WHERE resolved_at_ns IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS transfers_pending ON transfers (proposed_at_ns) WHERE status = 'accepted'",
     "CREATE TABLE IF NOT EXISTS requests (
         request_id VARCHAR(64) NOT NULL PRIMARY KEY,
         kind VARCHAR(16) NOT NULL,
-        fields_hash CHAR(64) NOT NULL,
-        answer TEXT NOT NULL,
+        fields VARCHAR(64) NOT NULL,
+        answer TEXT,
         at_ns BIGINT NOT NULL)",
 ];
 
-/// Creates the tables that are missing, in one transaction, and checks the schema version.
+/// Checks the schema version and creates the tables that are missing, in one transaction. The
+/// version is read first, so that an older database is refused as such rather than failing on
+/// a table of another shape.
 pub fn create(conn: &mut Connection) -> Result<(), RegistryError> {
     let tx = conn.transaction()?;
-    for sql in TABLES {
-        tx.execute(sql, [])?;
-    }
+    tx.execute(TABLES[0], [])?;
     let found: Option<i64> =
         tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
+    if let Some(found) = found.filter(|&v| v != SCHEMA_VERSION) {
+        return Err(RegistryError::SchemaVersion { found, expected: SCHEMA_VERSION });
+    }
+    for sql in &TABLES[1..] {
+        tx.execute(sql, [])?;
+    }
     match found {
         None => {
             tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])?;

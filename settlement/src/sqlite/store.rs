@@ -1,59 +1,12 @@
-//! Row-level SQL of the embedded registry: reading and writing blocks, transfers and entries.
-//! Every function runs inside the caller's transaction.
+//! Row-level SQL of the embedded registry: the record of issuances, transfers and requests, and
+//! the current state derived from it. Every function runs inside the caller's transaction.
 
-use cccx_engine::types::{InstrumentId, Qty};
+use cccx_engine::types::InstrumentId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use rustc_hash::FxHashSet;
 
+use super::ledger::Ledger;
 use crate::error::RegistryError;
-use crate::types::{
-    AccountId, EntryKind, HeldBlock, RequestId, SerialBlock, StatementLine, Timestamp, Transfer,
-    TransferStatus, Vintage,
-};
-
-/// The ids the registry assigns itself (portable: no autoincrement), and what the current
-/// transaction has already looked up. Loaded on open; a rolled back transaction leaves a gap
-/// in the ids, which is harmless.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// The last block id used.
-    pub block_id: i64,
-    /// The last entry sequence number used.
-    pub entry_seq: i64,
-    /// Accounts found open in the current transaction (a batch names the same few hundred
-    /// accounts thousands of times). Cleared when a transaction begins, so nothing a rolled
-    /// back transaction saw outlives it; accounts are never closed.
-    open_accounts: FxHashSet<AccountId>,
-}
-
-impl Counters {
-    /// The counters of a database: one past the largest ids in it.
-    pub fn load(c: &Connection) -> Result<Counters, RegistryError> {
-        let block_id = c.query_row(
-            "SELECT COALESCE(MAX(m), 0) FROM (SELECT MAX(block_id) AS m FROM blocks
-             UNION ALL SELECT MAX(block_id) AS m FROM block_history) ids",
-            [],
-            |r| r.get(0),
-        )?;
-        let entry_seq = c.query_row("SELECT COALESCE(MAX(entry_seq), 0) FROM entries", [], |r| r.get(0))?;
-        Ok(Counters { block_id, entry_seq, open_accounts: FxHashSet::default() })
-    }
-
-    /// Forgets what the previous transaction looked up.
-    pub fn begin(&mut self) {
-        self.open_accounts.clear();
-    }
-
-    /// [`known`], asking the database once per account and transaction.
-    pub fn known(&mut self, c: &Connection, account: &AccountId) -> Result<(), RegistryError> {
-        if self.open_accounts.contains(account) {
-            return Ok(());
-        }
-        known(c, account)?;
-        self.open_accounts.insert(account.clone());
-        Ok(())
-    }
-}
+use crate::types::{AccountId, RequestId, SerialBlock, Timestamp, Transfer, TransferStatus, Vintage};
 
 fn corrupt(what: &str) -> RegistryError {
     RegistryError::Storage(format!("unreadable {what} in the database"))
@@ -85,238 +38,138 @@ fn account_id(s: String) -> Result<AccountId, RegistryError> {
     AccountId::new(s).map_err(|_| corrupt("account id"))
 }
 
-/// A block's columns as stored: instrument, vintage, serial_start, serial_end.
-type BlockCols = (i64, i64, i64, i64);
-
-/// A serial block from four columns: instrument, vintage, serial_start, serial_end.
-fn block_at(r: &Row<'_>, i: usize) -> rusqlite::Result<BlockCols> {
-    Ok((r.get(i)?, r.get(i + 1)?, r.get(i + 2)?, r.get(i + 3)?))
-}
-
-fn to_block((i, v, s, e): BlockCols) -> Result<SerialBlock, RegistryError> {
-    let block = SerialBlock {
-        instrument: instrument(i)?,
-        vintage: vintage(v)?,
-        start: to_u64(s, "serial")?,
-        end: to_u64(e, "serial")?,
-    };
-    if block.start > block.end {
-        return Err(corrupt("block"));
-    }
-    Ok(block)
-}
-
-/// Whether an account is open.
-pub fn account_exists(c: &Connection, account: &AccountId) -> Result<bool, RegistryError> {
-    let found: Option<i64> = c
-        .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?
-        .query_row([account.as_str()], |r| r.get(0))
-        .optional()?;
-    Ok(found.is_some())
-}
-
-/// Fails with [`RegistryError::UnknownAccount`] unless the account is open.
-pub fn known(c: &Connection, account: &AccountId) -> Result<(), RegistryError> {
-    match account_exists(c, account)? {
-        true => Ok(()),
-        false => Err(RegistryError::UnknownAccount(account.clone())),
-    }
-}
-
-/// Adds a current block.
-pub fn insert_block(
-    c: &Connection,
-    ids: &mut Counters,
-    account: &AccountId,
-    held: &HeldBlock,
-    at: Timestamp,
-) -> Result<(), RegistryError> {
-    ids.block_id += 1;
-    let b = &held.block;
-    c.prepare_cached(
-        "INSERT INTO blocks (block_id, account_id, instrument, vintage, serial_start, serial_end,
-         reserved_by, valid_from_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        ids.block_id,
-        account.as_str(),
-        i64::from(b.instrument.0),
-        i64::from(b.vintage.0),
-        to_i64(b.start),
-        to_i64(b.end),
-        held.reserved_by.as_ref().map(RequestId::as_str),
-        at.0
-    ])?;
-    Ok(())
-}
-
-/// Ends a current block at `at`: it moves to the history unless it was created at `at` too
-/// (then no view as of any time ever saw it).
-pub fn close_block(c: &Connection, block_id: i64, at: Timestamp) -> Result<(), RegistryError> {
-    c.prepare_cached(
-        "INSERT INTO block_history (block_id, account_id, instrument, vintage, serial_start, serial_end,
-         reserved_by, valid_from_ns, valid_to_ns)
-         SELECT block_id, account_id, instrument, vintage, serial_start, serial_end, reserved_by,
-         valid_from_ns, ?2 FROM blocks WHERE block_id = ?1 AND valid_from_ns < ?2",
-    )?
-    .execute(params![block_id, at.0])?;
-    c.prepare_cached("DELETE FROM blocks WHERE block_id = ?1")?.execute([block_id])?;
-    Ok(())
-}
-
-/// A current block as stored: its id, its serials and since when it is current.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct CurrentBlock {
-    /// The block id.
-    pub id: i64,
-    /// Its serials.
-    pub block: SerialBlock,
-    /// Since when it is current.
-    pub valid_from: Timestamp,
-}
-
-/// An account's unreserved blocks of an instrument (and vintage, if given), oldest first, read
-/// until they hold `need` units, and the units they hold. Fewer than `need` means every free
-/// block was read: the sum is what the account has available. (An account that received many
-/// transfers holds many blocks; a proposal reads only the few it takes.)
-pub fn free_blocks(
-    c: &Connection,
-    account: &AccountId,
-    instrument: InstrumentId,
-    vintage: Option<Vintage>,
-    need: Qty,
-) -> Result<(Vec<CurrentBlock>, Qty), RegistryError> {
-    let columns = "SELECT block_id, instrument, vintage, serial_start, serial_end, valid_from_ns FROM blocks
-         WHERE account_id = ?1 AND instrument = ?2 AND reserved_by IS NULL";
-    let mut stmt = match vintage {
-        None => c.prepare_cached(&format!("{columns} ORDER BY vintage, serial_start"))?,
-        Some(_) => c.prepare_cached(&format!("{columns} AND vintage = ?3 ORDER BY vintage, serial_start"))?,
-    };
-    let inst = i64::from(instrument.0);
-    let mut rows = match vintage {
-        None => stmt.query(params![account.as_str(), inst])?,
-        Some(v) => stmt.query(params![account.as_str(), inst, i64::from(v.0)])?,
-    };
-    let (mut blocks, mut held): (Vec<CurrentBlock>, Qty) = (Vec::new(), 0);
-    while let Some(r) = rows.next()? {
-        let block = to_block(block_at(r, 1)?)?;
-        blocks.push(CurrentBlock { id: r.get(0)?, block, valid_from: Timestamp(r.get(5)?) });
-        held = held.saturating_add(block.quantity());
-        if held >= need {
-            break;
+/// A transfer's blocks as stored: `vintage:start-end`, comma-separated (the instrument is the
+/// transfer's).
+pub fn encode_blocks(blocks: &[SerialBlock]) -> String {
+    let mut out = String::with_capacity(blocks.len() * 20);
+    for (i, b) in blocks.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
+        out.push_str(&format!("{}:{}-{}", b.vintage.0, b.start, b.end));
     }
-    Ok((blocks, held))
+    out
 }
 
-/// The current blocks a pending transfer reserves, with their holder.
-pub fn reserved_blocks(
-    c: &Connection,
-    transfer: &RequestId,
-) -> Result<Vec<(AccountId, CurrentBlock)>, RegistryError> {
-    let rows: Vec<(i64, String, BlockCols, i64)> = c
-        .prepare_cached(
-            "SELECT block_id, account_id, instrument, vintage, serial_start, serial_end, valid_from_ns
-             FROM blocks WHERE reserved_by = ?1",
-        )?
-        .query_map([transfer.as_str()], |r| Ok((r.get(0)?, r.get(1)?, block_at(r, 2)?, r.get(6)?)))?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(id, a, b, from)| {
-            Ok((account_id(a)?, CurrentBlock { id, block: to_block(b)?, valid_from: Timestamp(from) }))
+/// The blocks of [`encode_blocks`].
+pub fn decode_blocks(instrument: InstrumentId, text: &str) -> Result<Vec<SerialBlock>, RegistryError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|part| {
+            let (v, range) = part.split_once(':').ok_or_else(|| corrupt("transfer blocks"))?;
+            let (s, e) = range.split_once('-').ok_or_else(|| corrupt("transfer blocks"))?;
+            let parse = |t: &str| t.parse::<u64>().map_err(|_| corrupt("transfer blocks"));
+            let vintage = Vintage(v.parse::<u16>().map_err(|_| corrupt("transfer blocks"))?);
+            let block = SerialBlock { instrument, vintage, start: parse(s)?, end: parse(e)? };
+            if block.start > block.end || block.start == 0 {
+                return Err(corrupt("transfer blocks"));
+            }
+            Ok(block)
         })
         .collect()
 }
 
-/// Replaces a current block by `held`, held by `account`, at `at`. A block that became current
-/// at `at` itself was never seen by a view as of any time (views as of `at` see every change
-/// dated `at`), so it is changed in place: one statement instead of moving it to the history
-/// (which [`close_block`] skips for it anyway), deleting it and inserting the new one. Within
-/// one settlement run every batch is dated alike, so most blocks a run moves are of this kind.
-pub fn replace_block(
+/// A transfer as stored: the transfer, the refusal of a rejected proposal (JSON), and the
+/// numbers of its proposal and resolution in ledger order.
+#[derive(Clone, Debug)]
+pub struct TransferRow {
+    /// The transfer.
+    pub transfer: Transfer,
+    /// Why the proposal was refused (a [`RegistryError`] as JSON), if it was.
+    pub refusal: Option<String>,
+    /// The proposal's event number.
+    pub propose_seq: i64,
+    /// The resolution's event number (none while pending, or for a refusal).
+    pub resolve_seq: Option<i64>,
+}
+
+const TRANSFER_COLUMNS: &str = "transfer_id, from_account, to_account, instrument, vintage, quantity, \
+     status, blocks, refusal, proposed_at_ns, propose_seq, resolved_at_ns, resolve_seq";
+
+type RawTransfer = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    i64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn raw_transfer(r: &Row<'_>) -> rusqlite::Result<RawTransfer> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+    ))
+}
+
+fn to_transfer(raw: RawTransfer) -> Result<TransferRow, RegistryError> {
+    let (id, from, to, inst, vin, quantity, status, blocks, refusal, proposed, pseq, resolved, rseq) = raw;
+    let instrument = instrument(inst)?;
+    Ok(TransferRow {
+        transfer: Transfer {
+            id: request_id(id)?,
+            from: account_id(from)?,
+            to: account_id(to)?,
+            instrument,
+            vintage: vin.map(vintage).transpose()?,
+            quantity: to_u64(quantity, "quantity")?,
+            status: TransferStatus::parse(&status).ok_or_else(|| corrupt("transfer status"))?,
+            blocks: decode_blocks(instrument, &blocks)?,
+            proposed_at: Timestamp(proposed),
+            resolved_at: resolved.map(Timestamp),
+        },
+        refusal,
+        propose_seq: pseq,
+        resolve_seq: rseq,
+    })
+}
+
+fn transfers_where(
     c: &Connection,
-    ids: &mut Counters,
-    old: &CurrentBlock,
-    account: &AccountId,
-    held: &HeldBlock,
-    at: Timestamp,
+    clause: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<TransferRow>, RegistryError> {
+    let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers {clause}");
+    let raws: Vec<RawTransfer> =
+        c.prepare_cached(&sql)?.query_map(args, raw_transfer)?.collect::<Result<_, _>>()?;
+    raws.into_iter().map(to_transfer).collect()
+}
+
+/// A transfer as stored, if one has this id.
+pub fn load_transfer(c: &Connection, id: &RequestId) -> Result<Option<TransferRow>, RegistryError> {
+    Ok(transfers_where(c, "WHERE transfer_id = ?1", [id.as_str()])?.into_iter().next())
+}
+
+/// Stores a new transfer: accepted (pending) or rejected, with its refusal.
+pub fn insert_transfer(
+    c: &Connection,
+    t: &Transfer,
+    refusal: Option<&str>,
+    propose_seq: i64,
 ) -> Result<(), RegistryError> {
-    if old.valid_from != at {
-        close_block(c, old.id, at)?;
-        return insert_block(c, ids, account, held, at);
-    }
-    let b = &held.block;
-    c.prepare_cached(
-        "UPDATE blocks SET account_id = ?2, instrument = ?3, vintage = ?4, serial_start = ?5,
-         serial_end = ?6, reserved_by = ?7 WHERE block_id = ?1",
-    )?
-    .execute(params![
-        old.id,
-        account.as_str(),
-        i64::from(b.instrument.0),
-        i64::from(b.vintage.0),
-        to_i64(b.start),
-        to_i64(b.end),
-        held.reserved_by.as_ref().map(RequestId::as_str)
-    ])?;
-    Ok(())
-}
-
-/// An account's blocks of an instrument, now or as of a time.
-pub fn held_blocks(
-    c: &Connection,
-    account: &AccountId,
-    instrument: InstrumentId,
-    as_of: Option<Timestamp>,
-) -> Result<Vec<HeldBlock>, RegistryError> {
-    let current = "SELECT instrument, vintage, serial_start, serial_end, reserved_by FROM blocks
-         WHERE account_id = ?1 AND instrument = ?2";
-    let inst = i64::from(instrument.0);
-    let map = |r: &Row<'_>| Ok((block_at(r, 0)?, r.get::<_, Option<String>>(4)?));
-    let rows: Vec<(BlockCols, Option<String>)> = match as_of {
-        None => c
-            .prepare_cached(current)?
-            .query_map(params![account.as_str(), inst], map)?
-            .collect::<Result<_, _>>(),
-        Some(t) => c
-            .prepare_cached(&format!(
-                "{current} AND valid_from_ns <= ?3
-                 UNION ALL
-                 SELECT instrument, vintage, serial_start, serial_end, reserved_by FROM block_history
-                 WHERE account_id = ?1 AND instrument = ?2 AND valid_from_ns <= ?3 AND valid_to_ns > ?3"
-            ))?
-            .query_map(params![account.as_str(), inst, t.0], map)?
-            .collect::<Result<_, _>>(),
-    }?;
-    rows.into_iter()
-        .map(|(b, r)| Ok(HeldBlock { block: to_block(b)?, reserved_by: r.map(request_id).transpose()? }))
-        .collect()
-}
-
-/// Every current block, with its holder.
-pub fn all_blocks(c: &Connection) -> Result<Vec<(AccountId, HeldBlock)>, RegistryError> {
-    let rows: Vec<(String, BlockCols, Option<String>)> = c
-        .prepare_cached(
-            "SELECT account_id, instrument, vintage, serial_start, serial_end, reserved_by FROM blocks",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, block_at(r, 1)?, r.get(5)?)))?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(a, b, r)| {
-            Ok((
-                account_id(a)?,
-                HeldBlock { block: to_block(b)?, reserved_by: r.map(request_id).transpose()? },
-            ))
-        })
-        .collect()
-}
-
-/// Stores a new transfer and its blocks.
-pub fn insert_transfer(c: &Connection, t: &Transfer) -> Result<(), RegistryError> {
-    c.prepare_cached(
-        "INSERT INTO transfers (transfer_id, from_account, to_account, instrument, vintage, quantity,
-         status, proposed_at_ns, resolved_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
+    c.prepare_cached(&format!(
+        "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)"
+    ))?
     .execute(params![
         t.id.as_str(),
         t.from.as_str(),
@@ -325,152 +178,252 @@ pub fn insert_transfer(c: &Connection, t: &Transfer) -> Result<(), RegistryError
         t.vintage.map(|v| i64::from(v.0)),
         to_i64(t.quantity),
         t.status.as_str(),
+        encode_blocks(&t.blocks),
+        refusal,
         t.proposed_at.0,
+        propose_seq,
         t.resolved_at.map(|r| r.0)
     ])?;
-    let mut stmt = c.prepare_cached(
-        "INSERT INTO transfer_blocks (transfer_id, position, instrument, vintage, serial_start, serial_end)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for (position, b) in t.blocks.iter().enumerate() {
-        stmt.execute(params![
-            t.id.as_str(),
-            i64::try_from(position).unwrap_or(i64::MAX),
-            i64::from(b.instrument.0),
-            i64::from(b.vintage.0),
-            to_i64(b.start),
-            to_i64(b.end)
-        ])?;
-    }
     Ok(())
 }
 
-/// Records a transfer's final status.
+/// Records a pending transfer's final status.
 pub fn resolve_transfer(
     c: &Connection,
     id: &RequestId,
     status: TransferStatus,
     at: Timestamp,
+    resolve_seq: i64,
 ) -> Result<(), RegistryError> {
-    c.prepare_cached("UPDATE transfers SET status = ?2, resolved_at_ns = ?3 WHERE transfer_id = ?1")?
-        .execute(params![id.as_str(), status.as_str(), at.0])?;
+    let changed = c
+        .prepare_cached(
+            "UPDATE transfers SET status = ?2, resolved_at_ns = ?3, resolve_seq = ?4
+             WHERE transfer_id = ?1 AND status = 'accepted'",
+        )?
+        .execute(params![id.as_str(), status.as_str(), at.0, resolve_seq])?;
+    if changed != 1 {
+        return Err(RegistryError::Storage(format!(
+            "transfer {id} is pending in memory, not in the database"
+        )));
+    }
     Ok(())
 }
 
-type TransferRow = (String, String, String, i64, Option<i64>, i64, String, i64, Option<i64>);
-
-/// A transfer, if one has this id.
-pub fn load_transfer(c: &Connection, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
-    let row: Option<TransferRow> = c
-        .prepare_cached(
-            "SELECT transfer_id, from_account, to_account, instrument, vintage, quantity, status,
-             proposed_at_ns, resolved_at_ns FROM transfers WHERE transfer_id = ?1",
-        )?
-        .query_row([id.as_str()], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, from, to, inst, vin, quantity, status, proposed, resolved)) = row else {
-        return Ok(None);
-    };
-    let blocks: Vec<BlockCols> = c
-        .prepare_cached(
-            "SELECT instrument, vintage, serial_start, serial_end FROM transfer_blocks
-             WHERE transfer_id = ?1 ORDER BY position",
-        )?
-        .query_map([id.as_str()], |r| block_at(r, 0))?
-        .collect::<Result<_, _>>()?;
-    Ok(Some(Transfer {
-        id: request_id(id)?,
-        from: account_id(from)?,
-        to: account_id(to)?,
-        instrument: instrument(inst)?,
-        vintage: vin.map(vintage).transpose()?,
-        quantity: to_u64(quantity, "quantity")?,
-        status: TransferStatus::parse(&status).ok_or_else(|| corrupt("transfer status"))?,
-        blocks: blocks.into_iter().map(to_block).collect::<Result<_, _>>()?,
-        proposed_at: Timestamp(proposed),
-        resolved_at: resolved.map(Timestamp),
-    }))
-}
-
-/// The ids of the pending transfers proposed at or before `cutoff`.
-pub fn pending_due(c: &Connection, cutoff: Timestamp) -> Result<Vec<RequestId>, RegistryError> {
-    let ids: Vec<String> = c
-        .prepare_cached("SELECT transfer_id FROM transfers WHERE status = ?1 AND proposed_at_ns <= ?2")?
-        .query_map(params![TransferStatus::Accepted.as_str(), cutoff.0], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut ids: Vec<RequestId> = ids.into_iter().map(request_id).collect::<Result<_, _>>()?;
-    // Sorted here rather than in SQL: text collation differs between databases.
-    ids.sort();
-    Ok(ids)
-}
-
-/// Appends a statement line for an account.
-pub fn insert_entry(
+/// A request recorded before under this id: its kind, its fields (or their hash), and its
+/// answer as JSON (none for a successful post or void: the transfer row is the answer).
+pub fn prior_request(
     c: &Connection,
-    ids: &mut Counters,
-    account: &AccountId,
-    line: &StatementLine,
+    id: &RequestId,
+) -> Result<Option<(String, String, Option<String>)>, RegistryError> {
+    Ok(c.prepare_cached("SELECT kind, fields, answer FROM requests WHERE request_id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?)
+}
+
+/// Records a request that is not a proposal.
+pub fn insert_request(
+    c: &Connection,
+    id: &RequestId,
+    kind: &str,
+    fields: &str,
+    answer: Option<&str>,
+    at: Timestamp,
 ) -> Result<(), RegistryError> {
-    ids.entry_seq += 1;
-    let b = &line.block;
     c.prepare_cached(
-        "INSERT INTO entries (entry_seq, account_id, at_ns, kind, instrument, vintage, serial_start,
-         serial_end, transfer_id, counterparty) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO requests (request_id, kind, fields, answer, at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id.as_str(), kind, fields, answer, at.0])?;
+    Ok(())
+}
+
+/// Opens an account.
+pub fn insert_account(c: &Connection, account: &AccountId, at: Timestamp) -> Result<(), RegistryError> {
+    c.prepare_cached("INSERT INTO accounts (account_id, opened_at_ns) VALUES (?1, ?2)")?
+        .execute(params![account.as_str(), at.0])?;
+    Ok(())
+}
+
+/// Records an issuance and moves the serial counter past it.
+pub fn insert_issuance(
+    c: &Connection,
+    seq: i64,
+    account: &AccountId,
+    block: &SerialBlock,
+    first_of_its_kind: bool,
+    at: Timestamp,
+) -> Result<(), RegistryError> {
+    c.prepare_cached(
+        "INSERT INTO issuances (seq, account_id, instrument, vintage, serial_start, serial_end, at_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        ids.entry_seq,
+        seq,
         account.as_str(),
-        line.at.0,
-        line.kind.as_str(),
-        i64::from(b.instrument.0),
-        i64::from(b.vintage.0),
-        to_i64(b.start),
-        to_i64(b.end),
-        line.transfer.as_ref().map(RequestId::as_str),
-        line.counterparty.as_ref().map(AccountId::as_str)
+        i64::from(block.instrument.0),
+        i64::from(block.vintage.0),
+        to_i64(block.start),
+        to_i64(block.end),
+        at.0
+    ])?;
+    let sql = match first_of_its_kind {
+        false => "UPDATE serial_counters SET next_serial = ?3 WHERE instrument = ?1 AND vintage = ?2",
+        true => "INSERT INTO serial_counters (instrument, vintage, next_serial) VALUES (?1, ?2, ?3)",
+    };
+    c.prepare_cached(sql)?.execute(params![
+        i64::from(block.instrument.0),
+        i64::from(block.vintage.0),
+        to_i64(block.end + 1)
     ])?;
     Ok(())
 }
 
-type EntryRow = (i64, String, BlockCols, Option<String>, Option<String>);
+/// An issuance as stored: its event number, account, block and time.
+pub type IssuanceRow = (i64, AccountId, SerialBlock, Timestamp);
 
-/// An account's statement lines in `[from, to)`, in ledger order.
-pub fn entries(
+fn issuances_where(
+    c: &Connection,
+    clause: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<IssuanceRow>, RegistryError> {
+    let sql = format!(
+        "SELECT seq, account_id, instrument, vintage, serial_start, serial_end, at_ns FROM issuances {clause}"
+    );
+    type Raw = (i64, String, i64, i64, i64, i64, i64);
+    let raws: Vec<Raw> = c
+        .prepare_cached(&sql)?
+        .query_map(args, |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    raws.into_iter()
+        .map(|(seq, a, i, v, s, e, at)| {
+            let block = SerialBlock {
+                instrument: instrument(i)?,
+                vintage: vintage(v)?,
+                start: to_u64(s, "serial")?,
+                end: to_u64(e, "serial")?,
+            };
+            if block.start > block.end {
+                return Err(corrupt("issuance"));
+            }
+            Ok((seq, account_id(a)?, block, Timestamp(at)))
+        })
+        .collect()
+}
+
+/// An account's issuances dated in `[from, to)`, in ledger order.
+pub fn issuances_in(
     c: &Connection,
     account: &AccountId,
     from: Timestamp,
     to: Timestamp,
-) -> Result<Vec<StatementLine>, RegistryError> {
-    let rows: Vec<EntryRow> = c
-        .prepare_cached(
-            "SELECT at_ns, kind, instrument, vintage, serial_start, serial_end, transfer_id, counterparty
-             FROM entries WHERE account_id = ?1 AND at_ns >= ?2 AND at_ns < ?3 ORDER BY entry_seq",
-        )?
-        .query_map(params![account.as_str(), from.0, to.0], |r| {
-            Ok((r.get(0)?, r.get(1)?, block_at(r, 2)?, r.get(6)?, r.get(7)?))
-        })?
+) -> Result<Vec<IssuanceRow>, RegistryError> {
+    issuances_where(
+        c,
+        "WHERE account_id = ?1 AND at_ns >= ?2 AND at_ns < ?3 ORDER BY seq",
+        params![account.as_str(), from.0, to.0],
+    )
+}
+
+/// An account's issuances of an instrument dated after `after`.
+pub fn issuances_after(
+    c: &Connection,
+    account: &AccountId,
+    instrument: InstrumentId,
+    after: Timestamp,
+) -> Result<Vec<IssuanceRow>, RegistryError> {
+    issuances_where(
+        c,
+        "WHERE account_id = ?1 AND at_ns > ?2 AND instrument = ?3 ORDER BY seq",
+        params![account.as_str(), after.0, i64::from(instrument.0)],
+    )
+}
+
+/// The transfers out of an account proposed in `[from, to)`, in ledger order.
+pub fn proposed_in(
+    c: &Connection,
+    account: &AccountId,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<TransferRow>, RegistryError> {
+    transfers_where(
+        c,
+        "WHERE proposed_at_ns >= ?2 AND proposed_at_ns < ?3 AND from_account = ?1 ORDER BY propose_seq",
+        params![account.as_str(), from.0, to.0],
+    )
+}
+
+/// The transfers of an account (either side) resolved in `[from, to)`, in ledger order.
+pub fn resolved_in(
+    c: &Connection,
+    account: &AccountId,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<TransferRow>, RegistryError> {
+    transfers_where(
+        c,
+        "WHERE resolved_at_ns IS NOT NULL AND resolved_at_ns >= ?2 AND resolved_at_ns < ?3
+         AND (from_account = ?1 OR to_account = ?1) ORDER BY resolve_seq",
+        params![account.as_str(), from.0, to.0],
+    )
+}
+
+/// The transfers of an account (either side) and instrument resolved after `after`, last first.
+pub fn resolved_after(
+    c: &Connection,
+    account: &AccountId,
+    instrument: InstrumentId,
+    after: Timestamp,
+) -> Result<Vec<TransferRow>, RegistryError> {
+    transfers_where(
+        c,
+        "WHERE resolved_at_ns IS NOT NULL AND resolved_at_ns > ?2 AND instrument = ?3
+         AND (from_account = ?1 OR to_account = ?1) ORDER BY resolve_seq DESC",
+        params![account.as_str(), after.0, i64::from(instrument.0)],
+    )
+}
+
+/// The current state, derived from the record: accounts, counters, the serials issued, moved by
+/// every completed transfer in ledger order, less those reserved by pending transfers.
+pub fn load_ledger(c: &Connection) -> Result<Ledger, RegistryError> {
+    let mut ledger = Ledger::default();
+    let accounts: Vec<(String, i64)> = c
+        .prepare("SELECT account_id, opened_at_ns FROM accounts")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(at, kind, b, t, cp)| {
-            Ok(StatementLine {
-                at: Timestamp(at),
-                kind: EntryKind::parse(&kind).ok_or_else(|| corrupt("entry kind"))?,
-                block: to_block(b)?,
-                transfer: t.map(request_id).transpose()?,
-                counterparty: cp.map(account_id).transpose()?,
-            })
-        })
-        .collect()
+    for (a, at) in accounts {
+        ledger.accounts.insert(account_id(a)?, Timestamp(at));
+    }
+    let counters: Vec<(i64, i64, i64)> = c
+        .prepare("SELECT instrument, vintage, next_serial FROM serial_counters")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (i, v, next) in counters {
+        ledger.next_serial.insert((instrument(i)?, vintage(v)?), to_u64(next, "serial counter")?);
+    }
+    let inconsistent = |what: &str, id: &str| {
+        RegistryError::Storage(format!("the ledger's record does not add up at {what} {id}"))
+    };
+    for (seq, account, block, _) in issuances_where(c, "ORDER BY seq", [])? {
+        ledger.credit(&account, &[block]).map_err(|_| inconsistent("issuance", &seq.to_string()))?;
+        ledger.seq = ledger.seq.max(seq);
+    }
+    for row in transfers_where(c, "WHERE status = 'completed' ORDER BY resolve_seq", [])? {
+        let t = &row.transfer;
+        ledger.debit(&t.from, &t.blocks).map_err(|_| inconsistent("transfer", t.id.as_str()))?;
+        ledger.credit(&t.to, &t.blocks).map_err(|_| inconsistent("transfer", t.id.as_str()))?;
+    }
+    for row in transfers_where(c, "WHERE status = 'accepted'", [])? {
+        let t = row.transfer;
+        ledger.debit(&t.from, &t.blocks).map_err(|_| inconsistent("pending transfer", t.id.as_str()))?;
+        ledger.pending.insert(t.id.clone(), t);
+    }
+    let last: Option<i64> = c.query_row(
+        "SELECT MAX(m) FROM (SELECT MAX(propose_seq) AS m FROM transfers
+         UNION ALL SELECT MAX(resolve_seq) AS m FROM transfers) s",
+        [],
+        |r| r.get(0),
+    )?;
+    ledger.seq = ledger.seq.max(last.unwrap_or(0));
+    Ok(ledger)
 }
