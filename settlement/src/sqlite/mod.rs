@@ -632,7 +632,13 @@ impl Registry for SqliteRegistry {
                 StatementLine { at, kind: EntryKind::Issued, block, transfer: None, counterparty: None };
             events.push((seq, vec![line]));
         }
-        for row in store::proposed_in(&self.conn, account, from, to)? {
+        let mut proposed = store::resolved_proposed_in(&self.conn, account, from, to)?;
+        for p in self.ledger.pending.values() {
+            if p.from == *account && from <= p.proposed_at && p.proposed_at < to {
+                proposed.extend(store::load_transfer(&self.conn, &p.id)?);
+            }
+        }
+        for row in proposed {
             let t = &row.transfer;
             if t.status != TransferStatus::Rejected {
                 events.push((row.propose_seq, lines(t, t.proposed_at, EntryKind::Reserved, &t.to)));

@@ -10,7 +10,9 @@
 //! event has a number in ledger order (`seq`, `propose_seq`, `resolve_seq`). Which account holds
 //! which serials now is derived from that record on open and kept in memory
 //! ([`super::ledger`]); holdings as of a time and statements are derived from it on demand.
-//! `requests` keeps the requests that are not proposals (a proposal's record is its transfer
+//! Transfers have one secondary index, by resolution time, for statements and views as of a
+//! time: a transfer proposed in a time range is pending (in memory) or resolved at or after the
+//! range's start. Pending transfers are found by a scan on open. `requests` keeps the requests that are not proposals (a proposal's record is its transfer
 //! row): their fields (or a hash of them) and the answer, which for a successful post or void is
 //! the transfer row itself and is not stored twice.
 //!
@@ -58,10 +60,8 @@ const TABLES: &[&str] = &[
         propose_seq BIGINT NOT NULL,
         resolved_at_ns BIGINT,
         resolve_seq BIGINT)",
-    "CREATE INDEX IF NOT EXISTS transfers_by_proposal ON transfers (proposed_at_ns)",
     "CREATE INDEX IF NOT EXISTS transfers_by_resolution ON transfers (resolved_at_ns)
         WHERE resolved_at_ns IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS transfers_pending ON transfers (proposed_at_ns) WHERE status = 'accepted'",
     "CREATE TABLE IF NOT EXISTS requests (
         request_id VARCHAR(64) NOT NULL PRIMARY KEY,
         kind VARCHAR(16) NOT NULL,

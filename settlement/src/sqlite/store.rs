@@ -339,8 +339,9 @@ pub fn issuances_after(
     )
 }
 
-/// The transfers out of an account proposed in `[from, to)`, in ledger order.
-pub fn proposed_in(
+/// The resolved transfers out of an account proposed in `[from, to)` (each was resolved at or
+/// after `from`: the resolution index finds them), in ledger order.
+pub fn resolved_proposed_in(
     c: &Connection,
     account: &AccountId,
     from: Timestamp,
@@ -348,7 +349,8 @@ pub fn proposed_in(
 ) -> Result<Vec<TransferRow>, RegistryError> {
     transfers_where(
         c,
-        "WHERE proposed_at_ns >= ?2 AND proposed_at_ns < ?3 AND from_account = ?1 ORDER BY propose_seq",
+        "WHERE resolved_at_ns IS NOT NULL AND resolved_at_ns >= ?2 AND proposed_at_ns >= ?2
+         AND proposed_at_ns < ?3 AND from_account = ?1 ORDER BY propose_seq",
         params![account.as_str(), from.0, to.0],
     )
 }
