@@ -41,12 +41,12 @@ fn account_id(s: String) -> Result<AccountId, RegistryError> {
 /// A transfer's blocks as stored: `vintage:start-end`, comma-separated (the instrument is the
 /// transfer's).
 pub fn encode_blocks(blocks: &[SerialBlock]) -> String {
-    let mut out = String::with_capacity(blocks.len() * 20);
+    use std::fmt::Write;
+    let mut out = String::with_capacity(blocks.len() * 24);
     for (i, b) in blocks.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!("{}:{}-{}", b.vintage.0, b.start, b.end));
+        let sep = if i > 0 { "," } else { "" };
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{sep}{}:{}-{}", b.vintage.0, b.start, b.end);
     }
     out
 }
@@ -85,8 +85,13 @@ pub struct TransferRow {
     pub resolve_seq: Option<i64>,
 }
 
-const TRANSFER_COLUMNS: &str = "transfer_id, from_account, to_account, instrument, vintage, quantity, \
-     status, blocks, refusal, proposed_at_ns, propose_seq, resolved_at_ns, resolve_seq";
+/// The columns of `transfers`, in the order [`raw_transfer`] reads them.
+macro_rules! transfer_columns {
+    () => {
+        "transfer_id, from_account, to_account, instrument, vintage, quantity, status, blocks, refusal, \
+         proposed_at_ns, propose_seq, resolved_at_ns, resolve_seq"
+    };
+}
 
 type RawTransfer = (
     String,
@@ -149,7 +154,7 @@ fn transfers_where(
     clause: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<TransferRow>, RegistryError> {
-    let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers {clause}");
+    let sql = format!(concat!("SELECT ", transfer_columns!(), " FROM transfers {}"), clause);
     let raws: Vec<RawTransfer> =
         c.prepare_cached(&sql)?.query_map(args, raw_transfer)?.collect::<Result<_, _>>()?;
     raws.into_iter().map(to_transfer).collect()
@@ -157,7 +162,11 @@ fn transfers_where(
 
 /// A transfer as stored, if one has this id.
 pub fn load_transfer(c: &Connection, id: &RequestId) -> Result<Option<TransferRow>, RegistryError> {
-    Ok(transfers_where(c, "WHERE transfer_id = ?1", [id.as_str()])?.into_iter().next())
+    c.prepare_cached(concat!("SELECT ", transfer_columns!(), " FROM transfers WHERE transfer_id = ?1"))?
+        .query_row([id.as_str()], raw_transfer)
+        .optional()?
+        .map(to_transfer)
+        .transpose()
 }
 
 /// Stores a new transfer: accepted (pending) or rejected, with its refusal.
@@ -167,8 +176,10 @@ pub fn insert_transfer(
     refusal: Option<&str>,
     propose_seq: i64,
 ) -> Result<(), RegistryError> {
-    c.prepare_cached(&format!(
-        "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)"
+    c.prepare_cached(concat!(
+        "INSERT INTO transfers (",
+        transfer_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)"
     ))?
     .execute(params![
         t.id.as_str(),
@@ -428,4 +439,25 @@ pub fn load_ledger(c: &Connection) -> Result<Ledger, RegistryError> {
     )?;
     ledger.seq = ledger.seq.max(last.unwrap_or(0));
     Ok(ledger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_round_trip_and_damage_is_refused() {
+        let i = InstrumentId(3);
+        let blocks = vec![
+            SerialBlock { instrument: i, vintage: Vintage(2023), start: 1, end: 10 },
+            SerialBlock { instrument: i, vintage: Vintage(2024), start: 7, end: 7 },
+        ];
+        let text = encode_blocks(&blocks);
+        assert_eq!(text, "2023:1-10,2024:7-7");
+        assert_eq!(decode_blocks(i, &text).unwrap(), blocks);
+        assert_eq!(decode_blocks(i, "").unwrap(), vec![]);
+        for bad in ["2023:10-1", "2023:0-1", "2023-1-2", "x:1-2", "2023:1", "2023:1-2,", "70000:1-2"] {
+            assert!(matches!(decode_blocks(i, bad), Err(RegistryError::Storage(_))), "{bad}");
+        }
+    }
 }
