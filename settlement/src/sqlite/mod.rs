@@ -26,6 +26,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use ledger::{Ledger, Ranges};
 pub use schema::SCHEMA_VERSION;
+use store::Prior;
 
 use crate::error::RegistryError;
 use crate::registry::{BatchAnswers, BatchOp, Registry};
@@ -251,15 +252,6 @@ struct Work<'a> {
 /// rolls back).
 type Answered<T> = Result<Result<T, RegistryError>, RegistryError>;
 
-fn transfer_exists(c: &Connection, id: &RequestId) -> Result<bool, RegistryError> {
-    use rusqlite::OptionalExtension;
-    let found: Option<i64> = c
-        .prepare_cached("SELECT 1 FROM transfers WHERE transfer_id = ?1")?
-        .query_row([id.as_str()], |r| r.get(0))
-        .optional()?;
-    Ok(found.is_some())
-}
-
 impl Work<'_> {
     fn known(&self, account: &AccountId) -> Result<(), RegistryError> {
         match self.ledger.accounts.contains_key(account) {
@@ -283,15 +275,13 @@ impl Work<'_> {
         op: impl FnOnce(&mut Self) -> Result<T, RegistryError>,
     ) -> Answered<T> {
         let hash = fields_hash(kind, fields)?;
-        if let Some((k, f, answer)) = store::prior_request(self.c, id)? {
-            if k != kind || f != hash {
-                return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
+        match store::prior(self.c, id)? {
+            None => {}
+            Some(Prior::Request { kind: k, fields: f, answer }) if k == kind && f == hash => {
+                let answer = answer.ok_or_else(|| inconsistent(format!("request {id} has no answer")))?;
+                return from_json(&answer, id);
             }
-            let answer = answer.ok_or_else(|| inconsistent(format!("request {id} has no answer")))?;
-            return from_json(&answer, id);
-        }
-        if transfer_exists(self.c, id)? {
-            return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
+            Some(_) => return Err(RegistryError::DuplicateIdOtherFields(id.clone())),
         }
         self.may_change()?;
         let answer = match op(self) {
@@ -338,20 +328,10 @@ impl Work<'_> {
     /// A proposal: its record is its transfer row (accepted with the blocks it reserved, or
     /// rejected with the refusal), which also answers a retry.
     fn propose(&mut self, req: &ProposeTransfer) -> Answered<Transfer> {
-        if store::prior_request(self.c, &req.id)?.is_some() {
-            return Err(RegistryError::DuplicateIdOtherFields(req.id.clone()));
-        }
-        if let Some(row) = store::load_transfer(self.c, &req.id)? {
-            let t = &row.transfer;
-            if (&t.from, &t.to, t.instrument, t.vintage, t.quantity)
-                != (&req.from, &req.to, req.instrument, req.vintage, req.quantity)
-            {
-                return Err(RegistryError::DuplicateIdOtherFields(req.id.clone()));
-            }
-            return Ok(match row.refusal {
-                Some(refusal) => Err(from_json(&refusal, &req.id)?),
-                None => Ok(Transfer { status: TransferStatus::Accepted, resolved_at: None, ..row.transfer }),
-            });
+        match store::prior(self.c, &req.id)? {
+            None => {}
+            Some(Prior::Request { .. }) => return Err(RegistryError::DuplicateIdOtherFields(req.id.clone())),
+            Some(Prior::Proposal) => return self.proposed_before(req),
         }
         self.may_change()?;
         let at = self.at;
@@ -390,6 +370,23 @@ impl Work<'_> {
         }
     }
 
+    /// The answer to a proposal whose id has a transfer: a retry (the same fields) gets the
+    /// transfer as it was proposed, or the refusal; other fields are refused.
+    fn proposed_before(&self, req: &ProposeTransfer) -> Answered<Transfer> {
+        let row = store::load_transfer(self.c, &req.id)?
+            .ok_or_else(|| inconsistent(format!("transfer {} vanished", req.id)))?;
+        let t = &row.transfer;
+        if (&t.from, &t.to, t.instrument, t.vintage, t.quantity)
+            != (&req.from, &req.to, req.instrument, req.vintage, req.quantity)
+        {
+            return Err(RegistryError::DuplicateIdOtherFields(req.id.clone()));
+        }
+        Ok(match row.refusal {
+            Some(refusal) => Err(from_json(&refusal, &req.id)?),
+            None => Ok(Transfer { status: TransferStatus::Accepted, resolved_at: None, ..row.transfer }),
+        })
+    }
+
     /// A post or a void: recorded with the transfer it names; the answer of a successful one
     /// is that transfer's row (final, so it never changes), a refusal is stored as JSON.
     fn post_or_void(
@@ -399,22 +396,20 @@ impl Work<'_> {
         transfer: &RequestId,
         status: TransferStatus,
     ) -> Answered<Transfer> {
-        if let Some((k, f, answer)) = store::prior_request(self.c, id)? {
-            if k != kind || f != transfer.as_str() {
-                return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
+        match store::prior(self.c, id)? {
+            None => {}
+            Some(Prior::Request { kind: k, fields: f, answer }) if k == kind && f == transfer.as_str() => {
+                return match answer {
+                    Some(answer) => from_json(&answer, id),
+                    None => match store::load_transfer(self.c, transfer)? {
+                        Some(row) if !row.transfer.status.is_pending() => Ok(Ok(row.transfer)),
+                        _ => Err(inconsistent(format!(
+                            "request {id} resolved {transfer}, which is not resolved"
+                        ))),
+                    },
+                };
             }
-            return match answer {
-                Some(answer) => from_json(&answer, id),
-                None => match store::load_transfer(self.c, transfer)? {
-                    Some(row) if !row.transfer.status.is_pending() => Ok(Ok(row.transfer)),
-                    _ => {
-                        Err(inconsistent(format!("request {id} resolved {transfer}, which is not resolved")))
-                    }
-                },
-            };
-        }
-        if transfer_exists(self.c, id)? {
-            return Err(RegistryError::DuplicateIdOtherFields(id.clone()));
+            Some(_) => return Err(RegistryError::DuplicateIdOtherFields(id.clone())),
         }
         self.may_change()?;
         let answer = self.resolve(transfer, status)?;

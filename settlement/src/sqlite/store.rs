@@ -220,15 +220,37 @@ pub fn resolve_transfer(
     Ok(())
 }
 
-/// A request recorded before under this id: its kind, its fields (or their hash), and its
-/// answer as JSON (none for a successful post or void: the transfer row is the answer).
-pub fn prior_request(
-    c: &Connection,
-    id: &RequestId,
-) -> Result<Option<(String, String, Option<String>)>, RegistryError> {
-    Ok(c.prepare_cached("SELECT kind, fields, answer FROM requests WHERE request_id = ?1")?
+/// What a request id was used for before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prior {
+    /// A request that is not a proposal: its kind, its fields (or their hash), and its answer
+    /// as JSON (none for a successful post or void: the transfer row is the answer).
+    Request {
+        /// The kind of request.
+        kind: String,
+        /// Its fields, or their hash.
+        fields: String,
+        /// Its answer, if stored.
+        answer: Option<String>,
+    },
+    /// A proposal: the transfer of that id.
+    Proposal,
+}
+
+/// What a request id was used for before, if anything: one statement looks in both tables
+/// (a proposal's record is its transfer row, any other request's its `requests` row).
+pub fn prior(c: &Connection, id: &RequestId) -> Result<Option<Prior>, RegistryError> {
+    let row: Option<(String, Option<String>, Option<String>)> = c
+        .prepare_cached(
+            "SELECT kind, fields, answer FROM requests WHERE request_id = ?1
+             UNION ALL SELECT 'propose', NULL, NULL FROM transfers WHERE transfer_id = ?1",
+        )?
         .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?)
+        .optional()?;
+    Ok(row.map(|(kind, fields, answer)| match fields {
+        Some(fields) => Prior::Request { kind, fields, answer },
+        None => Prior::Proposal,
+    }))
 }
 
 /// Records a request that is not a proposal.
