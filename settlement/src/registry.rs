@@ -120,6 +120,29 @@ pub trait Registry {
         to: Timestamp,
     ) -> Result<Statement, RegistryError>;
 
+    /// [`Registry::holdings`] of several accounts, answered each on its own, in the order given
+    /// (an account the registry does not know is [`RegistryError::UnknownAccount`]). `Err` is
+    /// an error of the whole query. The default asks for each account; the embedded registry
+    /// reads its record once for all of them (reconciliation asks for every account in scope).
+    fn holdings_of(
+        &self,
+        accounts: &[AccountId],
+        instrument: InstrumentId,
+        as_of: Option<Timestamp>,
+    ) -> Result<Vec<Result<Holdings, RegistryError>>, RegistryError> {
+        Ok(accounts.iter().map(|a| self.holdings(a, instrument, as_of)).collect())
+    }
+
+    /// [`Registry::statement`] of several accounts, like [`Registry::holdings_of`].
+    fn statements_of(
+        &self,
+        accounts: &[AccountId],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Result<Statement, RegistryError>>, RegistryError> {
+        Ok(accounts.iter().map(|a| self.statement(a, from, to)).collect())
+    }
+
     /// The bid-window holdings check: given the total sell quantity per seller account, the
     /// sellers whose available units (held minus reserved) of the instrument, and of the
     /// vintage if given, fall short, in account order. An unknown account is short with 0

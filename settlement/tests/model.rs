@@ -60,9 +60,10 @@ enum Op {
         instrument: u32,
         back_ns: Option<i64>,
     },
+    /// The statement of `[now - back_ns, now - back_ns + len)`.
     Statement {
         account: usize,
-        from: i64,
+        back_ns: i64,
         len: i64,
     },
     Check {
@@ -93,7 +94,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..40).prop_map(|back| Op::Retry { back }),
         2 => (account.clone(), instrument.clone(), proptest::option::of(0i64..8))
             .prop_map(|(account, instrument, back_ns)| Op::Holdings { account, instrument, back_ns }),
-        1 => (account.clone(), 0i64..60, 0i64..30).prop_map(|(account, from, len)| Op::Statement { account, from, len }),
+        2 => (account.clone(), 0i64..60, 0i64..40).prop_map(|(account, back_ns, len)| Op::Statement { account, back_ns, len }),
         1 => (instrument, proptest::option::of(vintage), proptest::collection::vec((account, 0u64..40), 0..4))
             .prop_map(|(instrument, vintage, sells)| Op::Check { instrument, vintage, sells }),
         1 => tid.prop_map(|id| Op::Transfer { id }),
@@ -152,12 +153,18 @@ fn apply(r: &mut dyn Registry, op: &Op, now: Timestamp) -> Option<(String, Optio
 /// Runs a query op on one registry.
 fn query(r: &dyn Registry, op: &Op, now: Timestamp) -> String {
     match op {
+        // Each with the same question about every account at once (the embedded registry
+        // answers it from one pass over its record, the naive one account by account).
         Op::Holdings { account, instrument, back_ns } => {
             let as_of = back_ns.map(|b| Timestamp(now.0 - b));
-            format!("{:?}", r.holdings(&acct(*account), InstrumentId(*instrument), as_of))
+            let one = r.holdings(&acct(*account), InstrumentId(*instrument), as_of);
+            let all: Vec<AccountId> = (0..=ACCOUNTS).map(acct).collect();
+            format!("{one:?} {:?}", r.holdings_of(&all, InstrumentId(*instrument), as_of))
         }
-        Op::Statement { account, from, len } => {
-            format!("{:?}", r.statement(&acct(*account), Timestamp(*from), Timestamp(from + len)))
+        Op::Statement { account, back_ns, len } => {
+            let (from, to) = (Timestamp(now.0 - back_ns), Timestamp(now.0 - back_ns + len));
+            let all: Vec<AccountId> = (0..=ACCOUNTS).rev().map(acct).collect();
+            format!("{:?} {:?}", r.statement(&acct(*account), from, to), r.statements_of(&all, from, to))
         }
         Op::Check { instrument, vintage, sells } => {
             let sells: BTreeMap<AccountId, u64> = sells.iter().map(|(a, q)| (acct(*a), *q)).collect();

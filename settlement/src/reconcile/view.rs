@@ -139,6 +139,16 @@ pub struct RegistryView {
     pub trail: Vec<TrailLine>,
 }
 
+/// An answer about one account: an account the registry does not know holds nothing and has
+/// no statement (`None`).
+fn known<T>(answer: Result<T, RegistryError>) -> Result<Option<T>, RegistryError> {
+    match answer {
+        Ok(x) => Ok(Some(x)),
+        Err(RegistryError::UnknownAccount(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl RegistryView {
     /// A view made of plain values (tests, benches).
     pub fn new(
@@ -165,27 +175,29 @@ impl RegistryView {
         let before_from = Timestamp(from.0.saturating_sub(1));
         let after_as_of = Timestamp(as_of.0.saturating_add(1));
         let mut view = RegistryView::new(from, as_of, Vec::new(), Vec::new(), Vec::new());
-        for account in accounts {
-            for &instrument in instruments {
-                for (at, out) in [(before_from, &mut view.opening), (as_of, &mut view.closing)] {
-                    match registry.holdings(account, instrument, Some(at)) {
-                        Ok(h) => {
-                            out.push(Position { account: account.clone(), instrument, blocks: h.blocks })
-                        }
-                        Err(RegistryError::UnknownAccount(_)) => {}
-                        Err(e) => return Err(e),
+        let accounts: Vec<AccountId> = accounts.iter().cloned().collect();
+        for &instrument in instruments {
+            for (at, out) in [(before_from, &mut view.opening), (as_of, &mut view.closing)] {
+                for (account, h) in
+                    accounts.iter().zip(registry.holdings_of(&accounts, instrument, Some(at))?)
+                {
+                    if let Some(h) = known(h)? {
+                        out.push(Position { account: account.clone(), instrument, blocks: h.blocks });
                     }
                 }
             }
-            match registry.statement(account, from, after_as_of) {
-                Ok(s) => view.trail.extend(
+        }
+        // Positions by account, then instrument, as the per-account queries gave them.
+        view.opening.sort_by(|a, b| (&a.account, a.instrument).cmp(&(&b.account, b.instrument)));
+        view.closing.sort_by(|a, b| (&a.account, a.instrument).cmp(&(&b.account, b.instrument)));
+        for (account, s) in accounts.iter().zip(registry.statements_of(&accounts, from, after_as_of)?) {
+            if let Some(s) = known(s)? {
+                view.trail.extend(
                     s.lines
                         .into_iter()
                         .filter(|l| instruments.contains(&l.block.instrument))
                         .map(|line| TrailLine { account: account.clone(), line }),
-                ),
-                Err(RegistryError::UnknownAccount(_)) => {}
-                Err(e) => return Err(e),
+                );
             }
         }
         Ok(view)

@@ -25,6 +25,7 @@ use rusqlite::Connection;
 use serde::{de::DeserializeOwned, Serialize};
 
 use ledger::{Ledger, Ranges};
+use rustc_hash::FxHashMap;
 pub use schema::SCHEMA_VERSION;
 use store::Prior;
 
@@ -488,55 +489,141 @@ fn lines(t: &Transfer, at: Timestamp, kind: EntryKind, counterparty: &AccountId)
 }
 
 impl SqliteRegistry {
-    fn known(&self, account: &AccountId) -> Result<(), RegistryError> {
-        match self.ledger.accounts.contains_key(account) {
-            true => Ok(()),
-            false => Err(RegistryError::UnknownAccount(account.clone())),
-        }
+    /// The accounts of a query: each open one by its position, the others answered unknown.
+    fn scope<'a>(&self, accounts: &'a [AccountId]) -> FxHashMap<&'a AccountId, usize> {
+        accounts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| self.ledger.accounts.contains_key(*a))
+            .map(|(i, a)| (a, i))
+            .collect()
     }
 
-    /// An account's blocks of an instrument as of `t`: its blocks now, with every change dated
-    /// after `t` undone (last first), and the reservations of the transfers pending at `t`.
+    /// Accounts' blocks of an instrument as of `t` (by position in `accounts`; `None` for an
+    /// account not open): their blocks now, with every change dated after `t` undone (last
+    /// first), and the reservations of the transfers pending at `t`. One pass over the record
+    /// after `t` serves every account.
     fn held_as_of(
         &self,
-        account: &AccountId,
+        accounts: &[AccountId],
         instrument: InstrumentId,
         t: Timestamp,
-    ) -> Result<Vec<HeldBlock>, RegistryError> {
+    ) -> Result<Vec<Option<Vec<HeldBlock>>>, RegistryError> {
         let broken = |e: ledger::Inconsistent| inconsistent(format!("{:?} as of {}", e.0, t.0));
-        let mut ranges = Ranges::default();
-        for held in self.ledger.held(account, instrument) {
-            ranges.insert(held.block).map_err(broken)?;
+        let scope = self.scope(accounts);
+        let only = match accounts {
+            [one] => Some(one),
+            _ => None,
+        };
+        let mut ranges: Vec<Option<Ranges>> = vec![None; accounts.len()];
+        for (&account, &i) in &scope {
+            let mut r = Ranges::default();
+            for held in self.ledger.held(account, instrument) {
+                r.insert(held.block).map_err(broken)?;
+            }
+            ranges[i] = Some(r);
         }
-        let later = store::resolved_after(&self.conn, account, instrument, t)?;
+        let later = store::resolved_after(&self.conn, only, instrument, t)?;
         for row in later.iter().filter(|r| r.transfer.status == TransferStatus::Completed) {
-            for &b in &row.transfer.blocks {
-                match row.transfer.to == *account {
-                    true => ranges.remove(b),
-                    false => ranges.insert(b),
+            let tr = &row.transfer;
+            for &b in &tr.blocks {
+                if let Some(r) = scope.get(&tr.to).and_then(|&i| ranges[i].as_mut()) {
+                    r.remove(b).map_err(broken)?;
                 }
-                .map_err(broken)?;
+                if let Some(r) = scope.get(&tr.from).and_then(|&i| ranges[i].as_mut()) {
+                    r.insert(b).map_err(broken)?;
+                }
             }
         }
-        for (_, _, block, _) in store::issuances_after(&self.conn, account, instrument, t)? {
-            ranges.remove(block).map_err(broken)?;
+        for (_, account, block, _) in store::issuances_after(&self.conn, only, instrument, t)? {
+            if let Some(r) = scope.get(&account).and_then(|&i| ranges[i].as_mut()) {
+                r.remove(block).map_err(broken)?;
+            }
         }
+        let mut out: Vec<Option<Vec<HeldBlock>>> =
+            accounts.iter().map(|a| scope.contains_key(a).then(Vec::new)).collect();
         let pending_now = self.ledger.pending.values().filter(|p| p.proposed_at <= t);
         let resolved_later = later
             .iter()
             .map(|r| &r.transfer)
             .filter(|p| p.proposed_at <= t && p.status != TransferStatus::Rejected);
-        let mut out = Vec::new();
-        for p in
-            pending_now.chain(resolved_later).filter(|p| p.from == *account && p.instrument == instrument)
-        {
+        for p in pending_now.chain(resolved_later).filter(|p| p.instrument == instrument) {
+            let Some(&i) = scope.get(&p.from) else { continue };
             for &block in &p.blocks {
-                ranges.remove(block).map_err(broken)?;
-                out.push(HeldBlock { block, reserved_by: Some(p.id.clone()) });
+                if let Some(r) = ranges[i].as_mut() {
+                    r.remove(block).map_err(broken)?;
+                }
+                if let Some(o) = out[i].as_mut() {
+                    o.push(HeldBlock { block, reserved_by: Some(p.id.clone()) });
+                }
             }
         }
-        out.extend(ranges.blocks(instrument).map(|block| HeldBlock { block, reserved_by: None }));
+        for (o, r) in out.iter_mut().zip(&ranges) {
+            if let (Some(o), Some(r)) = (o.as_mut(), r) {
+                o.extend(r.blocks(instrument).map(|block| HeldBlock { block, reserved_by: None }));
+            }
+        }
         Ok(out)
+    }
+
+    /// Accounts' statement lines in `[from, to)` (by position in `accounts`; `None` for an
+    /// account not open), in ledger order: issuances, proposals (a reservation on the
+    /// transferring account) and resolutions (a debit and a credit, or a release), each by its
+    /// event number. One pass over the record of the range serves every account.
+    fn lines_in(
+        &self,
+        accounts: &[AccountId],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Option<Vec<StatementLine>>>, RegistryError> {
+        let scope = self.scope(accounts);
+        let only = match accounts {
+            [one] => Some(one),
+            _ => None,
+        };
+        let mut events: Vec<Vec<(i64, Vec<StatementLine>)>> = vec![Vec::new(); accounts.len()];
+        for (seq, account, block, at) in store::issuances_in(&self.conn, only, from, to)? {
+            if let Some(&i) = scope.get(&account) {
+                let line =
+                    StatementLine { at, kind: EntryKind::Issued, block, transfer: None, counterparty: None };
+                events[i].push((seq, vec![line]));
+            }
+        }
+        let mut proposed = store::resolved_proposed_in(&self.conn, only, from, to)?;
+        for p in self.ledger.pending.values() {
+            if scope.contains_key(&p.from) && from <= p.proposed_at && p.proposed_at < to {
+                proposed.extend(store::load_transfer(&self.conn, &p.id)?);
+            }
+        }
+        for row in proposed {
+            let t = &row.transfer;
+            if let (Some(&i), true) = (scope.get(&t.from), t.status != TransferStatus::Rejected) {
+                events[i].push((row.propose_seq, lines(t, t.proposed_at, EntryKind::Reserved, &t.to)));
+            }
+        }
+        for row in store::resolved_in(&self.conn, only, from, to)? {
+            let (t, Some(seq), Some(at)) = (&row.transfer, row.resolve_seq, row.transfer.resolved_at) else {
+                continue;
+            };
+            let completed = t.status == TransferStatus::Completed;
+            if let Some(&i) = scope.get(&t.from) {
+                let kind = if completed { EntryKind::Debited } else { EntryKind::Released };
+                events[i].push((seq, lines(t, at, kind, &t.to)));
+            }
+            if let (Some(&i), true) = (scope.get(&t.to), completed) {
+                events[i].push((seq, lines(t, at, EntryKind::Credited, &t.from)));
+            }
+        }
+        Ok(accounts
+            .iter()
+            .zip(events)
+            .map(|(a, mut events)| {
+                scope.contains_key(a).then(|| {
+                    events.sort_by_key(|(seq, _)| *seq);
+                    events.into_iter().flat_map(|(_, lines)| lines).collect()
+                })
+            })
+            .collect())
     }
 }
 
@@ -604,56 +691,61 @@ impl Registry for SqliteRegistry {
         instrument: InstrumentId,
         as_of: Option<Timestamp>,
     ) -> Result<Holdings, RegistryError> {
-        self.known(account)?;
-        let blocks = match as_of {
-            None => self.ledger.held(account, instrument),
-            Some(t) => self.held_as_of(account, instrument, t)?,
-        };
-        Ok(Holdings::from_blocks(account.clone(), instrument, as_of, blocks))
+        let one = std::slice::from_ref(account);
+        self.holdings_of(one, instrument, as_of)?
+            .pop()
+            .unwrap_or_else(|| Err(inconsistent("no answer".into())))
     }
 
-    /// The lines in ledger order: issuances, proposals (a reservation on the transferring
-    /// account) and resolutions (a debit and a credit, or a release), each by its event number.
+    /// Every account's holdings from one pass over the record (see `held_as_of`).
+    fn holdings_of(
+        &self,
+        accounts: &[AccountId],
+        instrument: InstrumentId,
+        as_of: Option<Timestamp>,
+    ) -> Result<Vec<Result<Holdings, RegistryError>>, RegistryError> {
+        let blocks = match as_of {
+            None => accounts
+                .iter()
+                .map(|a| self.ledger.accounts.contains_key(a).then(|| self.ledger.held(a, instrument)))
+                .collect(),
+            Some(t) => self.held_as_of(accounts, instrument, t)?,
+        };
+        Ok(accounts
+            .iter()
+            .zip(blocks)
+            .map(|(a, blocks)| match blocks {
+                Some(blocks) => Ok(Holdings::from_blocks(a.clone(), instrument, as_of, blocks)),
+                None => Err(RegistryError::UnknownAccount(a.clone())),
+            })
+            .collect())
+    }
+
     fn statement(
         &self,
         account: &AccountId,
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Statement, RegistryError> {
-        self.known(account)?;
-        let mut events: Vec<(i64, Vec<StatementLine>)> = Vec::new();
-        for (seq, _, block, at) in store::issuances_in(&self.conn, account, from, to)? {
-            let line =
-                StatementLine { at, kind: EntryKind::Issued, block, transfer: None, counterparty: None };
-            events.push((seq, vec![line]));
-        }
-        let mut proposed = store::resolved_proposed_in(&self.conn, account, from, to)?;
-        for p in self.ledger.pending.values() {
-            if p.from == *account && from <= p.proposed_at && p.proposed_at < to {
-                proposed.extend(store::load_transfer(&self.conn, &p.id)?);
-            }
-        }
-        for row in proposed {
-            let t = &row.transfer;
-            if t.status != TransferStatus::Rejected {
-                events.push((row.propose_seq, lines(t, t.proposed_at, EntryKind::Reserved, &t.to)));
-            }
-        }
-        for row in store::resolved_in(&self.conn, account, from, to)? {
-            let (t, Some(seq), Some(at)) = (&row.transfer, row.resolve_seq, row.transfer.resolved_at) else {
-                continue;
-            };
-            let completed = t.status == TransferStatus::Completed;
-            if t.from == *account {
-                let kind = if completed { EntryKind::Debited } else { EntryKind::Released };
-                events.push((seq, lines(t, at, kind, &t.to)));
-            } else if completed {
-                events.push((seq, lines(t, at, EntryKind::Credited, &t.from)));
-            }
-        }
-        events.sort_by_key(|(seq, _)| *seq);
-        let lines = events.into_iter().flat_map(|(_, lines)| lines).collect();
-        Ok(Statement { account: account.clone(), from, to, lines })
+        let one = std::slice::from_ref(account);
+        self.statements_of(one, from, to)?.pop().unwrap_or_else(|| Err(inconsistent("no answer".into())))
+    }
+
+    /// Every account's statement from one pass over the record of the range (see `lines_in`).
+    fn statements_of(
+        &self,
+        accounts: &[AccountId],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Result<Statement, RegistryError>>, RegistryError> {
+        Ok(accounts
+            .iter()
+            .zip(self.lines_in(accounts, from, to)?)
+            .map(|(a, lines)| match lines {
+                Some(lines) => Ok(Statement { account: a.clone(), from, to, lines }),
+                None => Err(RegistryError::UnknownAccount(a.clone())),
+            })
+            .collect())
     }
 
     fn holdings_check(

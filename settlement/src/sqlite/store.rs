@@ -344,77 +344,84 @@ fn issuances_where(
         .collect()
 }
 
-/// An account's issuances dated in `[from, to)`, in ledger order.
+/// `?1`, the account a query is about, or NULL for every account.
+fn account_param(account: Option<&AccountId>) -> Option<&str> {
+    account.map(AccountId::as_str)
+}
+
+/// The issuances (to one account, or to all) dated in `[from, to)`, in ledger order.
 pub fn issuances_in(
     c: &Connection,
-    account: &AccountId,
+    account: Option<&AccountId>,
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<IssuanceRow>, RegistryError> {
     issuances_where(
         c,
-        "WHERE account_id = ?1 AND at_ns >= ?2 AND at_ns < ?3 ORDER BY seq",
-        params![account.as_str(), from.0, to.0],
+        "WHERE (?1 IS NULL OR account_id = ?1) AND at_ns >= ?2 AND at_ns < ?3 ORDER BY seq",
+        params![account_param(account), from.0, to.0],
     )
 }
 
-/// An account's issuances of an instrument dated after `after`.
+/// The issuances (to one account, or to all) of an instrument dated after `after`.
 pub fn issuances_after(
     c: &Connection,
-    account: &AccountId,
+    account: Option<&AccountId>,
     instrument: InstrumentId,
     after: Timestamp,
 ) -> Result<Vec<IssuanceRow>, RegistryError> {
     issuances_where(
         c,
-        "WHERE account_id = ?1 AND at_ns > ?2 AND instrument = ?3 ORDER BY seq",
-        params![account.as_str(), after.0, i64::from(instrument.0)],
+        "WHERE (?1 IS NULL OR account_id = ?1) AND at_ns > ?2 AND instrument = ?3 ORDER BY seq",
+        params![account_param(account), after.0, i64::from(instrument.0)],
     )
 }
 
-/// The resolved transfers out of an account proposed in `[from, to)` (each was resolved at or
-/// after `from`: the resolution index finds them), in ledger order.
+/// The resolved transfers (out of one account, or all) proposed in `[from, to)` (each was
+/// resolved at or after `from`: the resolution index finds them), in ledger order.
 pub fn resolved_proposed_in(
     c: &Connection,
-    account: &AccountId,
+    account: Option<&AccountId>,
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<TransferRow>, RegistryError> {
     transfers_where(
         c,
         "WHERE resolved_at_ns IS NOT NULL AND resolved_at_ns >= ?2 AND proposed_at_ns >= ?2
-         AND proposed_at_ns < ?3 AND from_account = ?1 ORDER BY propose_seq",
-        params![account.as_str(), from.0, to.0],
+         AND proposed_at_ns < ?3 AND (?1 IS NULL OR from_account = ?1) ORDER BY propose_seq",
+        params![account_param(account), from.0, to.0],
     )
 }
 
-/// The transfers of an account (either side) resolved in `[from, to)`, in ledger order.
+/// The transfers (of one account, either side, or all) resolved in `[from, to)`, in ledger
+/// order.
 pub fn resolved_in(
     c: &Connection,
-    account: &AccountId,
+    account: Option<&AccountId>,
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<TransferRow>, RegistryError> {
     transfers_where(
         c,
         "WHERE resolved_at_ns IS NOT NULL AND resolved_at_ns >= ?2 AND resolved_at_ns < ?3
-         AND (from_account = ?1 OR to_account = ?1) ORDER BY resolve_seq",
-        params![account.as_str(), from.0, to.0],
+         AND (?1 IS NULL OR from_account = ?1 OR to_account = ?1) ORDER BY resolve_seq",
+        params![account_param(account), from.0, to.0],
     )
 }
 
-/// The transfers of an account (either side) and instrument resolved after `after`, last first.
+/// The transfers (of one account, either side, or all) of an instrument resolved after
+/// `after`, last first.
 pub fn resolved_after(
     c: &Connection,
-    account: &AccountId,
+    account: Option<&AccountId>,
     instrument: InstrumentId,
     after: Timestamp,
 ) -> Result<Vec<TransferRow>, RegistryError> {
     transfers_where(
         c,
         "WHERE resolved_at_ns IS NOT NULL AND resolved_at_ns > ?2 AND instrument = ?3
-         AND (from_account = ?1 OR to_account = ?1) ORDER BY resolve_seq DESC",
-        params![account.as_str(), after.0, i64::from(instrument.0)],
+         AND (?1 IS NULL OR from_account = ?1 OR to_account = ?1) ORDER BY resolve_seq DESC",
+        params![account_param(account), after.0, i64::from(instrument.0)],
     )
 }
 
