@@ -380,31 +380,33 @@ impl Settlement {
             let fee = i64::try_from(i128::from(value) * i128::from(self.config.fee_bps) / 10_000)
                 .map_err(|_| bad("fee overflows"))?;
             let text = serde_json::to_string(t).map_err(|e| bad(&e.to_string()))?;
-            let existing: Option<String> = tx
-                .prepare_cached("SELECT trade FROM obligations WHERE trade_id = ?1")?
-                .query_row(params![t.trade_id], |r| r.get(0))
-                .optional()?;
-            match existing {
-                Some(stored) if stored == text => continue,
-                Some(_) => return Err(bad("already recorded with other fields")),
-                None => {}
-            }
-            seq += 1;
-            tx.prepare_cached(
-                "INSERT INTO obligations (trade_id, seq, trade, buyer, seller, fee, state, attempts, reason, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, NULL, ?8)",
-            )?
-            .execute(params![
+            // Insert unless the id is taken; only then read what is stored under it.
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO obligations (trade_id, seq, trade, buyer, seller, fee, state, attempts, reason, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, NULL, ?8)
+                     ON CONFLICT (trade_id) DO NOTHING",
+                )?
+                .execute(params![
                     t.trade_id,
-                    seq,
+                    seq + 1,
                     text,
                     t.buyer.as_str(),
                     t.seller.as_str(),
                     fee,
                     ObligationState::Created.as_str(),
                     at.0
-                ],
-            )?;
+                ])?;
+            if changed == 0 {
+                let stored: String = tx
+                    .prepare_cached("SELECT trade FROM obligations WHERE trade_id = ?1")?
+                    .query_row(params![t.trade_id], |r| r.get(0))?;
+                if stored == text {
+                    continue;
+                }
+                return Err(bad("already recorded with other fields"));
+            }
+            seq += 1;
             let paid = value.checked_add(fee).ok_or_else(|| bad("value plus fee overflows"))?;
             insert_funds(&tx, &mut funds_seq, t.buyer.as_str(), &t.trade_id, "pay", -paid, at)?;
             insert_funds(&tx, &mut funds_seq, CLEARING_ACCOUNT, &t.trade_id, "pay", paid, at)?;
