@@ -121,6 +121,22 @@ const SCHEMA: &str = concat!(
 const OBLIGATION_COLUMNS: &str =
     "seq, trade_id, instrument, buyer, seller, qty, price, traded_at, fee, state, attempts, reason, updated_at, blocks";
 
+/// Records an obligation's outcome: its new state, reason and time (with the serial blocks its
+/// transfer moved, as JSON, when it is confirmed), provided it is still submitted, as this
+/// runner left it (a second runner on the same database, two processes or a restart while the
+/// old one hangs, cannot move it twice).
+const RECORD: &str =
+    "UPDATE obligations SET state = ?1, reason = ?2, updated_at = ?3, blocks = COALESCE(?4, blocks)
+     WHERE seq = ?5 AND state = 'submitted'";
+
+/// Submits the open obligations in a range of sequence numbers that are in a state with a
+/// number of attempts (over the index of open obligations), and returns them.
+const SUBMIT: &str = concat!(
+    "UPDATE obligations SET state = 'submitted', attempts = ?1, reason = NULL, updated_at = ?2 WHERE ",
+    open_states!(),
+    " AND seq >= ?3 AND seq <= ?4 AND state = ?5 AND attempts = ?6 RETURNING seq"
+);
+
 /// The next open obligations after a sequence number, oldest first, at most a chunk: one
 /// range of the index of open obligations (confirmed and broken ones are not in it), read in
 /// `seq` order.
@@ -293,8 +309,17 @@ enum Outcome {
     Failed(String),
 }
 
+/// A chunk sent to the registry: the obligations' sequence numbers, the obligations (as
+/// submitted) and the outcomes to record.
+struct Sent {
+    seqs: Vec<i64>,
+    chunk: Vec<Obligation>,
+    outcomes: Vec<Outcome>,
+}
+
 /// The most obligations [`Settlement::run`] takes at once: one transaction marks them
-/// submitted, one registry batch proposes, one posts, one transaction records the outcomes.
+/// submitted, one registry batch proposes, one posts, one transaction records the outcomes
+/// (and marks the next chunk submitted).
 pub const RUN_CHUNK_MAX: usize = 1024;
 
 /// The largest value of one trade (price x quantity) settlement takes: sums of many trades
@@ -364,9 +389,15 @@ impl Settlement {
         self
     }
 
-    fn audit(&mut self, at: Timestamp, kind: &str, data: serde_json::Value) -> Result<(), SettlementError> {
+    /// Appends a record to the audit trail, if there is one (`data` is built only then).
+    fn audit(
+        &mut self,
+        at: Timestamp,
+        kind: &str,
+        data: impl FnOnce() -> serde_json::Value,
+    ) -> Result<(), SettlementError> {
         if let Some(log) = self.audit.as_mut() {
-            log.append(at.0, kind, data).map_err(|e| SettlementError::Storage(e.to_string()))?;
+            log.append(at.0, kind, data()).map_err(|e| SettlementError::Storage(e.to_string()))?;
         }
         Ok(())
     }
@@ -437,7 +468,9 @@ impl Settlement {
             funds.add(&tx, t.buyer.as_str(), seq, "pay", -paid)?;
             funds.add(&tx, CLEARING_ACCOUNT, seq, "pay", paid)?;
             added += 1;
-            inserted.push(t.clone());
+            if self.audit.is_some() {
+                inserted.push(t);
+            }
         }
         funds.finish(&tx)?;
         let records = inserted.iter().map(|t| serde_json::json!({"trade": t, "state": "created"}));
@@ -449,106 +482,65 @@ impl Settlement {
     /// Works every open obligation once, oldest first: submits it to the registry (or
     /// resumes it after a crash or a failed attempt) and records the outcome.
     ///
-    /// Obligations go in chunks of up to [`RUN_CHUNK_MAX`]: one transaction marks the chunk
+    /// Obligations go in chunks of up to [`RUN_CHUNK_MAX`]: a transaction marks the chunk
     /// submitted (committed before the registry is called), one registry batch proposes, one
-    /// posts what was accepted, one transaction records every outcome, and the audit trail is
-    /// synced once. Each obligation's outcome is what it would be alone.
+    /// posts what was accepted, and the next transaction records every outcome (and marks the
+    /// next chunk submitted), the audit trail synced before each commit. Each obligation's
+    /// outcome is what it would be alone.
     pub fn run(&mut self, registry: &mut dyn Registry, at: Timestamp) -> Result<RunReport, SettlementError> {
         let mut report = RunReport::default();
         let mut after_seq = 0;
+        let mut sent = None;
         loop {
-            let (seqs, mut chunk): (Vec<i64>, Vec<Obligation>) =
-                self.open_chunk(after_seq)?.into_iter().unzip();
+            let (seqs, chunk) = self.record_and_submit(sent.take(), after_seq, at, &mut report)?;
             let Some(&last_seq) = seqs.last() else { break };
             after_seq = last_seq;
-            self.submit(&seqs, &mut chunk, at)?;
             let delivered = deliver_chunk(registry, &chunk, at);
             let mut outcomes = Vec::with_capacity(chunk.len());
             for (o, delivered) in chunk.iter().zip(delivered) {
                 outcomes.push(self.outcome(registry, o, delivered, at)?);
             }
-            self.record(&seqs, &mut chunk, outcomes, at, &mut report)?;
+            sent = Some(Sent { seqs, chunk, outcomes });
         }
         Ok(report)
     }
 
-    /// Marks a chunk submitted (a failed one retried first), one more attempt each, in one
-    /// transaction. `seqs` are the obligations' sequence numbers.
-    fn submit(
+    /// In one transaction: records the outcomes of the chunk sent (if any), then reads the next
+    /// chunk of open obligations after `after_seq` and marks it submitted, and returns it (with
+    /// the obligations' sequence numbers; empty when none are left). When the next chunk cannot
+    /// be read or submitted, the outcomes are committed without it, and the error returned.
+    fn record_and_submit(
         &mut self,
-        seqs: &[i64],
-        chunk: &mut [Obligation],
-        at: Timestamp,
-    ) -> Result<(), SettlementError> {
-        let tx = self.conn.transaction()?;
-        let mut records = Vec::with_capacity(chunk.len());
-        for (&seq, o) in seqs.iter().zip(chunk.iter_mut()) {
-            let read = o.state;
-            // A failed obligation is retried, then submitted: one change of the row (retried
-            // is never committed), a record of each step.
-            if o.state == ObligationState::Failed {
-                (o.state, o.reason, o.updated_at) = (ObligationState::Retried, None, at);
-                records.push(state_record(o));
-            }
-            o.attempts += 1;
-            (o.state, o.reason, o.updated_at) = (ObligationState::Submitted, None, at);
-            update_state(&tx, seq, o, read, None)?;
-            records.push(state_record(o));
-        }
-        write_ahead(&mut self.audit, at, records)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Records a chunk's outcomes in one transaction: a delivery pays the seller and the fee.
-    fn record(
-        &mut self,
-        seqs: &[i64],
-        chunk: &mut [Obligation],
-        outcomes: Vec<Outcome>,
+        sent: Option<Sent>,
+        after_seq: i64,
         at: Timestamp,
         report: &mut RunReport,
-    ) -> Result<(), SettlementError> {
-        let tx = self.conn.transaction()?;
-        let mut funds = Movements::start(&tx, at)?;
-        let mut records = Vec::with_capacity(chunk.len());
-        for ((&seq, o), outcome) in seqs.iter().zip(chunk.iter_mut()).zip(outcomes) {
-            let (state, reason, blocks_text) = match outcome {
-                Outcome::Confirmed(blocks) => {
-                    let t = &o.trade;
-                    let (paid, seller_paid, fees) = payout(o)?;
-                    funds.add(&tx, CLEARING_ACCOUNT, seq, "deliver", -paid)?;
-                    funds.add(&tx, t.seller.as_str(), seq, "receive", seller_paid)?;
-                    funds.add(&tx, FEE_ACCOUNT, seq, "fee", fees)?;
-                    let text = serde_json::to_string(&blocks)
-                        .map_err(|e| SettlementError::Storage(e.to_string()))?;
-                    o.blocks = blocks;
-                    report.confirmed += 1;
-                    records.push(serde_json::json!({
-                        "trade": t.trade_id, "state": "confirmed", "seller_paid": seller_paid, "fee": fees,
-                    }));
-                    (ObligationState::Confirmed, None, Some(text))
-                }
-                Outcome::Broken(why) => {
-                    report.broken += 1;
-                    (ObligationState::Broken, Some(why), None)
-                }
-                Outcome::Failed(why) => {
-                    report.failed += 1;
-                    (ObligationState::Failed, Some(why), None)
-                }
-            };
-            let read = o.state;
-            (o.state, o.reason, o.updated_at) = (state, reason, at);
-            update_state(&tx, seq, o, read, blocks_text.as_deref())?;
-            if state != ObligationState::Confirmed {
-                records.push(state_record(o));
-            }
+    ) -> Result<(Vec<i64>, Vec<Obligation>), SettlementError> {
+        let auditing = self.audit.is_some();
+        let mut records = Vec::new();
+        let mut tx = self.conn.transaction()?;
+        if let Some(Sent { seqs, mut chunk, outcomes }) = sent {
+            record(&tx, &seqs, &mut chunk, outcomes, at, report, auditing, &mut records)?;
         }
-        funds.finish(&tx)?;
+        let recorded = records.len();
+        let next = {
+            let sp = tx.savepoint()?;
+            let next = query_seq(&sp, OPEN_CHUNK, params![after_seq, self.chunk as i64]).and_then(|open| {
+                let (seqs, mut chunk): (Vec<i64>, Vec<Obligation>) = open.into_iter().unzip();
+                submit(&sp, &seqs, &mut chunk, at, auditing, &mut records)?;
+                Ok((seqs, chunk))
+            });
+            if next.is_ok() {
+                sp.commit()?;
+            } else {
+                // Dropping the savepoint rolls the next chunk back.
+                records.truncate(recorded);
+            }
+            next
+        };
         write_ahead(&mut self.audit, at, records)?;
         tx.commit()?;
-        Ok(())
+        next
     }
 
     /// What to record after an attempt: the registry's answer decides, and an attempt without
@@ -561,16 +553,14 @@ impl Settlement {
         delivered: Result<Transfer, SettlementError>,
         at: Timestamp,
     ) -> Result<Outcome, SettlementError> {
-        let answer = match &delivered {
-            Ok(_) => "completed".to_string(),
-            Err(e) => e.to_string(),
-        };
-        let transfer = o.transfer_id()?.to_string();
-        self.audit(
-            at,
-            "registry",
-            serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer, "answer": answer}),
-        )?;
+        let transfer = o.transfer_id()?;
+        self.audit(at, "registry", || {
+            let answer = match &delivered {
+                Ok(_) => "completed".to_string(),
+                Err(e) => e.to_string(),
+            };
+            serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer.to_string(), "answer": answer})
+        })?;
         Ok(match delivered {
             Ok(t) => Outcome::Confirmed(t.blocks),
             Err(SettlementError::Registry(e)) if e.is_answer() => Outcome::Broken(e.to_string()),
@@ -630,12 +620,6 @@ impl Settlement {
             Err(e) => Verdict::InDoubt(format!("{prefix}; the registry's state is unknown: {e}")),
         };
         Ok(verdict)
-    }
-
-    /// The next open obligations after `after_seq`, oldest first, at most one chunk, with their
-    /// sequence numbers.
-    fn open_chunk(&self, after_seq: i64) -> Result<Vec<(i64, Obligation)>, SettlementError> {
-        query_seq(&self.conn, OPEN_CHUNK, params![after_seq, self.chunk as i64])
     }
 
     /// Every obligation, oldest first.
@@ -768,6 +752,123 @@ fn query_seq(
 /// An account id as stored (as the trade's JSON was read before: not checked again).
 fn stored_account(id: String) -> Result<AccountId, String> {
     serde_json::from_value(serde_json::Value::String(id)).map_err(|e| e.to_string())
+}
+
+/// Marks a chunk submitted (a failed one retried first), one more attempt each, in one
+/// transaction. `seqs` are the obligations' sequence numbers, ascending.
+///
+/// The chunk is every open obligation in its range of sequence numbers (`OPEN_CHUNK`),
+/// so one UPDATE per state and attempts read moves them all, over the index of open
+/// obligations; it moves only rows still as this runner read them, and must move exactly
+/// the obligations read so (a second runner on the same database, two processes or a
+/// restart while the old one hangs, cannot move one twice). A failed obligation is retried
+/// then submitted: one change of the row (retried is never committed), a record of each
+/// step.
+fn submit(
+    tx: &Connection,
+    seqs: &[i64],
+    chunk: &mut [Obligation],
+    at: Timestamp,
+    auditing: bool,
+    records: &mut Vec<serde_json::Value>,
+) -> Result<(), SettlementError> {
+    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(()) };
+    let mut groups: BTreeMap<(&'static str, u32), Vec<i64>> = BTreeMap::new();
+    for (&seq, o) in seqs.iter().zip(chunk.iter()) {
+        groups.entry((o.state.as_str(), o.attempts)).or_default().push(seq);
+    }
+    {
+        let mut stmt = tx.prepare_cached(SUBMIT)?;
+        for ((state, attempts), read) in groups {
+            let attempts = i64::from(attempts);
+            let mut rows = stmt.query(params![attempts + 1, at.0, first, last, state, attempts])?;
+            let mut moved = Vec::with_capacity(read.len());
+            while let Some(r) = rows.next()? {
+                moved.push(r.get::<_, i64>(0)?);
+            }
+            moved.sort_unstable();
+            if moved != read {
+                // The first obligation read but not moved (or moved but not read).
+                let seq = read.iter().zip(&moved).find(|(a, b)| a != b).map_or_else(
+                    || if read.len() > moved.len() { read[moved.len()] } else { moved[read.len()] },
+                    |(a, b)| *a.min(b),
+                );
+                let trade = seqs
+                    .binary_search(&seq)
+                    .map_or_else(|_| format!("#{seq}"), |i| chunk[i].trade.trade_id.clone());
+                return Err(changed_under_runner(&trade));
+            }
+        }
+    }
+    for o in chunk.iter_mut() {
+        if o.state == ObligationState::Failed {
+            (o.state, o.reason, o.updated_at) = (ObligationState::Retried, None, at);
+            if auditing {
+                records.push(state_record(o));
+            }
+        }
+        o.attempts += 1;
+        (o.state, o.reason, o.updated_at) = (ObligationState::Submitted, None, at);
+        if auditing {
+            records.push(state_record(o));
+        }
+    }
+    Ok(())
+}
+
+/// Records a chunk's outcomes: a delivery pays the seller and the fee.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    tx: &Connection,
+    seqs: &[i64],
+    chunk: &mut [Obligation],
+    outcomes: Vec<Outcome>,
+    at: Timestamp,
+    report: &mut RunReport,
+    auditing: bool,
+    records: &mut Vec<serde_json::Value>,
+) -> Result<(), SettlementError> {
+    let mut funds = Movements::start(tx, at)?;
+    let mut update = tx.prepare_cached(RECORD)?;
+    for ((&seq, o), outcome) in seqs.iter().zip(chunk.iter_mut()).zip(outcomes) {
+        let (state, reason, blocks_text) = match outcome {
+            Outcome::Confirmed(blocks) => {
+                let t = &o.trade;
+                let (paid, seller_paid, fees) = payout(o)?;
+                funds.add(tx, CLEARING_ACCOUNT, seq, "deliver", -paid)?;
+                funds.add(tx, t.seller.as_str(), seq, "receive", seller_paid)?;
+                funds.add(tx, FEE_ACCOUNT, seq, "fee", fees)?;
+                let text =
+                    serde_json::to_string(&blocks).map_err(|e| SettlementError::Storage(e.to_string()))?;
+                o.blocks = blocks;
+                report.confirmed += 1;
+                if auditing {
+                    records.push(serde_json::json!({
+                        "trade": t.trade_id, "state": "confirmed", "seller_paid": seller_paid, "fee": fees,
+                    }));
+                }
+                (ObligationState::Confirmed, None, Some(text))
+            }
+            Outcome::Broken(why) => {
+                report.broken += 1;
+                (ObligationState::Broken, Some(why), None)
+            }
+            Outcome::Failed(why) => {
+                report.failed += 1;
+                (ObligationState::Failed, Some(why), None)
+            }
+        };
+        (o.state, o.reason, o.updated_at) = (state, reason, at);
+        let changed = update.execute(params![o.state.as_str(), o.reason, at.0, blocks_text, seq])?;
+        if changed != 1 {
+            return Err(changed_under_runner(&o.trade.trade_id));
+        }
+        if auditing && state != ObligationState::Confirmed {
+            records.push(state_record(o));
+        }
+    }
+    funds.finish(tx)?;
+    Ok(())
 }
 
 /// Creates the tables of a new database, or converts an older one, in one transaction under
@@ -1136,39 +1237,10 @@ fn write_ahead(
     log.sync().map_err(failed)
 }
 
-/// Moves an obligation to its new state, attempts, reason and time (with the serial blocks its
-/// transfer moved, as JSON, when it is confirmed; `None` keeps what is stored).
-fn update_state(
-    tx: &Connection,
-    seq: i64,
-    o: &Obligation,
-    read: ObligationState,
-    blocks: Option<&str>,
-) -> Result<(), SettlementError> {
-    // Only from the state this runner read: a second runner on the same database (two
-    // processes, a restart while the old one hangs) cannot move it twice.
-    let changed = tx
-        .prepare_cached(
-            "UPDATE obligations SET state = ?1, attempts = ?2, reason = ?3, updated_at = ?4,
-                 blocks = COALESCE(?7, blocks)
-             WHERE seq = ?5 AND state = ?6",
-        )?
-        .execute(params![
-            o.state.as_str(),
-            i64::from(o.attempts),
-            o.reason,
-            o.updated_at.0,
-            seq,
-            read.as_str(),
-            blocks
-        ])?;
-    if changed != 1 {
-        return Err(SettlementError::Storage(format!(
-            "obligation {} changed under this runner (another settlement process?)",
-            o.trade.trade_id
-        )));
-    }
-    Ok(())
+fn changed_under_runner(trade_id: &str) -> SettlementError {
+    SettlementError::Storage(format!(
+        "obligation {trade_id} changed under this runner (another settlement process?)"
+    ))
 }
 
 #[cfg(test)]
@@ -1187,8 +1259,8 @@ mod tests {
         }
     }
 
-    /// A run reads open obligations over the index of open obligations, not by scanning all
-    /// of them.
+    /// A run reads and submits open obligations over the index of open obligations, not by
+    /// scanning all of them.
     #[test]
     fn runs_go_over_the_index_of_open_obligations() {
         let s = Settlement::open_in_memory(SettlementConfig::default()).unwrap();
@@ -1200,5 +1272,7 @@ mod tests {
         };
         let read = plan(&format!("SELECT {OBLIGATION_COLUMNS} FROM obligations {OPEN_CHUNK}"), 2);
         assert!(read.contains("USING INDEX obligations_open"), "{read}");
+        let submit = plan(SUBMIT, 6);
+        assert!(submit.contains("USING INDEX obligations_open"), "{submit}");
     }
 }
