@@ -37,14 +37,22 @@
 //! change is one transaction; times are passed in, never read from a clock.
 //!
 //! A confirmed obligation keeps the serial blocks its completed transfer moved (column
-//! `blocks`, JSON; schema version 2, a version 1 database gains the column when opened), so
-//! [reconciliation](crate::reconcile) can compare serial blocks without asking the registry
-//! for every transfer.
+//! `blocks`, JSON), so [reconciliation](crate::reconcile) can compare serial blocks without
+//! asking the registry for every transfer.
+//!
+//! The tables (schema version 3) are laid out for few and local writes per trade, since each
+//! commit writes every page it changed: obligations and funds movements are numbered
+//! (`seq`, the row's key), an obligation's trade is stored in columns, only open obligations
+//! are in the index a run reads them by, and each account's balance is kept in `balances`,
+//! changed once per transaction, rather than indexing every movement by account. A version 1
+//! or 2 database is converted when opened.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use cccx_engine::types::{InstrumentId, Qty};
 use rusqlite::{params, Connection, OptionalExtension};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditLog;
@@ -61,7 +69,78 @@ pub const TRADE_ID_LENGTH_MAX: usize = 62;
 pub const FEE_ACCOUNT: &str = "EXCHANGE-FEES";
 /// The funds account that holds buyers' payments until delivery.
 pub const CLEARING_ACCOUNT: &str = "CLEARING";
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+/// Whether an obligation is open ([`ObligationState::is_open`]), as the condition of the
+/// index of open obligations and of the query that reads them (the same text, so that the
+/// query can use the partial index). Not an `IN` list: SQLite builds a temporary table for
+/// one each time a statement evaluates it, and every change of state evaluates the condition.
+macro_rules! open_states {
+    () => {
+        "state <> 'confirmed' AND state <> 'broken'"
+    };
+}
+
+/// The tables and indexes of schema version 3.
+const SCHEMA: &str = concat!(
+    "CREATE TABLE obligations (
+         seq INTEGER PRIMARY KEY,
+         trade_id VARCHAR(64) NOT NULL UNIQUE,
+         instrument INTEGER NOT NULL,
+         buyer VARCHAR(64) NOT NULL,
+         seller VARCHAR(64) NOT NULL,
+         qty BIGINT NOT NULL,
+         price BIGINT NOT NULL,
+         traded_at BIGINT NOT NULL,
+         fee BIGINT NOT NULL,
+         state VARCHAR(16) NOT NULL,
+         attempts INTEGER NOT NULL,
+         reason TEXT,
+         updated_at BIGINT NOT NULL,
+         blocks TEXT
+     );
+     CREATE INDEX obligations_open ON obligations (seq) WHERE ",
+    open_states!(),
+    ";
+     CREATE TABLE funds (
+         seq INTEGER PRIMARY KEY,
+         account VARCHAR(64) NOT NULL,
+         obligation BIGINT NOT NULL,
+         kind VARCHAR(16) NOT NULL,
+         amount BIGINT NOT NULL,
+         at BIGINT NOT NULL
+     );
+     CREATE UNIQUE INDEX funds_once ON funds (obligation, account, kind);
+     CREATE TABLE balances (
+         account VARCHAR(64) PRIMARY KEY,
+         balance BIGINT NOT NULL
+     );"
+);
+
+/// The columns `query_seq` reads, in its order.
+const OBLIGATION_COLUMNS: &str =
+    "seq, trade_id, instrument, buyer, seller, qty, price, traded_at, fee, state, attempts, reason, updated_at, blocks";
+
+/// Records an obligation's outcome: its new state, reason and time (with the serial blocks its
+/// transfer moved, as JSON, when it is confirmed), provided it is still submitted, as this
+/// runner left it (a second runner on the same database, two processes or a restart while the
+/// old one hangs, cannot move it twice).
+const RECORD: &str =
+    "UPDATE obligations SET state = ?1, reason = ?2, updated_at = ?3, blocks = COALESCE(?4, blocks)
+     WHERE seq = ?5 AND state = 'submitted'";
+
+/// Submits the open obligations in a range of sequence numbers that are in a state with a
+/// number of attempts (over the index of open obligations), and returns them.
+const SUBMIT: &str = concat!(
+    "UPDATE obligations SET state = 'submitted', attempts = ?1, reason = NULL, updated_at = ?2 WHERE ",
+    open_states!(),
+    " AND seq >= ?3 AND seq <= ?4 AND state = ?5 AND attempts = ?6 RETURNING seq"
+);
+
+/// The next open obligations after a sequence number, oldest first, at most a chunk: one
+/// range of the index of open obligations (confirmed and broken ones are not in it), read in
+/// `seq` order.
+const OPEN_CHUNK: &str = concat!("WHERE ", open_states!(), " AND seq > ?1 ORDER BY seq LIMIT ?2");
 
 /// A trade to settle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,8 +309,17 @@ enum Outcome {
     Failed(String),
 }
 
+/// A chunk sent to the registry: the obligations' sequence numbers, the obligations (as
+/// submitted) and the outcomes to record.
+struct Sent {
+    seqs: Vec<i64>,
+    chunk: Vec<Obligation>,
+    outcomes: Vec<Outcome>,
+}
+
 /// The most obligations [`Settlement::run`] takes at once: one transaction marks them
-/// submitted, one registry batch proposes, one posts, one transaction records the outcomes.
+/// submitted, one registry batch proposes, one posts, one transaction records the outcomes
+/// (and marks the next chunk submitted).
 pub const RUN_CHUNK_MAX: usize = 1024;
 
 /// The largest value of one trade (price x quantity) settlement takes: sums of many trades
@@ -263,7 +351,10 @@ impl Settlement {
         Settlement::with_connection(Connection::open_in_memory()?, config)
     }
 
-    fn with_connection(conn: Connection, config: SettlementConfig) -> Result<Settlement, SettlementError> {
+    fn with_connection(
+        mut conn: Connection,
+        config: SettlementConfig,
+    ) -> Result<Settlement, SettlementError> {
         if config.fee_bps > 10_000 {
             return Err(SettlementError::Storage(format!(
                 "fee_bps {} is more than the whole value (10000)",
@@ -273,55 +364,14 @@ impl Settlement {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
         crate::sqlite::stable_plans(&conn)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS settlement_schema (version INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS obligations (
-                 trade_id VARCHAR(64) PRIMARY KEY,
-                 seq INTEGER NOT NULL,
-                 trade TEXT NOT NULL,
-                 buyer VARCHAR(64) NOT NULL,
-                 seller VARCHAR(64) NOT NULL,
-                 fee BIGINT NOT NULL,
-                 state VARCHAR(16) NOT NULL,
-                 attempts INTEGER NOT NULL,
-                 reason TEXT,
-                 updated_at BIGINT NOT NULL,
-                 blocks TEXT
-             );
-             CREATE INDEX IF NOT EXISTS obligations_state ON obligations (state, seq);
-             CREATE TABLE IF NOT EXISTS funds (
-                 seq INTEGER NOT NULL,
-                 account VARCHAR(64) NOT NULL,
-                 trade_id VARCHAR(64) NOT NULL,
-                 kind VARCHAR(16) NOT NULL,
-                 amount BIGINT NOT NULL,
-                 at BIGINT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS funds_account ON funds (account);
-             CREATE INDEX IF NOT EXISTS funds_seq ON funds (seq);
-             CREATE UNIQUE INDEX IF NOT EXISTS funds_once ON funds (trade_id, account, kind);",
-        )?;
-        let version: Option<i64> =
-            conn.query_row("SELECT version FROM settlement_schema", [], |r| r.get(0)).optional()?;
-        match version {
-            None => {
-                conn.execute("INSERT INTO settlement_schema (version) VALUES (?1)", params![SCHEMA_VERSION])?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                // Version 2 adds the blocks of each completed transfer (NULL: not recorded).
-                let tx = conn.unchecked_transaction()?;
-                tx.execute_batch(
-                    "ALTER TABLE obligations ADD COLUMN blocks TEXT;
-                     UPDATE settlement_schema SET version = 2;",
-                )?;
-                tx.commit()?;
-            }
-            Some(v) => {
-                return Err(SettlementError::Storage(format!(
-                    "schema version {v} is not supported (this build reads {SCHEMA_VERSION})"
-                )))
-            }
+        // Without a write lock when the schema is current; anything else (no table yet, an
+        // older version, an error) is settled by `setup_schema` under the write lock.
+        let current: Option<i64> = conn
+            .query_row("SELECT version FROM settlement_schema", [], |r| r.get(0))
+            .optional()
+            .unwrap_or(None);
+        if current != Some(SCHEMA_VERSION) {
+            setup_schema(&mut conn)?;
         }
         Ok(Settlement { conn, config, audit: None, chunk: RUN_CHUNK_MAX })
     }
@@ -339,9 +389,15 @@ impl Settlement {
         self
     }
 
-    fn audit(&mut self, at: Timestamp, kind: &str, data: serde_json::Value) -> Result<(), SettlementError> {
+    /// Appends a record to the audit trail, if there is one (`data` is built only then).
+    fn audit(
+        &mut self,
+        at: Timestamp,
+        kind: &str,
+        data: impl FnOnce() -> serde_json::Value,
+    ) -> Result<(), SettlementError> {
         if let Some(log) = self.audit.as_mut() {
-            log.append(at.0, kind, data).map_err(|e| SettlementError::Storage(e.to_string()))?;
+            log.append(at.0, kind, data()).map_err(|e| SettlementError::Storage(e.to_string()))?;
         }
         Ok(())
     }
@@ -354,7 +410,7 @@ impl Settlement {
         let mut added = 0;
         let mut inserted = Vec::new();
         let mut seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM obligations", [], |r| r.get(0))?;
-        let mut funds_seq = next_funds_seq(&tx)?;
+        let mut funds = Movements::start(&tx, at)?;
         for t in trades {
             let bad = |reason: &str| SettlementError::BadTrade {
                 trade_id: t.trade_id.clone(),
@@ -372,45 +428,51 @@ impl Settlement {
             if t.buyer == t.seller {
                 return Err(bad("buyer and seller are the same account"));
             }
-            let value = i64::try_from(t.qty)
+            let (qty, value) = i64::try_from(t.qty)
                 .ok()
-                .and_then(|q| q.checked_mul(t.price))
-                .filter(|v| *v <= TRADE_VALUE_MAX)
+                .and_then(|q| Some((q, q.checked_mul(t.price)?)))
+                .filter(|(_, v)| *v <= TRADE_VALUE_MAX)
                 .ok_or_else(|| bad("value overflows the largest trade value settlement takes"))?;
             let fee = i64::try_from(i128::from(value) * i128::from(self.config.fee_bps) / 10_000)
                 .map_err(|_| bad("fee overflows"))?;
-            let text = serde_json::to_string(t).map_err(|e| bad(&e.to_string()))?;
-            let existing: Option<String> = tx
-                .prepare_cached("SELECT trade FROM obligations WHERE trade_id = ?1")?
-                .query_row(params![t.trade_id], |r| r.get(0))
-                .optional()?;
-            match existing {
-                Some(stored) if stored == text => continue,
-                Some(_) => return Err(bad("already recorded with other fields")),
-                None => {}
-            }
-            seq += 1;
-            tx.prepare_cached(
-                "INSERT INTO obligations (trade_id, seq, trade, buyer, seller, fee, state, attempts, reason, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, NULL, ?8)",
-            )?
-            .execute(params![
+            let paid = value.checked_add(fee).ok_or_else(|| bad("value plus fee overflows"))?;
+            // Insert unless the id is taken; only then read what is stored under it.
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO obligations (seq, trade_id, instrument, buyer, seller, qty, price, traded_at, fee,
+                         state, attempts, reason, updated_at, blocks)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, NULL, ?11, NULL)
+                     ON CONFLICT (trade_id) DO NOTHING",
+                )?
+                .execute(params![
+                    seq + 1,
                     t.trade_id,
-                    seq,
-                    text,
+                    t.instrument.0,
                     t.buyer.as_str(),
                     t.seller.as_str(),
+                    qty,
+                    t.price,
+                    t.traded_at.0,
                     fee,
                     ObligationState::Created.as_str(),
                     at.0
-                ],
-            )?;
-            let paid = value.checked_add(fee).ok_or_else(|| bad("value plus fee overflows"))?;
-            insert_funds(&tx, &mut funds_seq, t.buyer.as_str(), &t.trade_id, "pay", -paid, at)?;
-            insert_funds(&tx, &mut funds_seq, CLEARING_ACCOUNT, &t.trade_id, "pay", paid, at)?;
+                ])?;
+            if changed == 0 {
+                let stored = query_seq(&tx, "WHERE trade_id = ?1", params![t.trade_id])?;
+                if stored.first().is_some_and(|(_, o)| o.trade == *t) {
+                    continue;
+                }
+                return Err(bad("already recorded with other fields"));
+            }
+            seq += 1;
+            funds.add(&tx, t.buyer.as_str(), seq, "pay", -paid)?;
+            funds.add(&tx, CLEARING_ACCOUNT, seq, "pay", paid)?;
             added += 1;
-            inserted.push(t.clone());
+            if self.audit.is_some() {
+                inserted.push(t);
+            }
         }
+        funds.finish(&tx)?;
         let records = inserted.iter().map(|t| serde_json::json!({"trade": t, "state": "created"}));
         write_ahead(&mut self.audit, at, records)?;
         tx.commit()?;
@@ -420,47 +482,65 @@ impl Settlement {
     /// Works every open obligation once, oldest first: submits it to the registry (or
     /// resumes it after a crash or a failed attempt) and records the outcome.
     ///
-    /// Obligations go in chunks of up to [`RUN_CHUNK_MAX`]: one transaction marks the chunk
+    /// Obligations go in chunks of up to [`RUN_CHUNK_MAX`]: a transaction marks the chunk
     /// submitted (committed before the registry is called), one registry batch proposes, one
-    /// posts what was accepted, one transaction records every outcome, and the audit trail is
-    /// synced once. Each obligation's outcome is what it would be alone.
+    /// posts what was accepted, and the next transaction records every outcome (and marks the
+    /// next chunk submitted), the audit trail synced before each commit. Each obligation's
+    /// outcome is what it would be alone.
     pub fn run(&mut self, registry: &mut dyn Registry, at: Timestamp) -> Result<RunReport, SettlementError> {
         let mut report = RunReport::default();
         let mut after_seq = 0;
+        let mut sent = None;
         loop {
-            let (mut chunk, last_seq) = self.open_chunk(after_seq)?;
-            let Some(last_seq) = last_seq else { break };
+            let (seqs, chunk) = self.record_and_submit(sent.take(), after_seq, at, &mut report)?;
+            let Some(&last_seq) = seqs.last() else { break };
             after_seq = last_seq;
-            self.submit(&mut chunk, at)?;
             let delivered = deliver_chunk(registry, &chunk, at);
             let mut outcomes = Vec::with_capacity(chunk.len());
             for (o, delivered) in chunk.iter().zip(delivered) {
                 outcomes.push(self.outcome(registry, o, delivered, at)?);
             }
-            self.record(&mut chunk, outcomes, at, &mut report)?;
+            sent = Some(Sent { seqs, chunk, outcomes });
         }
         Ok(report)
     }
 
-    /// Marks a chunk submitted (a failed one retried first), one more attempt each, in one
-    /// transaction.
-    fn submit(&mut self, chunk: &mut [Obligation], at: Timestamp) -> Result<(), SettlementError> {
-        let tx = self.conn.transaction()?;
-        let mut records = Vec::with_capacity(chunk.len());
-        for o in chunk.iter_mut() {
-            if o.state == ObligationState::Failed {
-                update_state(&tx, o, ObligationState::Retried, None, None, at)?;
-                (o.state, o.reason, o.updated_at) = (ObligationState::Retried, None, at);
-                records.push(state_record(o));
-            }
-            o.attempts += 1;
-            update_state(&tx, o, ObligationState::Submitted, None, None, at)?;
-            (o.state, o.reason, o.updated_at) = (ObligationState::Submitted, None, at);
-            records.push(state_record(o));
+    /// In one transaction: records the outcomes of the chunk sent (if any), then reads the next
+    /// chunk of open obligations after `after_seq` and marks it submitted, and returns it (with
+    /// the obligations' sequence numbers; empty when none are left). When the next chunk cannot
+    /// be read or submitted, the outcomes are committed without it, and the error returned.
+    fn record_and_submit(
+        &mut self,
+        sent: Option<Sent>,
+        after_seq: i64,
+        at: Timestamp,
+        report: &mut RunReport,
+    ) -> Result<(Vec<i64>, Vec<Obligation>), SettlementError> {
+        let auditing = self.audit.is_some();
+        let mut records = Vec::new();
+        let mut tx = self.conn.transaction()?;
+        if let Some(Sent { seqs, mut chunk, outcomes }) = sent {
+            record(&tx, &seqs, &mut chunk, outcomes, at, report, auditing, &mut records)?;
         }
+        let recorded = records.len();
+        let next = {
+            let sp = tx.savepoint()?;
+            let next = query_seq(&sp, OPEN_CHUNK, params![after_seq, self.chunk as i64]).and_then(|open| {
+                let (seqs, mut chunk): (Vec<i64>, Vec<Obligation>) = open.into_iter().unzip();
+                submit(&sp, &seqs, &mut chunk, at, auditing, &mut records)?;
+                Ok((seqs, chunk))
+            });
+            if next.is_ok() {
+                sp.commit()?;
+            } else {
+                // Dropping the savepoint rolls the next chunk back.
+                records.truncate(recorded);
+            }
+            next
+        };
         write_ahead(&mut self.audit, at, records)?;
         tx.commit()?;
-        Ok(())
+        next
     }
 
     /// What to record after an attempt: the registry's answer decides, and an attempt without
@@ -473,16 +553,14 @@ impl Settlement {
         delivered: Result<Transfer, SettlementError>,
         at: Timestamp,
     ) -> Result<Outcome, SettlementError> {
-        let answer = match &delivered {
-            Ok(_) => "completed".to_string(),
-            Err(e) => e.to_string(),
-        };
-        let transfer = o.transfer_id()?.to_string();
-        self.audit(
-            at,
-            "registry",
-            serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer, "answer": answer}),
-        )?;
+        let transfer = o.transfer_id()?;
+        self.audit(at, "registry", || {
+            let answer = match &delivered {
+                Ok(_) => "completed".to_string(),
+                Err(e) => e.to_string(),
+            };
+            serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer.to_string(), "answer": answer})
+        })?;
         Ok(match delivered {
             Ok(t) => Outcome::Confirmed(t.blocks),
             Err(SettlementError::Registry(e)) if e.is_answer() => Outcome::Broken(e.to_string()),
@@ -498,62 +576,6 @@ impl Settlement {
             }
             Err(e) => Outcome::Failed(e.to_string()),
         })
-    }
-
-    /// Records a chunk's outcomes in one transaction: a delivery pays the seller and the fee.
-    fn record(
-        &mut self,
-        chunk: &mut [Obligation],
-        outcomes: Vec<Outcome>,
-        at: Timestamp,
-        report: &mut RunReport,
-    ) -> Result<(), SettlementError> {
-        let tx = self.conn.transaction()?;
-        let mut funds_seq = next_funds_seq(&tx)?;
-        let mut records = Vec::with_capacity(chunk.len());
-        for (o, outcome) in chunk.iter_mut().zip(outcomes) {
-            let (state, reason, blocks_text) = match outcome {
-                Outcome::Confirmed(blocks) => {
-                    let t = &o.trade;
-                    let (paid, seller_paid, fees) = payout(o)?;
-                    insert_funds(&tx, &mut funds_seq, CLEARING_ACCOUNT, &t.trade_id, "deliver", -paid, at)?;
-                    insert_funds(
-                        &tx,
-                        &mut funds_seq,
-                        t.seller.as_str(),
-                        &t.trade_id,
-                        "receive",
-                        seller_paid,
-                        at,
-                    )?;
-                    insert_funds(&tx, &mut funds_seq, FEE_ACCOUNT, &t.trade_id, "fee", fees, at)?;
-                    let text = serde_json::to_string(&blocks)
-                        .map_err(|e| SettlementError::Storage(e.to_string()))?;
-                    o.blocks = blocks;
-                    report.confirmed += 1;
-                    records.push(serde_json::json!({
-                        "trade": t.trade_id, "state": "confirmed", "seller_paid": seller_paid, "fee": fees,
-                    }));
-                    (ObligationState::Confirmed, None, Some(text))
-                }
-                Outcome::Broken(why) => {
-                    report.broken += 1;
-                    (ObligationState::Broken, Some(why), None)
-                }
-                Outcome::Failed(why) => {
-                    report.failed += 1;
-                    (ObligationState::Failed, Some(why), None)
-                }
-            };
-            update_state(&tx, o, state, reason.clone(), blocks_text.as_deref(), at)?;
-            (o.state, o.reason, o.updated_at) = (state, reason, at);
-            if state != ObligationState::Confirmed {
-                records.push(state_record(o));
-            }
-        }
-        write_ahead(&mut self.audit, at, records)?;
-        tx.commit()?;
-        Ok(())
     }
 
     /// After the last attempt, what the registry says became of the transfer. Only a definite
@@ -600,39 +622,14 @@ impl Settlement {
         Ok(verdict)
     }
 
-    /// The next open obligations after `after_seq`, oldest first, at most one chunk, and the
-    /// sequence number of the last of them.
-    ///
-    /// One indexed range per open state, each read in `seq` order and at most a chunk long,
-    /// merged here: a single `state IN (...) ORDER BY seq` query sorts every open obligation
-    /// after `after_seq` for each chunk, which made a run quadratic in its length.
-    fn open_chunk(&self, after_seq: i64) -> Result<(Vec<Obligation>, Option<i64>), SettlementError> {
-        let mut open = Vec::new();
-        for state in [
-            ObligationState::Created,
-            ObligationState::Submitted,
-            ObligationState::Failed,
-            ObligationState::Retried,
-        ] {
-            open.extend(self.query_seq(
-                "WHERE state = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                params![state.as_str(), after_seq, self.chunk as i64],
-            )?);
-        }
-        open.sort_by_key(|(seq, _)| *seq);
-        open.truncate(self.chunk);
-        let last = open.last().map(|(seq, _)| *seq);
-        Ok((open.into_iter().map(|(_, o)| o).collect(), last))
-    }
-
     /// Every obligation, oldest first.
     pub fn obligations(&self) -> Result<Vec<Obligation>, SettlementError> {
-        self.query("ORDER BY seq", params![])
+        query(&self.conn, "ORDER BY seq", params![])
     }
 
     /// One obligation by trade id.
     pub fn obligation(&self, trade_id: &str) -> Result<Option<Obligation>, SettlementError> {
-        Ok(self.query("WHERE trade_id = ?1", params![trade_id])?.into_iter().next())
+        Ok(query(&self.conn, "WHERE trade_id = ?1", params![trade_id])?.into_iter().next())
     }
 
     /// Obligations per state, in state order (states without any are left out).
@@ -653,24 +650,42 @@ impl Settlement {
     /// The balance of a funds account in the exchange's ledger (negative: it paid more than it
     /// received).
     pub fn balance(&self, account: &str) -> Result<i64, SettlementError> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(SUM(amount), 0) FROM funds WHERE account = ?1",
-            params![account],
-            |r| r.get(0),
-        )?)
+        let balance = self
+            .conn
+            .prepare_cached("SELECT balance FROM balances WHERE account = ?1")?
+            .query_row(params![account], |r| r.get(0))
+            .optional()?;
+        Ok(balance.unwrap_or(0))
     }
 
-    /// Checks the ledger: every funds movement sums to zero per trade, clearing holds exactly
-    /// the payments of obligations not confirmed, and the seller and fee were paid exactly for
-    /// the confirmed ones.
+    /// Checks the ledger: every funds movement sums to zero per trade, each account's balance
+    /// is the sum of its movements, clearing holds exactly the payments of obligations not
+    /// confirmed, and the seller and fee were paid exactly for the confirmed ones.
     pub fn check(&self) -> Result<(), String> {
         let err = |e: SettlementError| e.to_string();
+        let sql = |e: rusqlite::Error| e.to_string();
         let total: i64 = self
             .conn
             .query_row("SELECT COALESCE(SUM(amount), 0) FROM funds", [], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
+            .map_err(sql)?;
         if total != 0 {
             return Err(format!("the funds ledger does not balance: {total}"));
+        }
+        let sums = |query: &str| -> Result<BTreeMap<String, i64>, String> {
+            let mut stmt = self.conn.prepare(query).map_err(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        };
+        let moved = sums("SELECT account, SUM(amount) FROM funds GROUP BY account")?;
+        let balances = sums("SELECT account, balance FROM balances")?;
+        if moved != balances {
+            let accounts: std::collections::BTreeSet<&String> = moved.keys().chain(balances.keys()).collect();
+            for a in accounts {
+                let (m, b) = (moved.get(a), balances.get(a));
+                if m != b {
+                    return Err(format!("account {a}: balance {b:?}, its movements sum to {m:?}"));
+                }
+            }
         }
         let mut clearing = 0i128;
         for o in self.obligations().map_err(err)? {
@@ -684,74 +699,422 @@ impl Settlement {
         }
         Ok(())
     }
+}
 
-    fn query(&self, clause: &str, args: impl rusqlite::Params) -> Result<Vec<Obligation>, SettlementError> {
-        Ok(self.query_seq(clause, args)?.into_iter().map(|(_, o)| o).collect())
-    }
+fn query(
+    conn: &Connection,
+    clause: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Obligation>, SettlementError> {
+    Ok(query_seq(conn, clause, args)?.into_iter().map(|(_, o)| o).collect())
+}
 
-    /// Obligations with their sequence numbers.
-    fn query_seq(
-        &self,
-        clause: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<Vec<(i64, Obligation)>, SettlementError> {
-        let sql = format!(
-            "SELECT trade, fee, state, attempts, reason, updated_at, blocks, seq FROM obligations {clause}"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(args, |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, i64>(7)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (trade, fee, state, attempts, reason, updated_at, blocks, seq) = row?;
-            let trade: TradeToSettle = serde_json::from_str(&trade)
-                .map_err(|e| SettlementError::Storage(format!("stored trade: {e}")))?;
-            let state = ObligationState::parse(&state)
-                .ok_or_else(|| SettlementError::Storage(format!("unknown state {state}")))?;
-            let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-            let blocks: Vec<SerialBlock> = match blocks {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|e| SettlementError::Storage(format!("stored blocks: {e}")))?,
+/// Obligations with their sequence numbers.
+fn query_seq(
+    conn: &Connection,
+    clause: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<(i64, Obligation)>, SettlementError> {
+    let sql = format!("SELECT {OBLIGATION_COLUMNS} FROM obligations {clause}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        let trade_id: String = r.get(1)?;
+        let stored = |what: &str| SettlementError::Storage(format!("stored obligation {trade_id}: {what}"));
+        let instrument = u32::try_from(r.get::<_, i64>(2)?).map_err(|_| stored("instrument out of range"))?;
+        let qty = u64::try_from(r.get::<_, i64>(5)?).map_err(|_| stored("quantity out of range"))?;
+        let state: String = r.get(9)?;
+        let state =
+            ObligationState::parse(&state).ok_or_else(|| stored(&format!("unknown state {state}")))?;
+        let attempts = u32::try_from(r.get::<_, i64>(10)?).unwrap_or(u32::MAX);
+        let blocks: Vec<SerialBlock> =
+            match r.get_ref(13)?.as_str_or_null().map_err(|e| stored(&e.to_string()))? {
+                Some(text) => serde_json::from_str(text).map_err(|e| stored(&format!("blocks: {e}")))?,
                 None => Vec::new(),
             };
-            let updated_at = Timestamp(updated_at);
-            out.push((seq, Obligation { trade, fee, state, attempts, reason, updated_at, blocks }));
+        let trade = TradeToSettle {
+            instrument: InstrumentId(instrument),
+            buyer: stored_account(r.get(3)?).map_err(|e| stored(&e))?,
+            seller: stored_account(r.get(4)?).map_err(|e| stored(&e))?,
+            qty,
+            price: r.get(6)?,
+            traded_at: Timestamp(r.get(7)?),
+            trade_id,
+        };
+        let (fee, reason, updated_at) = (r.get(8)?, r.get(11)?, Timestamp(r.get(12)?));
+        out.push((seq, Obligation { trade, fee, state, attempts, reason, updated_at, blocks }));
+    }
+    Ok(out)
+}
+
+/// An account id as stored (as the trade's JSON was read before: not checked again).
+fn stored_account(id: String) -> Result<AccountId, String> {
+    serde_json::from_value(serde_json::Value::String(id)).map_err(|e| e.to_string())
+}
+
+/// Marks a chunk submitted (a failed one retried first), one more attempt each, in one
+/// transaction. `seqs` are the obligations' sequence numbers, ascending.
+///
+/// The chunk is every open obligation in its range of sequence numbers (`OPEN_CHUNK`),
+/// so one UPDATE per state and attempts read moves them all, over the index of open
+/// obligations; it moves only rows still as this runner read them, and must move exactly
+/// the obligations read so (a second runner on the same database, two processes or a
+/// restart while the old one hangs, cannot move one twice). A failed obligation is retried
+/// then submitted: one change of the row (retried is never committed), a record of each
+/// step.
+fn submit(
+    tx: &Connection,
+    seqs: &[i64],
+    chunk: &mut [Obligation],
+    at: Timestamp,
+    auditing: bool,
+    records: &mut Vec<serde_json::Value>,
+) -> Result<(), SettlementError> {
+    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(()) };
+    let mut groups: BTreeMap<(&'static str, u32), Vec<i64>> = BTreeMap::new();
+    for (&seq, o) in seqs.iter().zip(chunk.iter()) {
+        groups.entry((o.state.as_str(), o.attempts)).or_default().push(seq);
+    }
+    {
+        let mut stmt = tx.prepare_cached(SUBMIT)?;
+        for ((state, attempts), read) in groups {
+            let attempts = i64::from(attempts);
+            let mut rows = stmt.query(params![attempts + 1, at.0, first, last, state, attempts])?;
+            let mut moved = Vec::with_capacity(read.len());
+            while let Some(r) = rows.next()? {
+                moved.push(r.get::<_, i64>(0)?);
+            }
+            moved.sort_unstable();
+            if moved != read {
+                // The first obligation read but not moved (or moved but not read).
+                let seq = read.iter().zip(&moved).find(|(a, b)| a != b).map_or_else(
+                    || if read.len() > moved.len() { read[moved.len()] } else { moved[read.len()] },
+                    |(a, b)| *a.min(b),
+                );
+                let trade = seqs
+                    .binary_search(&seq)
+                    .map_or_else(|_| format!("#{seq}"), |i| chunk[i].trade.trade_id.clone());
+                return Err(changed_under_runner(&trade));
+            }
         }
-        Ok(out)
+    }
+    for o in chunk.iter_mut() {
+        if o.state == ObligationState::Failed {
+            (o.state, o.reason, o.updated_at) = (ObligationState::Retried, None, at);
+            if auditing {
+                records.push(state_record(o));
+            }
+        }
+        o.attempts += 1;
+        (o.state, o.reason, o.updated_at) = (ObligationState::Submitted, None, at);
+        if auditing {
+            records.push(state_record(o));
+        }
+    }
+    Ok(())
+}
+
+/// Records a chunk's outcomes: a delivery pays the seller and the fee.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    tx: &Connection,
+    seqs: &[i64],
+    chunk: &mut [Obligation],
+    outcomes: Vec<Outcome>,
+    at: Timestamp,
+    report: &mut RunReport,
+    auditing: bool,
+    records: &mut Vec<serde_json::Value>,
+) -> Result<(), SettlementError> {
+    let mut funds = Movements::start(tx, at)?;
+    let mut update = tx.prepare_cached(RECORD)?;
+    for ((&seq, o), outcome) in seqs.iter().zip(chunk.iter_mut()).zip(outcomes) {
+        let (state, reason, blocks_text) = match outcome {
+            Outcome::Confirmed(blocks) => {
+                let t = &o.trade;
+                let (paid, seller_paid, fees) = payout(o)?;
+                funds.add(tx, CLEARING_ACCOUNT, seq, "deliver", -paid)?;
+                funds.add(tx, t.seller.as_str(), seq, "receive", seller_paid)?;
+                funds.add(tx, FEE_ACCOUNT, seq, "fee", fees)?;
+                let text =
+                    serde_json::to_string(&blocks).map_err(|e| SettlementError::Storage(e.to_string()))?;
+                o.blocks = blocks;
+                report.confirmed += 1;
+                if auditing {
+                    records.push(serde_json::json!({
+                        "trade": t.trade_id, "state": "confirmed", "seller_paid": seller_paid, "fee": fees,
+                    }));
+                }
+                (ObligationState::Confirmed, None, Some(text))
+            }
+            Outcome::Broken(why) => {
+                report.broken += 1;
+                (ObligationState::Broken, Some(why), None)
+            }
+            Outcome::Failed(why) => {
+                report.failed += 1;
+                (ObligationState::Failed, Some(why), None)
+            }
+        };
+        (o.state, o.reason, o.updated_at) = (state, reason, at);
+        let changed = update.execute(params![o.state.as_str(), o.reason, at.0, blocks_text, seq])?;
+        if changed != 1 {
+            return Err(changed_under_runner(&o.trade.trade_id));
+        }
+        if auditing && state != ObligationState::Confirmed {
+            records.push(state_record(o));
+        }
+    }
+    funds.finish(tx)?;
+    Ok(())
+}
+
+/// Creates the tables of a new database, or converts an older one, in one transaction under
+/// the write lock (a second process opening the same database at once waits, then finds the
+/// schema current).
+fn setup_schema(conn: &mut Connection) -> Result<(), SettlementError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS settlement_schema (version INTEGER NOT NULL)")?;
+    let version: Option<i64> =
+        tx.query_row("SELECT version FROM settlement_schema", [], |r| r.get(0)).optional()?;
+    let tables: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'obligations'",
+        [],
+        |r| r.get(0),
+    )?;
+    match version {
+        Some(SCHEMA_VERSION) => {}
+        None if tables == 0 => {
+            tx.execute_batch(SCHEMA)?;
+            tx.execute("INSERT INTO settlement_schema (version) VALUES (?1)", params![SCHEMA_VERSION])?;
+        }
+        // Versions 1 and 2 created their tables before recording their version: a crash in
+        // between left them empty, without a version.
+        None => {
+            let obligations: i64 = tx.query_row("SELECT COUNT(*) FROM obligations", [], |r| r.get(0))?;
+            if obligations != 0 {
+                return Err(SettlementError::Storage(format!(
+                    "the database holds {obligations} obligations but no schema version"
+                )));
+            }
+            tx.execute_batch(
+                "DROP TABLE obligations; DROP TABLE IF EXISTS funds; DROP TABLE IF EXISTS balances;",
+            )?;
+            tx.execute_batch(SCHEMA)?;
+            tx.execute("INSERT INTO settlement_schema (version) VALUES (?1)", params![SCHEMA_VERSION])?;
+        }
+        Some(v @ (1 | 2)) => {
+            convert_v2(&tx).map_err(|e| {
+                SettlementError::Storage(format!(
+                    "converting the version {v} database to version {SCHEMA_VERSION}: {e}"
+                ))
+            })?;
+            tx.execute("UPDATE settlement_schema SET version = ?1", params![SCHEMA_VERSION])?;
+        }
+        Some(v) => {
+            return Err(SettlementError::Storage(format!(
+                "schema version {v} is not supported (this build reads {SCHEMA_VERSION})"
+            )))
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Converts the tables of versions 1 and 2 to version 3. Version 2 added the `blocks` column
+/// (the serial blocks of a confirmed obligation; version 1 has none, NULL: not recorded).
+/// Obligations keep their sequence numbers, states and times, and their trades move from JSON
+/// text to columns; funds movements keep their numbers and name their obligation by number
+/// instead of by trade id; each account's balance is summed from its movements.
+fn convert_v2(tx: &Connection) -> Result<(), SettlementError> {
+    let has_blocks = tx.prepare("SELECT blocks FROM obligations").is_ok();
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS obligations_state;
+         DROP INDEX IF EXISTS funds_account;
+         DROP INDEX IF EXISTS funds_seq;
+         DROP INDEX IF EXISTS funds_once;
+         ALTER TABLE obligations RENAME TO obligations_v2;
+         ALTER TABLE funds RENAME TO funds_v2;",
+    )?;
+    tx.execute_batch(SCHEMA)?;
+    let blocks = if has_blocks { "blocks" } else { "NULL" };
+    let mut read = tx.prepare(&format!(
+        "SELECT seq, trade_id, trade, fee, state, attempts, reason, updated_at, {blocks} FROM obligations_v2
+         ORDER BY seq"
+    ))?;
+    let mut rows = read.query([])?;
+    while let Some(r) = rows.next()? {
+        let (seq, trade_id, text): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let t: TradeToSettle = serde_json::from_str(&text)
+            .map_err(|e| SettlementError::Storage(format!("stored trade {trade_id}: {e}")))?;
+        if t.trade_id != trade_id {
+            return Err(SettlementError::Storage(format!(
+                "stored trade {trade_id} has the id {}",
+                t.trade_id
+            )));
+        }
+        let qty = i64::try_from(t.qty).map_err(|_| {
+            SettlementError::Storage(format!("stored trade {trade_id}: quantity out of range"))
+        })?;
+        tx.prepare_cached(
+            "INSERT INTO obligations (seq, trade_id, instrument, buyer, seller, qty, price, traded_at, fee, state,
+                 attempts, reason, updated_at, blocks)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            seq,
+            trade_id,
+            t.instrument.0,
+            t.buyer.as_str(),
+            t.seller.as_str(),
+            qty,
+            t.price,
+            t.traded_at.0,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, Option<String>>(6)?,
+            r.get::<_, i64>(7)?,
+            r.get::<_, Option<String>>(8)?,
+        ])?;
+    }
+    drop(rows);
+    drop(read);
+    // Each movement names its obligation by number instead of by trade id.
+    let moved = tx.execute(
+        "INSERT INTO funds (seq, account, obligation, kind, amount, at)
+             SELECT f.seq, f.account, o.seq, f.kind, f.amount, f.at
+             FROM funds_v2 f JOIN obligations o ON o.trade_id = f.trade_id ORDER BY f.seq",
+        [],
+    )?;
+    let movements: i64 = tx.query_row("SELECT COUNT(*) FROM funds_v2", [], |r| r.get(0))?;
+    let moved = moved as i64;
+    if moved != movements {
+        return Err(SettlementError::Storage(format!(
+            "{} of {movements} funds movements are of no stored obligation",
+            movements - moved
+        )));
+    }
+    tx.execute_batch(
+        "INSERT INTO balances (account, balance) SELECT account, SUM(amount) FROM funds GROUP BY account;
+         DROP TABLE obligations_v2;
+         DROP TABLE funds_v2;",
+    )?;
+    Ok(())
+}
+
+/// Funds movements written per statement.
+const FUNDS_PER_INSERT: usize = 64;
+
+/// The funds movements of one transaction: rows numbered from the next free sequence number
+/// (one read per transaction; this runner is the only writer, and a second one would fail on
+/// `funds_once` or the state guard) and written [`FUNDS_PER_INSERT`] at a time, and what they
+/// change in each account's balance, written once per account when the transaction is done.
+struct Movements<'a> {
+    seq: i64,
+    at: Timestamp,
+    /// Rows not written yet: account, trade id, kind, amount.
+    rows: Vec<(&'a str, i64, &'static str, i64)>,
+    changes: FxHashMap<&'a str, i128>,
+    /// The statement that writes as many rows as `rows` holds (usually).
+    sql: InsertFunds,
+}
+
+/// The statement that writes `len` funds movements.
+struct InsertFunds {
+    len: usize,
+    text: String,
+}
+
+impl InsertFunds {
+    fn len(&self) -> usize {
+        self.len
     }
 }
 
-/// The sequence number the next funds movement takes (one read per transaction; this runner is
-/// the only writer, and a second one would fail on `funds_once` or the state guard).
-fn next_funds_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64, SettlementError> {
-    Ok(tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM funds", [], |r| r.get(0))?)
+/// `INSERT INTO funds` of `len` rows; parameter 1 is the time, the rows' values follow.
+fn insert_funds_sql(len: usize) -> InsertFunds {
+    let mut text = String::from("INSERT INTO funds (seq, account, obligation, kind, amount, at) VALUES ");
+    for i in 0..len {
+        let p = 2 + 5 * i;
+        let sep = if i == 0 { "" } else { ", " };
+        text.push_str(&format!("{sep}(?{}, ?{}, ?{}, ?{}, ?{}, ?1)", p, p + 1, p + 2, p + 3, p + 4));
+    }
+    InsertFunds { len, text }
 }
 
-fn insert_funds(
-    tx: &rusqlite::Transaction<'_>,
-    seq: &mut i64,
-    account: &str,
-    trade_id: &str,
-    kind: &str,
-    amount: i64,
-    at: Timestamp,
-) -> Result<(), SettlementError> {
-    tx.prepare_cached(
-        "INSERT INTO funds (seq, account, trade_id, kind, amount, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![*seq, account, trade_id, kind, amount, at.0])?;
-    *seq += 1;
-    Ok(())
+impl<'a> Movements<'a> {
+    fn start(tx: &Connection, at: Timestamp) -> Result<Movements<'a>, SettlementError> {
+        let seq = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM funds", [], |r| r.get(0))?;
+        Ok(Movements {
+            seq,
+            at,
+            rows: Vec::with_capacity(FUNDS_PER_INSERT),
+            changes: FxHashMap::default(),
+            sql: insert_funds_sql(FUNDS_PER_INSERT),
+        })
+    }
+
+    fn add(
+        &mut self,
+        tx: &Connection,
+        account: &'a str,
+        trade_id: i64,
+        kind: &'static str,
+        amount: i64,
+    ) -> Result<(), SettlementError> {
+        self.rows.push((account, trade_id, kind, amount));
+        *self.changes.entry(account).or_default() += i128::from(amount);
+        if self.rows.len() == FUNDS_PER_INSERT {
+            self.flush(tx)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows not written yet, in one statement.
+    fn flush(&mut self, tx: &Connection) -> Result<(), SettlementError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        if self.sql.len() != self.rows.len() {
+            self.sql = insert_funds_sql(self.rows.len());
+        }
+        let mut stmt = tx.prepare_cached(&self.sql.text)?;
+        stmt.raw_bind_parameter(1, self.at.0)?;
+        for (i, (account, trade_id, kind, amount)) in self.rows.drain(..).enumerate() {
+            let p = 2 + 5 * i;
+            stmt.raw_bind_parameter(p, self.seq)?;
+            stmt.raw_bind_parameter(p + 1, account)?;
+            stmt.raw_bind_parameter(p + 2, trade_id)?;
+            stmt.raw_bind_parameter(p + 3, kind)?;
+            stmt.raw_bind_parameter(p + 4, amount)?;
+            self.seq += 1;
+        }
+        stmt.raw_execute()?;
+        Ok(())
+    }
+
+    /// Writes the rows left and adds the changes to the balances (each account's balance is
+    /// the sum of its movements).
+    fn finish(mut self, tx: &Connection) -> Result<(), SettlementError> {
+        self.flush(tx)?;
+        let mut read = tx.prepare_cached("SELECT balance FROM balances WHERE account = ?1")?;
+        let mut write = tx.prepare_cached(
+            "INSERT INTO balances (account, balance) VALUES (?1, ?2)
+             ON CONFLICT (account) DO UPDATE SET balance = excluded.balance",
+        )?;
+        let mut changes: Vec<(&str, i128)> = self.changes.into_iter().collect();
+        changes.sort_unstable();
+        for (account, change) in changes {
+            let balance: Option<i64> = read.query_row(params![account], |r| r.get(0)).optional()?;
+            let balance = i64::try_from(i128::from(balance.unwrap_or(0)) + change)
+                .map_err(|_| SettlementError::Storage(format!("the balance of {account} overflows")))?;
+            write.execute(params![account, balance])?;
+        }
+        Ok(())
+    }
 }
 
 /// What a delivery moves: the buyer's payment out of clearing, the seller's share, the fees.
@@ -874,38 +1237,42 @@ fn write_ahead(
     log.sync().map_err(failed)
 }
 
-/// Moves an obligation to `state` (with the serial blocks its transfer moved, as JSON, when
-/// it is confirmed; `None` keeps what is stored).
-fn update_state(
-    tx: &rusqlite::Transaction<'_>,
-    o: &Obligation,
-    state: ObligationState,
-    reason: Option<String>,
-    blocks: Option<&str>,
-    at: Timestamp,
-) -> Result<(), SettlementError> {
-    // Only from the state this runner read: a second runner on the same database (two
-    // processes, a restart while the old one hangs) cannot move it twice.
-    let changed = tx
-        .prepare_cached(
-            "UPDATE obligations SET state = ?1, attempts = ?2, reason = ?3, updated_at = ?4,
-                 blocks = COALESCE(?7, blocks)
-             WHERE trade_id = ?5 AND state = ?6",
-        )?
-        .execute(params![
-            state.as_str(),
-            i64::from(o.attempts),
-            reason,
-            at.0,
-            o.trade.trade_id,
-            o.state.as_str(),
-            blocks
-        ])?;
-    if changed != 1 {
-        return Err(SettlementError::Storage(format!(
-            "obligation {} changed under this runner (another settlement process?)",
-            o.trade.trade_id
-        )));
+fn changed_under_runner(trade_id: &str) -> SettlementError {
+    SettlementError::Storage(format!(
+        "obligation {trade_id} changed under this runner (another settlement process?)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The condition of the index of open obligations is [`ObligationState::is_open`].
+    #[test]
+    fn the_open_condition_is_the_open_states() {
+        let conn = Connection::open_in_memory().unwrap();
+        use ObligationState::*;
+        for state in [Created, Submitted, Confirmed, Failed, Retried, Broken] {
+            let sql = concat!("SELECT ", open_states!(), " FROM (SELECT ?1 AS state)");
+            let open: bool = conn.query_row(sql, [state.as_str()], |r| r.get(0)).unwrap();
+            assert_eq!(open, state.is_open(), "{state:?}");
+        }
     }
-    Ok(())
+
+    /// A run reads and submits open obligations over the index of open obligations, not by
+    /// scanning all of them.
+    #[test]
+    fn runs_go_over_the_index_of_open_obligations() {
+        let s = Settlement::open_in_memory(SettlementConfig::default()).unwrap();
+        let plan = |sql: &str, args: usize| -> String {
+            let mut stmt = s.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let params: Vec<i64> = vec![0; args];
+            let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3)).unwrap();
+            rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+        };
+        let read = plan(&format!("SELECT {OBLIGATION_COLUMNS} FROM obligations {OPEN_CHUNK}"), 2);
+        assert!(read.contains("USING INDEX obligations_open"), "{read}");
+        let submit = plan(SUBMIT, 6);
+        assert!(submit.contains("USING INDEX obligations_open"), "{submit}");
+    }
 }

@@ -316,28 +316,6 @@ fn breaks_keep_their_identity_status_and_history_across_runs() {
     assert_eq!(records, 3 + 1 + 2 + 2 + 3 + 1 + 1);
 }
 
-#[test]
-fn a_version_1_settlement_database_gains_the_blocks_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("v1.db");
-    {
-        let mut s = Settlement::open(&db, SettlementConfig::default()).unwrap();
-        s.add_trades(&[trade("T1", "S1", "B1", 5)], Timestamp(25)).unwrap();
-    }
-    // Make it what version 1 wrote: no blocks column.
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch(
-        "ALTER TABLE obligations DROP COLUMN blocks; UPDATE settlement_schema SET version = 1;",
-    )
-    .unwrap();
-    drop(conn);
-    let s = Settlement::open(&db, SettlementConfig::default()).unwrap();
-    assert!(s.obligation("T1").unwrap().unwrap().blocks.is_empty());
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let v: i64 = conn.query_row("SELECT version FROM settlement_schema", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 2);
-}
-
 // --- The property test: random settlement, random damage, a brute-force model. ---
 
 const ACCOUNTS: [&str; 5] = ["A0", "A1", "A2", "A3", "A4"];

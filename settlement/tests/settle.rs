@@ -499,3 +499,293 @@ mod whole_batches {
         cccx_settlement::audit::verify(&audit).unwrap();
     }
 }
+
+/// The database's layout: older versions are converted when opened, and the balances kept per
+/// account are checked against the movements.
+mod schema {
+    use super::*;
+    use cccx_settlement::SerialBlock;
+    use rusqlite::{params, Connection};
+
+    /// The tables schema version 2 created (version 1: the same without `blocks`).
+    const VERSION_2: &str = "CREATE TABLE settlement_schema (version INTEGER NOT NULL);
+        CREATE TABLE obligations (
+            trade_id VARCHAR(64) PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            trade TEXT NOT NULL,
+            buyer VARCHAR(64) NOT NULL,
+            seller VARCHAR(64) NOT NULL,
+            fee BIGINT NOT NULL,
+            state VARCHAR(16) NOT NULL,
+            attempts INTEGER NOT NULL,
+            reason TEXT,
+            updated_at BIGINT NOT NULL,
+            blocks TEXT
+        );
+        CREATE INDEX obligations_state ON obligations (state, seq);
+        CREATE TABLE funds (
+            seq INTEGER NOT NULL,
+            account VARCHAR(64) NOT NULL,
+            trade_id VARCHAR(64) NOT NULL,
+            kind VARCHAR(16) NOT NULL,
+            amount BIGINT NOT NULL,
+            at BIGINT NOT NULL
+        );
+        CREATE INDEX funds_account ON funds (account);
+        CREATE INDEX funds_seq ON funds (seq);
+        CREATE UNIQUE INDEX funds_once ON funds (trade_id, account, kind);";
+
+    const CONFIG: SettlementConfig = SettlementConfig { fee_bps: 10, max_attempts: 3 };
+
+    fn block() -> SerialBlock {
+        SerialBlock { instrument: CCC, vintage: Vintage(2024), start: 1, end: 5 }
+    }
+
+    /// A database as version 1 or 2 wrote it, fee 10 bps: T1 (5 at 1,000) confirmed at 20 with
+    /// its blocks (version 2), T2 (2 at 1,000) created at 10, T3 (1 at 1,000) broken at 20.
+    fn old_database(path: &std::path::Path, version: i64) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(VERSION_2).unwrap();
+        if version == 1 {
+            conn.execute_batch("ALTER TABLE obligations DROP COLUMN blocks").unwrap();
+        }
+        conn.execute("INSERT INTO settlement_schema (version) VALUES (?1)", [version]).unwrap();
+        let rows = [
+            (trade("T1", "S1", "B1", 5, 1_000), "confirmed", 1, None, 20),
+            (trade("T2", "S1", "B1", 2, 1_000), "created", 0, None, 10),
+            (trade("T3", "S2", "B1", 1, 1_000), "broken", 1, Some("refused"), 20),
+        ];
+        let mut funds = 0;
+        let mut pay = |account: &str, trade_id: &str, kind: &str, amount: i64, at: i64| {
+            funds += 1;
+            conn.execute(
+                "INSERT INTO funds (seq, account, trade_id, kind, amount, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![funds, account, trade_id, kind, amount, at],
+            )
+            .unwrap();
+        };
+        for (n, (t, state, attempts, reason, at)) in rows.iter().enumerate() {
+            let value = t.qty as i64 * t.price;
+            let fee = value * 10 / 10_000;
+            conn.execute(
+                "INSERT INTO obligations (trade_id, seq, trade, buyer, seller, fee, state, attempts, reason, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    t.trade_id,
+                    n as i64 + 1,
+                    serde_json::to_string(t).unwrap(),
+                    t.buyer.as_str(),
+                    t.seller.as_str(),
+                    fee,
+                    state,
+                    attempts,
+                    reason,
+                    at
+                ],
+            )
+            .unwrap();
+            pay(t.buyer.as_str(), &t.trade_id, "pay", -(value + fee), 10);
+            pay(CLEARING_ACCOUNT, &t.trade_id, "pay", value + fee, 10);
+            if *state == "confirmed" {
+                pay(CLEARING_ACCOUNT, &t.trade_id, "deliver", -(value + fee), 20);
+                pay(t.seller.as_str(), &t.trade_id, "receive", value - fee, 20);
+                pay(FEE_ACCOUNT, &t.trade_id, "fee", 2 * fee, 20);
+                if version == 2 {
+                    conn.execute(
+                        "UPDATE obligations SET blocks = ?1 WHERE trade_id = ?2",
+                        params![serde_json::to_string(&[block()]).unwrap(), t.trade_id],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+
+    fn version(path: &std::path::Path) -> i64 {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("SELECT version FROM settlement_schema", [], |r| r.get(0)).unwrap()
+    }
+
+    fn converted(version: i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("old.db");
+        old_database(&db, version);
+        let mut s = Settlement::open(&db, CONFIG).unwrap();
+        assert_eq!(self::version(&db), 3);
+        let all = s.obligations().unwrap();
+        let seen: Vec<_> = all
+            .iter()
+            .map(|o| (o.trade.trade_id.as_str(), o.state, o.attempts, o.reason.as_deref(), o.updated_at.0))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("T1", ObligationState::Confirmed, 1, None, 20),
+                ("T2", ObligationState::Created, 0, None, 10),
+                ("T3", ObligationState::Broken, 1, Some("refused"), 20),
+            ]
+        );
+        assert_eq!(all[0].trade, trade("T1", "S1", "B1", 5, 1_000));
+        assert_eq!(all[0].fee, 5);
+        let blocks = if version == 2 { vec![block()] } else { Vec::new() };
+        assert_eq!(all[0].blocks, blocks);
+        assert_eq!(s.balance("B1").unwrap(), -5_005 - 2_002 - 1_001);
+        assert_eq!(s.balance("S1").unwrap(), 4_995);
+        assert_eq!(s.balance(FEE_ACCOUNT).unwrap(), 10);
+        assert_eq!(s.balance(CLEARING_ACCOUNT).unwrap(), 2_002 + 1_001);
+        s.check().unwrap();
+        // The same trade again changes nothing; another under a used id is refused.
+        assert_eq!(s.add_trades(&[trade("T2", "S1", "B1", 2, 1_000)], Timestamp(30)).unwrap(), 0);
+        assert!(s.add_trades(&[trade("T2", "S1", "B1", 3, 1_000)], Timestamp(30)).is_err());
+        // It settles on: T2 is delivered, a new trade is added and delivered.
+        let mut registry = registry_with(&[("S1", 100), ("S2", 0), ("B1", 0)]);
+        assert_eq!(s.add_trades(&[trade("T4", "S1", "B1", 1, 1_000)], Timestamp(30)).unwrap(), 1);
+        let report = s.run(&mut registry, Timestamp(40)).unwrap();
+        assert_eq!((report.confirmed, report.broken, report.failed), (2, 0, 0));
+        assert_eq!(held(&registry, "B1"), 3);
+        assert_eq!(s.balance("S1").unwrap(), 4_995 + 1_998 + 999);
+        assert_eq!(s.balance(CLEARING_ACCOUNT).unwrap(), 1_001);
+        s.check().unwrap();
+        // Opened again, it is not converted again.
+        drop(s);
+        let s = Settlement::open(&db, CONFIG).unwrap();
+        assert_eq!(s.obligations().unwrap().len(), 4);
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn a_version_2_database_is_converted() {
+        converted(2);
+    }
+
+    #[test]
+    fn a_version_1_database_is_converted() {
+        converted(1);
+    }
+
+    #[test]
+    fn a_database_of_an_unknown_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("new.db");
+        drop(Settlement::open(&db, CONFIG).unwrap());
+        let conn = Connection::open(&db).unwrap();
+        conn.execute("UPDATE settlement_schema SET version = 99", []).unwrap();
+        drop(conn);
+        let err = Settlement::open(&db, CONFIG).err().unwrap().to_string();
+        assert!(err.contains("schema version 99 is not supported"), "{err}");
+    }
+
+    /// Version 2 created its tables before it recorded its version: a crash in between left
+    /// them, empty, without one.
+    #[test]
+    fn empty_tables_without_a_version_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("unversioned.db");
+        Connection::open(&db).unwrap().execute_batch(VERSION_2).unwrap();
+        let mut s = Settlement::open(&db, CONFIG).unwrap();
+        assert_eq!(version(&db), 3);
+        assert_eq!(s.add_trades(&[trade("T1", "S1", "B1", 1, 1_000)], Timestamp(5)).unwrap(), 1);
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn a_balance_that_is_not_the_sum_of_its_movements_fails_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("settlement.db");
+        let mut s = Settlement::open(&db, CONFIG).unwrap();
+        s.add_trades(&[trade("T1", "S1", "B1", 5, 1_000)], Timestamp(5)).unwrap();
+        s.check().unwrap();
+        let conn = Connection::open(&db).unwrap();
+        conn.execute("UPDATE balances SET balance = balance + 1 WHERE account = 'B1'", []).unwrap();
+        let err = s.check().unwrap_err();
+        assert!(err.contains("B1"), "{err}");
+        conn.execute("UPDATE balances SET balance = balance - 1 WHERE account = 'B1'", []).unwrap();
+        conn.execute("DELETE FROM balances WHERE account = 'B1'", []).unwrap();
+        let err = s.check().unwrap_err();
+        assert!(err.contains("B1"), "{err}");
+    }
+
+    /// A registry that, while the first batch is out, has another process mark T1 confirmed.
+    struct Meddling {
+        inner: SqliteRegistry,
+        db: std::path::PathBuf,
+    }
+
+    impl Registry for Meddling {
+        fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
+            self.inner.open_account(req, at)
+        }
+        fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
+            self.inner.issue(req, at)
+        }
+        fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.propose(req, at)
+        }
+        fn post(&mut self, req: &PostTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.post(req, at)
+        }
+        fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.void(req, at)
+        }
+        fn apply_batch(
+            &mut self,
+            ops: &[cccx_settlement::BatchOp],
+            at: Timestamp,
+        ) -> Result<cccx_settlement::BatchAnswers, RegistryError> {
+            let conn = Connection::open(&self.db).unwrap();
+            conn.execute("UPDATE obligations SET state = 'confirmed' WHERE trade_id = 'T1'", []).unwrap();
+            self.inner.apply_batch(ops, at)
+        }
+        fn expire_pending(
+            &mut self,
+            timeout_ns: u64,
+            now: Timestamp,
+        ) -> Result<Vec<Transfer>, RegistryError> {
+            self.inner.expire_pending(timeout_ns, now)
+        }
+        fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
+            self.inner.transfer(id)
+        }
+        fn holdings(
+            &self,
+            a: &AccountId,
+            i: InstrumentId,
+            as_of: Option<Timestamp>,
+        ) -> Result<Holdings, RegistryError> {
+            self.inner.holdings(a, i, as_of)
+        }
+        fn statement(
+            &self,
+            a: &AccountId,
+            from: Timestamp,
+            to: Timestamp,
+        ) -> Result<Statement, RegistryError> {
+            self.inner.statement(a, from, to)
+        }
+        fn holdings_check(
+            &self,
+            i: InstrumentId,
+            v: Option<Vintage>,
+            sells: &BTreeMap<AccountId, u64>,
+        ) -> Result<Vec<Shortfall>, RegistryError> {
+            self.inner.holdings_check(i, v, sells)
+        }
+    }
+
+    /// An obligation another process moved while its transfer was out is not recorded over: the
+    /// run stops, and none of the chunk's outcomes is recorded.
+    #[test]
+    fn an_obligation_changed_by_another_process_is_not_recorded_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("settlement.db");
+        let mut s = Settlement::open(&db, CONFIG).unwrap();
+        s.add_trades(&[trade("T1", "S1", "B1", 1, 1_000), trade("T2", "S1", "B1", 1, 1_000)], Timestamp(5))
+            .unwrap();
+        let mut registry = Meddling { inner: registry_with(&[("S1", 10), ("B1", 0)]), db: db.clone() };
+        let err = s.run(&mut registry, Timestamp(10)).unwrap_err().to_string();
+        assert!(err.contains("obligation T1 changed under this runner"), "{err}");
+        let t2 = s.obligation("T2").unwrap().unwrap();
+        assert_eq!((t2.state, t2.attempts), (ObligationState::Submitted, 1));
+        assert_eq!(s.balance("S1").unwrap(), 0, "nobody paid");
+    }
+}
