@@ -153,7 +153,7 @@ pub struct SettleArgs {
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000))]
     max_attempts: u32,
     /// Obligations per registry batch (one request proposes a batch, one posts it).
-    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
     chunk: u64,
     /// Also append every obligation, state change and registry answer to this hash-chained
     /// audit trail (JSON lines; check it with `cccx audit verify`).

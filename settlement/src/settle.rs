@@ -319,8 +319,10 @@ struct Sent {
 
 /// The most obligations [`Settlement::run`] takes at once: one transaction marks them
 /// submitted, one registry batch proposes, one posts, one transaction records the outcomes
-/// (and marks the next chunk submitted).
-pub const RUN_CHUNK_MAX: usize = 1024;
+/// (and marks the next chunk submitted). As large as a registry service takes in one batch
+/// ([`crate::registry::BATCH_OPS_MAX`]): 4,096 instead of 1,024 cut a 100,000-trade run by
+/// about a fifth (four times fewer commits and synced log writes).
+pub const RUN_CHUNK_MAX: usize = crate::registry::BATCH_OPS_MAX;
 
 /// The largest value of one trade (price x quantity) settlement takes: sums of many trades
 /// stay far inside 64 bits.
@@ -338,6 +340,8 @@ impl Settlement {
     /// Opens (or creates) the settlement database in a file.
     pub fn open(path: impl AsRef<Path>, config: SettlementConfig) -> Result<Settlement, SettlementError> {
         let conn = Connection::open(path)?;
+        // A new database only; an existing one keeps its page size.
+        conn.pragma_update(None, "page_size", crate::sqlite::PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
