@@ -394,8 +394,8 @@ impl Work<'_> {
         })
     }
 
-    /// A post or a void: recorded with the transfer it names; the answer of a successful one
-    /// is that transfer's row (final, so it never changes), a refusal is stored as JSON.
+    /// A post or a void: a successful one is recorded on the transfer it resolved, whose row
+    /// (final, so it never changes) answers a retry; a refusal is stored as JSON under its id.
     fn post_or_void(
         &mut self,
         id: &RequestId,
@@ -419,19 +419,24 @@ impl Work<'_> {
             Some(_) => return Err(RegistryError::DuplicateIdOtherFields(id.clone())),
         }
         self.may_change()?;
-        let answer = self.resolve(transfer, status)?;
-        let refusal = match &answer {
-            Ok(_) => None,
-            Err(_) => Some(to_json(&answer)?),
-        };
-        store::insert_request(self.c, id, kind, transfer.as_str(), refusal.as_deref(), self.at)?;
-        self.wrote = true;
+        let answer = self.resolve(transfer, status, Some(id))?;
+        if answer.is_err() {
+            // A success is recorded on the transfer it resolved.
+            store::insert_request(self.c, id, kind, transfer.as_str(), Some(&to_json(&answer)?), self.at)?;
+            self.wrote = true;
+        }
         Ok(answer)
     }
 
-    /// Ends a pending transfer: its blocks go to the acquiring account when `status` is
-    /// completed, back to the transferring one otherwise.
-    fn resolve(&mut self, id: &RequestId, status: TransferStatus) -> Answered<Transfer> {
+    /// Ends a pending transfer, recording the post or void that ends it (`request`; none for an
+    /// expiry): its blocks go to the acquiring account when `status` is completed, back to the
+    /// transferring one otherwise.
+    fn resolve(
+        &mut self,
+        id: &RequestId,
+        status: TransferStatus,
+        request: Option<&RequestId>,
+    ) -> Answered<Transfer> {
         let Some(mut t) = self.ledger.pending.remove(id) else {
             return Ok(Err(match store::load_transfer(self.c, id)? {
                 Some(row) => {
@@ -445,7 +450,7 @@ impl Work<'_> {
             .credit(owner, &t.blocks)
             .map_err(|e| inconsistent(format!("{:?} of transfer {id} held twice", e.0)))?;
         let seq = self.ledger.next_seq();
-        store::resolve_transfer(self.c, id, status, self.at, seq)?;
+        store::resolve_transfer(self.c, id, status, self.at, seq, request)?;
         self.wrote = true;
         t.status = status;
         t.resolved_at = Some(self.at);
@@ -683,7 +688,7 @@ impl Registry for SqliteRegistry {
             let mut due: Vec<RequestId> =
                 w.ledger.pending.values().filter(|t| t.proposed_at <= cutoff).map(|t| t.id.clone()).collect();
             due.sort();
-            due.iter().map(|id| w.resolve(id, TransferStatus::Cancelled)?).collect()
+            due.iter().map(|id| w.resolve(id, TransferStatus::Cancelled, None)?).collect()
         })
     }
 

@@ -59,9 +59,12 @@ const TABLES: &[&str] = &[
         proposed_at_ns BIGINT NOT NULL,
         propose_seq BIGINT NOT NULL,
         resolved_at_ns BIGINT,
-        resolve_seq BIGINT)",
+        resolve_seq BIGINT,
+        resolve_id VARCHAR(64))",
     "CREATE INDEX IF NOT EXISTS transfers_by_resolution ON transfers (resolved_at_ns)
         WHERE resolved_at_ns IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS transfers_by_resolve_id ON transfers (resolve_id)
+        WHERE resolve_id IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS requests (
         request_id VARCHAR(64) NOT NULL PRIMARY KEY,
         kind VARCHAR(16) NOT NULL,

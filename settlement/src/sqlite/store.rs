@@ -198,20 +198,22 @@ pub fn insert_transfer(
     Ok(())
 }
 
-/// Records a pending transfer's final status.
+/// Records a pending transfer's final status, and the post or void that set it (none for an
+/// expiry).
 pub fn resolve_transfer(
     c: &Connection,
     id: &RequestId,
     status: TransferStatus,
     at: Timestamp,
     resolve_seq: i64,
+    request: Option<&RequestId>,
 ) -> Result<(), RegistryError> {
     let changed = c
         .prepare_cached(
-            "UPDATE transfers SET status = ?2, resolved_at_ns = ?3, resolve_seq = ?4
+            "UPDATE transfers SET status = ?2, resolved_at_ns = ?3, resolve_seq = ?4, resolve_id = ?5
              WHERE transfer_id = ?1 AND status = 'accepted'",
         )?
-        .execute(params![id.as_str(), status.as_str(), at.0, resolve_seq])?;
+        .execute(params![id.as_str(), status.as_str(), at.0, resolve_seq, request.map(RequestId::as_str)])?;
     if changed != 1 {
         return Err(RegistryError::Storage(format!(
             "transfer {id} is pending in memory, not in the database"
@@ -223,8 +225,9 @@ pub fn resolve_transfer(
 /// What a request id was used for before.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Prior {
-    /// A request that is not a proposal: its kind, its fields (or their hash), and its answer
-    /// as JSON (none for a successful post or void: the transfer row is the answer).
+    /// A request that is not a proposal: its kind, its fields (or their hash: for a post or a
+    /// void, the transfer id), and its answer as JSON (none for a successful post or void: the
+    /// transfer row is the answer).
     Request {
         /// The kind of request.
         kind: String,
@@ -237,13 +240,16 @@ pub enum Prior {
     Proposal,
 }
 
-/// What a request id was used for before, if anything: one statement looks in both tables
-/// (a proposal's record is its transfer row, any other request's its `requests` row).
+/// What a request id was used for before, if anything: one statement looks for it as a
+/// request, a transfer (a proposal's record is its transfer row) and the post or void that
+/// resolved a transfer (recorded on that transfer).
 pub fn prior(c: &Connection, id: &RequestId) -> Result<Option<Prior>, RegistryError> {
     let row: Option<(String, Option<String>, Option<String>)> = c
         .prepare_cached(
             "SELECT kind, fields, answer FROM requests WHERE request_id = ?1
-             UNION ALL SELECT 'propose', NULL, NULL FROM transfers WHERE transfer_id = ?1",
+             UNION ALL SELECT 'propose', NULL, NULL FROM transfers WHERE transfer_id = ?1
+             UNION ALL SELECT CASE status WHEN 'completed' THEN 'post' ELSE 'void' END, transfer_id, NULL
+                 FROM transfers WHERE resolve_id = ?1",
         )?
         .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
