@@ -328,6 +328,18 @@ pub const RUN_CHUNK_MAX: usize = crate::registry::BATCH_OPS_MAX;
 /// stay far inside 64 bits.
 pub const TRADE_VALUE_MAX: i64 = 1_000_000_000_000_000;
 
+/// Which obligations [`Settlement::obligations_where`] returns: every part that is set must
+/// match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObligationFilter {
+    /// Only in this state.
+    pub state: Option<ObligationState>,
+    /// Only of this instrument.
+    pub instrument: Option<InstrumentId>,
+    /// Only those this registry account is the buyer or the seller of.
+    pub account: Option<AccountId>,
+}
+
 /// The settlement state machine over its database.
 pub struct Settlement {
     conn: Connection,
@@ -629,6 +641,27 @@ impl Settlement {
     /// Every obligation, oldest first.
     pub fn obligations(&self) -> Result<Vec<Obligation>, SettlementError> {
         query(&self.conn, "ORDER BY seq", params![])
+    }
+
+    /// The newest obligations that match a filter (each part optional), at most `limit`,
+    /// newest first. The database does the filtering: it reads back from the newest obligation
+    /// and stops after `limit` matches.
+    pub fn obligations_where(
+        &self,
+        filter: &ObligationFilter,
+        limit: usize,
+    ) -> Result<Vec<Obligation>, SettlementError> {
+        query(
+            &self.conn,
+            "WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR instrument = ?2)
+             AND (?3 IS NULL OR buyer = ?3 OR seller = ?3) ORDER BY seq DESC LIMIT ?4",
+            params![
+                filter.state.map(ObligationState::as_str),
+                filter.instrument.map(|i| i64::from(i.0)),
+                filter.account.as_ref().map(AccountId::as_str),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+        )
     }
 
     /// One obligation by trade id.

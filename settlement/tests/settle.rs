@@ -7,7 +7,8 @@ use std::panic::AssertUnwindSafe;
 use cccx_engine::types::InstrumentId;
 use cccx_settlement::audit::AuditLog;
 use cccx_settlement::settle::{
-    ObligationState, Settlement, SettlementConfig, TradeToSettle, CLEARING_ACCOUNT, FEE_ACCOUNT,
+    ObligationFilter, ObligationState, Settlement, SettlementConfig, TradeToSettle, CLEARING_ACCOUNT,
+    FEE_ACCOUNT,
 };
 use cccx_settlement::{
     Account, AccountId, Holdings, Issuance, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer, Registry,
@@ -57,6 +58,56 @@ fn trades_settle_against_delivery_and_refusals_are_breaks() {
     assert_eq!(s.run(&mut registry, Timestamp(31)).unwrap(), Default::default());
     let counts = s.counts().unwrap();
     assert_eq!(counts, vec![(ObligationState::Confirmed, 2), (ObligationState::Broken, 1)]);
+}
+
+/// The database's filter gives what filtering every obligation in memory gives, newest first.
+#[test]
+fn obligations_where_matches_filtering_every_obligation() {
+    let mut registry = registry_with(&[("B1", 0), ("B2", 0), ("S1", 100), ("S2", 10)]);
+    let mut s = Settlement::open_in_memory(SettlementConfig { fee_bps: 10, max_attempts: 3 }).unwrap();
+    let mut trades = Vec::new();
+    for n in 0..24u64 {
+        let (seller, buyer) = [("S1", "B1"), ("S2", "B2"), ("S1", "B2"), ("S2", "B1")][(n % 4) as usize];
+        let mut t = trade(&format!("T{n}"), seller, buyer, 1 + n % 7, 1000);
+        t.instrument = InstrumentId((n % 3 == 0) as u32);
+        trades.push(t);
+    }
+    s.add_trades(&trades[..16], Timestamp(20)).unwrap();
+    s.run(&mut registry, Timestamp(30)).unwrap();
+    s.add_trades(&trades[16..], Timestamp(40)).unwrap();
+    let all = s.obligations().unwrap();
+    let states = [
+        None,
+        Some(ObligationState::Created),
+        Some(ObligationState::Confirmed),
+        Some(ObligationState::Broken),
+    ];
+    let instruments = [None, Some(InstrumentId(0)), Some(InstrumentId(1))];
+    let accounts = [None, Some(acct("B1")), Some(acct("S2")), Some(acct("NOBODY"))];
+    let mut nonempty = 0;
+    for state in states {
+        for instrument in instruments {
+            for account in &accounts {
+                for limit in [1, 5, 100] {
+                    let filter = ObligationFilter { state, instrument, account: account.clone() };
+                    let expected: Vec<_> = all
+                        .iter()
+                        .rev()
+                        .filter(|o| state.is_none_or(|w| o.state == w))
+                        .filter(|o| instrument.is_none_or(|i| o.trade.instrument == i))
+                        .filter(|o| {
+                            account.as_ref().is_none_or(|a| o.trade.buyer == *a || o.trade.seller == *a)
+                        })
+                        .take(limit)
+                        .cloned()
+                        .collect();
+                    nonempty += usize::from(!expected.is_empty());
+                    assert_eq!(s.obligations_where(&filter, limit).unwrap(), expected, "{filter:?} {limit}");
+                }
+            }
+        }
+    }
+    assert!(nonempty > 40, "the filters select something: {nonempty}");
 }
 
 #[test]

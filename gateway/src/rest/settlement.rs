@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cccx_engine::{CommandBody, Event, ParticipantId};
-use cccx_settlement::settle::{Obligation, ObligationState};
+use cccx_settlement::settle::{Obligation, ObligationFilter, ObligationState};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -151,17 +151,21 @@ pub(super) async fn obligations(
         return Err(Problem::bad_request(format!("limit must be 1 to {OBLIGATIONS_LIMIT_MAX}")));
     }
     let s = service(&state)?.clone();
-    let list =
-        s.read(|r| r.obligations().map_err(|e| e.to_string())).await.and_then(|r| r).map_err(storage)?;
-    let out: Vec<ObligationView> = list
-        .iter()
-        .rev()
-        .filter(|o| wanted.is_none_or(|w| o.state == w))
-        .filter(|o| instrument.is_none_or(|i| o.trade.instrument == i))
-        .filter(|o| visible(&s, &who, o))
-        .take(limit)
-        .map(|o| view(&s, o))
-        .collect();
+    // A participant sees the obligations its registry account is a party to (none without one).
+    let account = match who {
+        Caller::Operator => None,
+        Caller::Participant(p) => match s.accounts().account(p) {
+            Some(a) => Some(a.clone()),
+            None => return Ok(Json(Vec::<ObligationView>::new()).into_response()),
+        },
+    };
+    let filter = ObligationFilter { state: wanted, instrument, account };
+    let list = s
+        .read(move |r| r.obligations_where(&filter, limit).map_err(|e| e.to_string()))
+        .await
+        .and_then(|r| r)
+        .map_err(storage)?;
+    let out: Vec<ObligationView> = list.iter().map(|o| view(&s, o)).collect();
     Ok(Json(out).into_response())
 }
 
