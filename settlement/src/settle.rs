@@ -684,6 +684,36 @@ impl Settlement {
         Ok(out)
     }
 
+    /// Obligations per state, in all and per registry account (an obligation counts for its
+    /// buyer and for its seller), in state order: one pass over the obligations, grouped by the
+    /// database.
+    pub fn counts_by_account(
+        &self,
+    ) -> Result<(StateCounts, BTreeMap<AccountId, StateCounts>), SettlementError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT buyer, seller, state, COUNT(*) FROM obligations GROUP BY buyer, seller, state",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+        })?;
+        let mut total: BTreeMap<ObligationState, u64> = BTreeMap::new();
+        let mut by_account: BTreeMap<AccountId, BTreeMap<ObligationState, u64>> = BTreeMap::new();
+        for row in rows {
+            let (buyer, seller, name, n) = row?;
+            let state = ObligationState::parse(&name)
+                .ok_or_else(|| SettlementError::Storage(format!("unknown state {name}")))?;
+            let n = u64::try_from(n).unwrap_or(0);
+            *total.entry(state).or_default() += n;
+            for party in [buyer, seller] {
+                let party = AccountId::new(party)
+                    .map_err(|_| SettlementError::Storage("unreadable account in the database".into()))?;
+                *by_account.entry(party).or_default().entry(state).or_default() += n;
+            }
+        }
+        let flat = |m: BTreeMap<ObligationState, u64>| m.into_iter().collect::<StateCounts>();
+        Ok((flat(total), by_account.into_iter().map(|(a, m)| (a, flat(m))).collect()))
+    }
+
     /// The balance of a funds account in the exchange's ledger (negative: it paid more than it
     /// received).
     pub fn balance(&self, account: &str) -> Result<i64, SettlementError> {

@@ -7,8 +7,8 @@ use std::panic::AssertUnwindSafe;
 use cccx_engine::types::InstrumentId;
 use cccx_settlement::audit::AuditLog;
 use cccx_settlement::settle::{
-    ObligationFilter, ObligationState, Settlement, SettlementConfig, TradeToSettle, CLEARING_ACCOUNT,
-    FEE_ACCOUNT,
+    Obligation, ObligationFilter, ObligationState, Settlement, SettlementConfig, TradeToSettle,
+    CLEARING_ACCOUNT, FEE_ACCOUNT,
 };
 use cccx_settlement::{
     Account, AccountId, Holdings, Issuance, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer, Registry,
@@ -108,6 +108,21 @@ fn obligations_where_matches_filtering_every_obligation() {
         }
     }
     assert!(nonempty > 40, "the filters select something: {nonempty}");
+    // Counts per state, in all and per party, as counting every obligation gives them.
+    let count = |of: &dyn Fn(&Obligation) -> bool| -> Vec<(ObligationState, u64)> {
+        let mut m: BTreeMap<ObligationState, u64> = BTreeMap::new();
+        for o in all.iter().filter(|o| of(o)) {
+            *m.entry(o.state).or_default() += 1;
+        }
+        m.into_iter().collect()
+    };
+    let (total, by_account) = s.counts_by_account().unwrap();
+    assert_eq!(total, count(&|_| true));
+    assert_eq!(total, s.counts().unwrap());
+    assert_eq!(by_account.len(), 4);
+    for (account, counts) in by_account {
+        assert_eq!(counts, count(&|o| o.trade.buyer == account || o.trade.seller == account), "{account}");
+    }
 }
 
 #[test]

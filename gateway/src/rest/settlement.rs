@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cccx_engine::{CommandBody, Event, ParticipantId};
-use cccx_settlement::settle::{Obligation, ObligationFilter, ObligationState};
+use cccx_settlement::settle::{Obligation, ObligationFilter, ObligationState, StateCounts};
+use cccx_settlement::AccountId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -91,16 +92,6 @@ fn view(s: &SettlementService, o: &Obligation) -> ObligationView {
     }
 }
 
-/// Whether a caller may see an obligation.
-fn visible(s: &SettlementService, who: &Caller, o: &Obligation) -> bool {
-    match who {
-        Caller::Operator => true,
-        Caller::Participant(p) => {
-            s.accounts().account(*p).is_some_and(|a| *a == o.trade.buyer || *a == o.trade.seller)
-        }
-    }
-}
-
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -170,12 +161,12 @@ pub(super) async fn obligations(
 }
 
 /// Counts per state, every state named.
-fn count(list: &[&Obligation]) -> BTreeMap<&'static str, u64> {
+fn count(counts: &StateCounts) -> BTreeMap<&'static str, u64> {
     use ObligationState::*;
     let mut out: BTreeMap<&'static str, u64> =
         [Created, Submitted, Confirmed, Failed, Retried, Broken].iter().map(|s| (s.as_str(), 0)).collect();
-    for o in list {
-        *out.entry(o.state.as_str()).or_default() += 1;
+    for (state, n) in counts {
+        *out.entry(state.as_str()).or_default() += n;
     }
     out
 }
@@ -201,29 +192,34 @@ pub(super) async fn summary(State(state): State<AppState>, headers: HeaderMap) -
         })
         .map(|p| (p.id, p.registry_account.clone()))
         .collect();
-    let (list, balances) = s
+    let ((all, by_account), balances) = s
         .read(move |r| {
-            let list = r.obligations().map_err(|e| e.to_string())?;
+            let counts = r.counts_by_account().map_err(|e| e.to_string())?;
             let balances = accounts
                 .into_iter()
                 .map(|(p, a)| Ok((p, a.clone(), r.balance(&a).map_err(|e| e.to_string())?)))
                 .collect::<Result<Vec<_>, String>>()?;
-            Ok::<_, String>((list, balances))
+            Ok::<_, String>((counts, balances))
         })
         .await
         .and_then(|r| r)
         .map_err(storage)?;
-    let mine: Vec<&Obligation> = list.iter().filter(|o| visible(&s, &who, o)).collect();
+    let of = |account: &str| -> StateCounts {
+        AccountId::new(account).ok().and_then(|a| by_account.get(&a).cloned()).unwrap_or_default()
+    };
+    // An operator sees every obligation, a participant those of its registry account.
+    let mine: StateCounts = match who {
+        Caller::Operator => all,
+        Caller::Participant(p) => s.accounts().account(p).map(|a| of(a.as_str())).unwrap_or_default(),
+    };
     let participants: Vec<serde_json::Value> = balances
         .iter()
         .map(|(p, account, balance)| {
-            let own: Vec<&Obligation> =
-                mine.iter().copied().filter(|o| o.trade.buyer.as_str() == account || o.trade.seller.as_str() == account).collect();
-            json!({"participant": p, "registry_account": account, "states": count(&own), "funds_balance": balance})
+            json!({"participant": p, "registry_account": account, "states": count(&of(account)), "funds_balance": balance})
         })
         .collect();
-    Ok(Json(json!({"total": mine.len(), "states": count(&mine), "participants": participants}))
-        .into_response())
+    let total: u64 = mine.iter().map(|(_, n)| n).sum();
+    Ok(Json(json!({"total": total, "states": count(&mine), "participants": participants})).into_response())
 }
 
 #[utoipa::path(
