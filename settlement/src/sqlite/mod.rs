@@ -500,14 +500,23 @@ fn lines(t: &Transfer, at: Timestamp, kind: EntryKind, counterparty: &AccountId)
 }
 
 impl SqliteRegistry {
-    /// The accounts of a query: each open one by its position, the others answered unknown.
-    fn scope<'a>(&self, accounts: &'a [AccountId]) -> FxHashMap<&'a AccountId, usize> {
-        accounts
+    /// The accounts of a query: each open one by its position (the others are answered
+    /// unknown), and the one account asked about, if only one is, for the queries to filter by.
+    fn scope<'a>(
+        &self,
+        accounts: &'a [AccountId],
+    ) -> (FxHashMap<&'a AccountId, usize>, Option<&'a AccountId>) {
+        let index = accounts
             .iter()
             .enumerate()
             .filter(|(_, a)| self.ledger.accounts.contains_key(*a))
             .map(|(i, a)| (a, i))
-            .collect()
+            .collect();
+        let only = match accounts {
+            [one] => Some(one),
+            _ => None,
+        };
+        (index, only)
     }
 
     /// Accounts' blocks of an instrument as of `t` (by position in `accounts`; `None` for an
@@ -521,11 +530,7 @@ impl SqliteRegistry {
         t: Timestamp,
     ) -> Result<Vec<Option<Vec<HeldBlock>>>, RegistryError> {
         let broken = |e: ledger::Inconsistent| inconsistent(format!("{:?} as of {}", e.0, t.0));
-        let scope = self.scope(accounts);
-        let only = match accounts {
-            [one] => Some(one),
-            _ => None,
-        };
+        let (scope, only) = self.scope(accounts);
         let mut ranges: Vec<Option<Ranges>> = vec![None; accounts.len()];
         for (&account, &i) in &scope {
             let mut r = Ranges::default();
@@ -587,11 +592,7 @@ impl SqliteRegistry {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<Option<Vec<StatementLine>>>, RegistryError> {
-        let scope = self.scope(accounts);
-        let only = match accounts {
-            [one] => Some(one),
-            _ => None,
-        };
+        let (scope, only) = self.scope(accounts);
         let mut events: Vec<Vec<(i64, Vec<StatementLine>)>> = vec![Vec::new(); accounts.len()];
         for (seq, account, block, at) in store::issuances_in(&self.conn, only, from, to)? {
             if let Some(&i) = scope.get(&account) {
