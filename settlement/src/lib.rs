@@ -35,7 +35,7 @@ pub use registry::{BatchAnswers, BatchOp, Registry, BATCH_OPS_MAX};
 pub use sqlite::SqliteRegistry;
 pub use types::{
     coalesce, merge_held, Account, AccountId, EntryKind, HeldBlock, Holdings, Issuance, IssueUnits,
-    OpenAccount, PostTransfer, ProposeTransfer, RequestId, SerialBlock, Shortfall, Statement, StatementLine,
-    Timestamp, Totals, Transfer, TransferStatus, Vintage, VoidTransfer, ID_LENGTH_MAX, REQUEST_QTY_MAX,
-    SERIAL_MAX,
+    OpenAccount, PostTransfer, ProposeAndPost, ProposeTransfer, RequestId, SerialBlock, Shortfall, Statement,
+    StatementLine, Timestamp, Totals, Transfer, TransferStatus, Vintage, VoidTransfer, ID_LENGTH_MAX,
+    REQUEST_QTY_MAX, SERIAL_MAX,
 };

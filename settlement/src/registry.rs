@@ -8,16 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RegistryError;
 use crate::types::{
-    Account, AccountId, Holdings, Issuance, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer,
-    RequestId, Shortfall, Statement, Timestamp, Transfer, Vintage, VoidTransfer,
+    Account, AccountId, Holdings, Issuance, IssueUnits, OpenAccount, PostTransfer, ProposeAndPost,
+    ProposeTransfer, RequestId, Shortfall, Statement, Timestamp, Transfer, Vintage, VoidTransfer,
 };
 
 /// The most operations one [`Registry::apply_batch`] call should carry; the registry service
 /// refuses a larger batch, and its client splits one.
 pub const BATCH_OPS_MAX: usize = 4096;
 
-/// One change in a batch: a proposal, a post or a void, each with its own request id and the
-/// same idempotency as the single call.
+/// One change in a batch: a proposal, a post, a void, each with its own request id and the
+/// same idempotency as the single call, or a proposal posted at once if accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum BatchOp {
@@ -27,6 +27,11 @@ pub enum BatchOp {
     Post(PostTransfer),
     /// [`Registry::void`].
     Void(VoidTransfer),
+    /// [`Registry::propose`], then [`Registry::post`] if the answer is the pending transfer:
+    /// the answer is the post's, or the proposal's when it is anything else. The two calls in
+    /// one batch (`[propose, post]`) would post a transfer of that id even when the proposal
+    /// was refused because another client used the id.
+    ProposeAndPost(ProposeAndPost),
 }
 
 impl BatchOp {
@@ -36,6 +41,25 @@ impl BatchOp {
             BatchOp::Propose(r) => &r.id,
             BatchOp::Post(r) => &r.id,
             BatchOp::Void(r) => &r.id,
+            BatchOp::ProposeAndPost(r) => &r.propose.id,
+        }
+    }
+
+    /// Applies the operation through the single calls: what [`Registry::apply_batch`] must
+    /// answer for it at its place in the batch.
+    pub fn apply_one<R: Registry + ?Sized>(
+        &self,
+        registry: &mut R,
+        at: Timestamp,
+    ) -> Result<Transfer, RegistryError> {
+        match self {
+            BatchOp::Propose(req) => registry.propose(req, at),
+            BatchOp::Post(req) => registry.post(req, at),
+            BatchOp::Void(req) => registry.void(req, at),
+            BatchOp::ProposeAndPost(req) => match registry.propose(&req.propose, at)? {
+                t if t.status.is_pending() => registry.post(&req.post(), at),
+                t => Ok(t),
+            },
         }
     }
 }
@@ -85,14 +109,7 @@ pub trait Registry {
     /// applied; the embedded registry applies none): send the same batch again. The default sends the single calls one by one; a
     /// registry may do better (the embedded one commits the whole batch at once).
     fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
-        Ok(ops
-            .iter()
-            .map(|op| match op {
-                BatchOp::Propose(req) => self.propose(req, at),
-                BatchOp::Post(req) => self.post(req, at),
-                BatchOp::Void(req) => self.void(req, at),
-            })
-            .collect())
+        Ok(ops.iter().map(|op| op.apply_one(self, at)).collect())
     }
 
     /// Cancels, as of `now`, every pending transfer proposed at or before `now - timeout_ns`,

@@ -29,9 +29,10 @@
 //!   voided, and the obligation is broken with what was found.
 //!
 //! - **Batches**: a run takes the open obligations in chunks ([`RUN_CHUNK_MAX`]): the chunk is
-//!   marked submitted in one transaction, proposed in one registry batch, posted in another,
-//!   and its outcomes recorded in one transaction, each obligation's outcome the same as if it
-//!   went alone. A batch without an answer is no answer for each obligation in it.
+//!   marked submitted in one transaction, proposed and posted in one registry batch
+//!   ([`BatchOp::ProposeAndPost`]: a proposal is posted only if it is accepted), and its
+//!   outcomes recorded in one transaction, each obligation's outcome the same as if it went
+//!   alone. A batch without an answer is no answer for each obligation in it.
 //!
 //! Storage is SQLite through `rusqlite` with portable SQL (PostgreSQL comes next): every
 //! change is one transaction; times are passed in, never read from a clock.
@@ -59,7 +60,7 @@ use crate::audit::AuditLog;
 use crate::error::RegistryError;
 use crate::registry::{BatchAnswers, BatchOp, Registry};
 use crate::types::{
-    AccountId, PostTransfer, ProposeTransfer, RequestId, SerialBlock, Timestamp, Transfer, TransferStatus,
+    AccountId, ProposeAndPost, ProposeTransfer, RequestId, SerialBlock, Timestamp, Transfer, TransferStatus,
     VoidTransfer,
 };
 
@@ -1201,17 +1202,18 @@ fn state_record(o: &Obligation) -> serde_json::Value {
     })
 }
 
-/// The proposal of an obligation's certificate leg.
-fn propose_of(o: &Obligation) -> Result<BatchOp, SettlementError> {
+/// An obligation's certificate leg: its proposal, posted at once if the registry accepts it.
+fn delivery_of(o: &Obligation) -> Result<BatchOp, SettlementError> {
     let t = &o.trade;
-    Ok(BatchOp::Propose(ProposeTransfer {
+    let propose = ProposeTransfer {
         id: o.transfer_id()?,
         from: t.seller.clone(),
         to: t.buyer.clone(),
         instrument: t.instrument,
         quantity: t.qty,
         vintage: None,
-    }))
+    };
+    Ok(BatchOp::ProposeAndPost(ProposeAndPost { propose, post_id: o.post_id()? }))
 }
 
 /// Whether a transfer the registry holds under an obligation's id moves what the trade says.
@@ -1224,49 +1226,29 @@ fn is_transfer_of(t: &Transfer, o: &Obligation) -> bool {
 }
 
 /// The certificate legs of a chunk, with the obligations' fixed request ids: one batch of
-/// proposals, then one batch posting those accepted. `Ok` is a completed transfer.
+/// proposals, each posted at once if accepted. `Ok` is a completed transfer.
 fn deliver_chunk(
     registry: &mut dyn Registry,
     chunk: &[Obligation],
     at: Timestamp,
 ) -> Vec<Result<Transfer, SettlementError>> {
-    let not_pending =
-        |t: Transfer| Err(RegistryError::TransferNotPending { transfer: t.id, status: t.status }.into());
     let mut results: Vec<Result<Transfer, SettlementError>> = Vec::with_capacity(chunk.len());
-    let (mut proposals, mut proposed) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
+    let (mut ops, mut sent) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
     for (i, o) in chunk.iter().enumerate() {
-        match propose_of(o) {
+        match delivery_of(o) {
             Ok(op) => {
-                proposals.push(op);
-                proposed.push(i);
+                ops.push(op);
+                sent.push(i);
                 // Replaced by the answer below.
                 results.push(Err(SettlementError::Storage("not answered".into())));
             }
             Err(e) => results.push(Err(e)),
         }
     }
-    let (mut posts, mut posted) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
-    for (i, answer) in proposed.into_iter().zip(batch_answers(registry, &proposals, at)) {
-        match answer {
-            Ok(t) if t.status == TransferStatus::Rejected => results[i] = not_pending(t),
-            Ok(_) => {
-                let o = &chunk[i];
-                let post = o.post_id().and_then(|id| Ok(PostTransfer { id, transfer: o.transfer_id()? }));
-                match post {
-                    Ok(post) => {
-                        posts.push(BatchOp::Post(post));
-                        posted.push(i);
-                    }
-                    Err(e) => results[i] = Err(e),
-                }
-            }
-            Err(e) => results[i] = Err(e.into()),
-        }
-    }
-    for (i, answer) in posted.into_iter().zip(batch_answers(registry, &posts, at)) {
+    for (i, answer) in sent.into_iter().zip(batch_answers(registry, &ops, at)) {
         results[i] = match answer {
             Ok(t) if t.status == TransferStatus::Completed => Ok(t),
-            Ok(t) => not_pending(t),
+            Ok(t) => Err(RegistryError::TransferNotPending { transfer: t.id, status: t.status }.into()),
             Err(e) => Err(e.into()),
         };
     }

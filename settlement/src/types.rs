@@ -214,6 +214,28 @@ pub struct PostTransfer {
     pub transfer: RequestId,
 }
 
+/// Request: propose a transfer and, if the proposal is accepted, post it at once (delivery
+/// of a settled trade). Two requests under their own ids, with their own idempotency:
+/// [`ProposeTransfer`] (`id`, the transfer's id) and then, only if that proposal's answer is
+/// the pending transfer, a post of it under `post_id`. A proposal that is refused (or whose id
+/// was used for other fields) is never followed by the post, so the post can never complete
+/// another client's transfer of the same id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposeAndPost {
+    /// The proposal.
+    #[serde(flatten)]
+    pub propose: ProposeTransfer,
+    /// The client-made request id of the post.
+    pub post_id: RequestId,
+}
+
+impl ProposeAndPost {
+    /// The post that follows an accepted proposal.
+    pub fn post(&self) -> PostTransfer {
+        PostTransfer { id: self.post_id.clone(), transfer: self.propose.id.clone() }
+    }
+}
+
 /// Request: terminate (void) a pending transfer: its reserved units are released.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoidTransfer {

@@ -1,6 +1,7 @@
 //! Property test: a batch gives exactly what its operations, sent one by one, would give.
 //!
-//! The same random batches (proposals, posts and voids with reused ids, conflicting ids,
+//! The same random batches (proposals, posts, voids and proposals posted at once, with reused
+//! ids, conflicting ids,
 //! unknown transfers, short sellers, a time that goes back, whole batches sent again) go to the
 //! embedded registry's one-transaction batch, to the embedded registry one call at a time, and
 //! to the naive reference through the trait's default batch. Every answer must match; after
@@ -10,8 +11,8 @@ use std::collections::BTreeMap;
 
 use cccx_engine::types::InstrumentId;
 use cccx_settlement::{
-    AccountId, BatchOp, IssueUnits, NaiveRegistry, OpenAccount, PostTransfer, ProposeTransfer, Registry,
-    RequestId, SqliteRegistry, Timestamp, Vintage, VoidTransfer,
+    AccountId, BatchOp, IssueUnits, NaiveRegistry, OpenAccount, PostTransfer, ProposeAndPost,
+    ProposeTransfer, Registry, RequestId, SqliteRegistry, Timestamp, TransferStatus, Vintage, VoidTransfer,
 };
 use proptest::prelude::*;
 
@@ -28,9 +29,30 @@ fn acct(i: usize) -> AccountId {
 
 #[derive(Clone, Debug)]
 enum Item {
-    Propose { id: usize, from: usize, to: usize, quantity: u64, vintage: Option<u16> },
-    Post { id: usize, transfer: usize },
-    Void { id: usize, transfer: usize },
+    Propose {
+        id: usize,
+        from: usize,
+        to: usize,
+        quantity: u64,
+        vintage: Option<u16>,
+    },
+    Post {
+        id: usize,
+        transfer: usize,
+    },
+    Void {
+        id: usize,
+        transfer: usize,
+    },
+    /// A proposal posted at once under post id `post` (which may have been used before).
+    ProposeAndPost {
+        id: usize,
+        from: usize,
+        to: usize,
+        quantity: u64,
+        vintage: Option<u16>,
+        post: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -45,10 +67,19 @@ fn item() -> impl Strategy<Value = Item> {
     // An account index of ACCOUNTS is never opened.
     let account = prop_oneof![12 => 0..ACCOUNTS, 1 => Just(ACCOUNTS)];
     prop_oneof![
-        5 => (0..24usize, account.clone(), account, 0u64..40, proptest::option::of(2021u16..2023))
+        5 => (0..24usize, account.clone(), account.clone(), 0u64..40, proptest::option::of(2021u16..2023))
             .prop_map(|(id, from, to, quantity, vintage)| Item::Propose { id, from, to, quantity, vintage }),
         4 => (0..16usize, 0..26usize).prop_map(|(id, transfer)| Item::Post { id, transfer }),
         2 => (0..16usize, 0..26usize).prop_map(|(id, transfer)| Item::Void { id, transfer }),
+        4 => (0..24usize, account.clone(), account, 0u64..40, proptest::option::of(2021u16..2023), 0..16usize)
+            .prop_map(|(id, from, to, quantity, vintage, post)| Item::ProposeAndPost {
+                id,
+                from,
+                to,
+                quantity,
+                vintage,
+                post
+            }),
     ]
 }
 
@@ -60,22 +91,35 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+fn proposal(id: usize, from: usize, to: usize, quantity: u64, vintage: Option<u16>) -> ProposeTransfer {
+    ProposeTransfer {
+        id: rid('t', id),
+        from: acct(from),
+        to: acct(to),
+        instrument: CCC,
+        quantity,
+        vintage: vintage.map(Vintage),
+    }
+}
+
 fn op_of(item: &Item) -> BatchOp {
-    match item {
-        Item::Propose { id, from, to, quantity, vintage } => BatchOp::Propose(ProposeTransfer {
-            id: rid('t', *id),
-            from: acct(*from),
-            to: acct(*to),
-            instrument: CCC,
-            quantity: *quantity,
-            vintage: vintage.map(Vintage),
-        }),
+    match *item {
+        Item::Propose { id, from, to, quantity, vintage } => {
+            BatchOp::Propose(proposal(id, from, to, quantity, vintage))
+        }
+        // Its post id comes from the pool of posts and voids.
+        Item::ProposeAndPost { id, from, to, quantity, vintage, post } => {
+            BatchOp::ProposeAndPost(ProposeAndPost {
+                propose: proposal(id, from, to, quantity, vintage),
+                post_id: rid('p', post),
+            })
+        }
         Item::Post { id, transfer } => {
-            BatchOp::Post(PostTransfer { id: rid('p', *id), transfer: rid('t', *transfer) })
+            BatchOp::Post(PostTransfer { id: rid('p', id), transfer: rid('t', transfer) })
         }
         // Posts and voids share a pool of ids: a void under a post's id is a conflict.
         Item::Void { id, transfer } => {
-            BatchOp::Void(VoidTransfer { id: rid('p', *id), transfer: rid('t', *transfer) })
+            BatchOp::Void(VoidTransfer { id: rid('p', id), transfer: rid('t', transfer) })
         }
     }
 }
@@ -99,16 +143,7 @@ fn setup(r: &mut dyn Registry) {
 }
 
 fn one_by_one(r: &mut SqliteRegistry, ops: &[BatchOp], at: Timestamp) -> Vec<String> {
-    ops.iter()
-        .map(|op| {
-            let answer = match op {
-                BatchOp::Propose(req) => r.propose(req, at),
-                BatchOp::Post(req) => r.post(req, at),
-                BatchOp::Void(req) => r.void(req, at),
-            };
-            format!("{answer:?}")
-        })
-        .collect()
+    ops.iter().map(|op| format!("{:?}", op.apply_one(r, at))).collect()
 }
 
 fn batch(r: &mut dyn Registry, ops: &[BatchOp], at: Timestamp) -> Vec<String> {
@@ -188,4 +223,70 @@ fn one_refusal_leaves_the_others_alone() {
     let before = state(&r);
     assert_eq!(r.apply_batch(&ops, Timestamp(6)).expect("answer"), answers);
     assert_eq!(state(&r), before);
+}
+
+/// A proposal posted at once is posted only when the proposal is accepted: under an id another
+/// client used for its own transfer, it is refused and that transfer stays pending, where a
+/// proposal and a post in one batch would have completed it.
+#[test]
+fn a_refused_proposal_is_not_followed_by_its_post() {
+    let mut r = SqliteRegistry::open_in_memory().expect("open");
+    setup(&mut r);
+    let theirs = op_of(&Item::Propose { id: 0, from: 0, to: 1, quantity: 5, vintage: None });
+    assert!(r.apply_batch(&[theirs], Timestamp(5)).expect("answer")[0].is_ok());
+    let ours = Item::ProposeAndPost { id: 0, from: 2, to: 3, quantity: 5, vintage: None, post: 0 };
+    let answers = r.apply_batch(&[op_of(&ours)], Timestamp(6)).expect("answer");
+    assert!(
+        matches!(&answers[0], Err(cccx_settlement::RegistryError::DuplicateIdOtherFields(id)) if *id == rid('t', 0)),
+        "{answers:?}"
+    );
+    let t = r.transfer(&rid('t', 0)).expect("transfer").expect("stored");
+    assert!(t.status.is_pending(), "{t:?}");
+    r.check_invariants().expect("invariants");
+    // The post id is still free: the plain pair would have used it to complete their transfer.
+    let plain = [
+        op_of(&Item::Propose { id: 0, from: 2, to: 3, quantity: 5, vintage: None }),
+        op_of(&Item::Post { id: 0, transfer: 0 }),
+    ];
+    let answers = r.apply_batch(&plain, Timestamp(7)).expect("answer");
+    assert!(answers[0].is_err() && answers[1].as_ref().is_ok_and(|t| t.from == acct(0)), "{answers:?}");
+}
+
+/// Under new ids a proposal posted at once answers and records what the proposal and the post
+/// sent one by one do: the same completed transfer, holdings and statements.
+#[test]
+fn propose_and_post_records_what_the_two_calls_record() {
+    let mut fast = SqliteRegistry::open_in_memory().expect("open");
+    let mut single = SqliteRegistry::open_in_memory().expect("open");
+    setup(&mut fast);
+    setup(&mut single);
+    let ops: Vec<BatchOp> = (0..4)
+        .map(|n| {
+            op_of(&Item::ProposeAndPost {
+                id: n,
+                from: n % ACCOUNTS,
+                to: (n + 1) % ACCOUNTS,
+                quantity: 3 + n as u64,
+                vintage: None,
+                post: n,
+            })
+        })
+        .collect();
+    let answers = fast.apply_batch(&ops, Timestamp(5)).expect("answer");
+    assert!(
+        answers.iter().all(|a| a.as_ref().is_ok_and(|t| t.status == TransferStatus::Completed)),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+        one_by_one(&mut single, &ops, Timestamp(5))
+    );
+    assert_eq!(state(&fast), state(&single));
+    for n in 0..4 {
+        assert_eq!(
+            fast.transfer(&rid('t', n)).expect("transfer"),
+            single.transfer(&rid('t', n)).expect("transfer")
+        );
+    }
+    fast.check_invariants().expect("invariants");
 }

@@ -560,7 +560,7 @@ mod whole_batches {
         registry.inner.check_invariants().unwrap();
         let counts = s.counts().unwrap();
         assert!(counts.iter().any(|(state, n)| *state == ObligationState::Broken && *n > 0), "{counts:?}");
-        assert!(registry.batches > 6, "several chunks, several rounds");
+        assert!(registry.batches > 3, "several chunks, several rounds: {} batches", registry.batches);
         drop(s);
         cccx_settlement::audit::verify(&audit).unwrap();
     }

@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cccx_engine::types::InstrumentId;
+use cccx_engine::types::{InstrumentId, Qty};
 use serde::Serialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,8 +21,8 @@ use crate::error::RegistryError;
 use crate::registry::{BatchOp, Registry, BATCH_OPS_MAX};
 use crate::service::schema;
 use crate::types::{
-    AccountId, IssueUnits, OpenAccount, PostTransfer, ProposeTransfer, RequestId, Timestamp, Vintage,
-    VoidTransfer,
+    AccountId, IssueUnits, OpenAccount, PostTransfer, ProposeAndPost, ProposeTransfer, RequestId, Timestamp,
+    Vintage, VoidTransfer,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -176,14 +176,7 @@ async fn propose(
     body: Result<Json<ProposeBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let Json(b) = body.map_err(json_error)?;
-    let req = ProposeTransfer {
-        id: request_id(&b.id)?,
-        from: account_id(&b.from)?,
-        to: account_id(&b.to)?,
-        instrument: InstrumentId(b.instrument),
-        quantity: b.quantity,
-        vintage: b.vintage.map(Vintage),
-    };
+    let req = proposal(&b.id, &b.from, &b.to, b.instrument, b.quantity, b.vintage)?;
     let at = time_of(b.at.as_ref())?;
     let result = state
         .on_ledger(move |l| {
@@ -290,17 +283,35 @@ async fn void_transfer(
     resolve(state, transfer, body, true).await
 }
 
+/// A proposal, from the members of its body or batch item.
+fn proposal(
+    id: &str,
+    from: &str,
+    to: &str,
+    instrument: u32,
+    quantity: Qty,
+    vintage: Option<u16>,
+) -> Result<ProposeTransfer, Problem> {
+    Ok(ProposeTransfer {
+        id: request_id(id)?,
+        from: account_id(from)?,
+        to: account_id(to)?,
+        instrument: InstrumentId(instrument),
+        quantity,
+        vintage: vintage.map(Vintage),
+    })
+}
+
 /// A batch item as the registry's operation.
 fn batch_op(item: &BatchItemBody) -> Result<BatchOp, Problem> {
     Ok(match item {
         BatchItemBody::Propose { id, from, to, instrument, quantity, vintage } => {
-            BatchOp::Propose(ProposeTransfer {
-                id: request_id(id)?,
-                from: account_id(from)?,
-                to: account_id(to)?,
-                instrument: InstrumentId(*instrument),
-                quantity: *quantity,
-                vintage: vintage.map(Vintage),
+            BatchOp::Propose(proposal(id, from, to, *instrument, *quantity, *vintage)?)
+        }
+        BatchItemBody::ProposeAndPost { id, from, to, instrument, quantity, vintage, post_id } => {
+            BatchOp::ProposeAndPost(ProposeAndPost {
+                propose: proposal(id, from, to, *instrument, *quantity, *vintage)?,
+                post_id: request_id(post_id)?,
             })
         }
         BatchItemBody::Post { id, transfer } => {

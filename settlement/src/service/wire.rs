@@ -141,7 +141,8 @@ pub struct CheckAnswer {
     pub short: Vec<crate::types::Shortfall>,
 }
 
-/// Body of `POST /v1/batch`: proposals, posts and voids, applied in order, all at one time.
+/// Body of `POST /v1/batch`: proposals, posts, voids and proposals posted at once, applied in
+/// order, all at one time.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
@@ -185,6 +186,27 @@ pub enum BatchItemBody {
         id: String,
         /// The pending transfer.
         transfer: String,
+    },
+    /// A proposal, as `propose`, posted at once under `post_id` if it is accepted (its answer
+    /// is the pending transfer): the answer is the post's, or the proposal's when it is
+    /// anything else. Unlike a `propose` and a `post` in one batch, a refused proposal (its id
+    /// used by another client, say) is never followed by the post.
+    ProposeAndPost {
+        /// The client-made request id of the proposal, which becomes the transfer's id.
+        id: String,
+        /// The transferring account.
+        from: String,
+        /// The acquiring account.
+        to: String,
+        /// The instrument of the units.
+        instrument: u32,
+        /// How many units.
+        quantity: Qty,
+        /// Only units of this vintage; any vintage, oldest first, when absent.
+        #[serde(default)]
+        vintage: Option<u16>,
+        /// The client-made request id of the post.
+        post_id: String,
     },
 }
 

@@ -33,8 +33,8 @@ use crate::error::RegistryError;
 use crate::registry::{BatchAnswers, BatchOp, Registry};
 use crate::types::{
     merge_held, Account, AccountId, EntryKind, HeldBlock, Holdings, Issuance, IssueUnits, OpenAccount,
-    PostTransfer, ProposeTransfer, RequestId, SerialBlock, Shortfall, Statement, StatementLine, Timestamp,
-    Transfer, TransferStatus, Vintage, VoidTransfer, REQUEST_QTY_MAX, SERIAL_MAX,
+    PostTransfer, ProposeAndPost, ProposeTransfer, RequestId, SerialBlock, Shortfall, Statement,
+    StatementLine, Timestamp, Transfer, TransferStatus, Vintage, VoidTransfer, REQUEST_QTY_MAX, SERIAL_MAX,
 };
 
 /// How many prepared statements a connection keeps.
@@ -341,6 +341,12 @@ impl Work<'_> {
             Some(Prior::Proposal) => return self.proposed_before(req),
         }
         self.may_change()?;
+        self.propose_new(req, None)
+    }
+
+    /// A proposal under a new id, posted at once if accepted and `post` is given (an id
+    /// not used before). Answers the transfer, pending or completed, or the refusal, stored.
+    fn propose_new(&mut self, req: &ProposeTransfer, post: Option<&RequestId>) -> Answered<Transfer> {
         let at = self.at;
         let mut transfer = Transfer::rejected(req, at);
         let picked = (|| {
@@ -361,19 +367,48 @@ impl Work<'_> {
         })();
         let seq = self.ledger.next_seq();
         self.wrote = true;
-        match picked {
+        let blocks = match picked {
             Err(e) => {
-                store::insert_transfer(self.c, &transfer, Some(&to_json(&e)?), seq)?;
-                Ok(Err(e))
+                store::insert_transfer(self.c, &transfer, Some(&to_json(&e)?), seq, None)?;
+                return Ok(Err(e));
             }
-            Ok(blocks) => {
-                transfer.blocks = blocks;
+            Ok(blocks) => blocks,
+        };
+        transfer.blocks = blocks;
+        match post {
+            None => {
                 transfer.status = TransferStatus::Accepted;
                 transfer.resolved_at = None;
-                store::insert_transfer(self.c, &transfer, None, seq)?;
+                store::insert_transfer(self.c, &transfer, None, seq, None)?;
                 self.ledger.pending.insert(req.id.clone(), transfer.clone());
-                Ok(Ok(transfer))
             }
+            Some(post) => {
+                transfer.status = TransferStatus::Completed;
+                transfer.resolved_at = Some(at);
+                self.ledger
+                    .credit(&req.to, &transfer.blocks)
+                    .map_err(|e| inconsistent(format!("{:?} of transfer {} held twice", e.0, req.id)))?;
+                let resolve_seq = self.ledger.next_seq();
+                store::insert_transfer(self.c, &transfer, None, seq, Some((resolve_seq, post)))?;
+            }
+        }
+        Ok(Ok(transfer))
+    }
+
+    /// [`BatchOp::ProposeAndPost`]: under two new ids (the usual case), one transfer row
+    /// written completed; otherwise the proposal and, if it is accepted, the post, each
+    /// answered as its single call would be. Both ways record the same.
+    fn propose_and_post(&mut self, req: &ProposeAndPost) -> Answered<Transfer> {
+        let post = req.post();
+        if store::prior(self.c, &req.propose.id)?.is_none() && store::prior(self.c, &post.id)?.is_none() {
+            self.may_change()?;
+            return self.propose_new(&req.propose, Some(&post.id));
+        }
+        match self.propose(&req.propose)? {
+            Ok(t) if t.status.is_pending() => {
+                self.post_or_void(&post.id, "post", &post.transfer, TransferStatus::Completed)
+            }
+            answer => Ok(answer),
         }
     }
 
@@ -466,6 +501,7 @@ impl Work<'_> {
             BatchOp::Void(req) => {
                 self.post_or_void(&req.id, "void", &req.transfer, TransferStatus::Terminated)
             }
+            BatchOp::ProposeAndPost(req) => self.propose_and_post(req),
         }
     }
 }

@@ -169,17 +169,20 @@ pub fn load_transfer(c: &Connection, id: &RequestId) -> Result<Option<TransferRo
         .transpose()
 }
 
-/// Stores a new transfer: accepted (pending) or rejected, with its refusal.
+/// Stores a new transfer: accepted (pending) or rejected, with its refusal, or already
+/// resolved (`resolution`: its event number and the post that completed it, in the same
+/// transaction as its proposal).
 pub fn insert_transfer(
     c: &Connection,
     t: &Transfer,
     refusal: Option<&str>,
     propose_seq: i64,
+    resolution: Option<(i64, &RequestId)>,
 ) -> Result<(), RegistryError> {
     c.prepare_cached(concat!(
         "INSERT INTO transfers (",
         transfer_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)"
+        ", resolve_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))?
     .execute(params![
         t.id.as_str(),
@@ -193,7 +196,9 @@ pub fn insert_transfer(
         refusal,
         t.proposed_at.0,
         propose_seq,
-        t.resolved_at.map(|r| r.0)
+        t.resolved_at.map(|r| r.0),
+        resolution.map(|r| r.0),
+        resolution.map(|r| r.1.as_str())
     ])?;
     Ok(())
 }
