@@ -41,12 +41,13 @@
 //! `blocks`, JSON), so [reconciliation](crate::reconcile) can compare serial blocks without
 //! asking the registry for every transfer.
 //!
-//! The tables (schema version 3) are laid out for few and local writes per trade, since each
+//! The tables (schema version 4) are laid out for few and local writes per trade, since each
 //! commit writes every page it changed: obligations and funds movements are numbered
 //! (`seq`, the row's key), an obligation's trade is stored in columns, only open obligations
-//! are in the index a run reads them by, and each account's balance is kept in `balances`,
-//! changed once per transaction, rather than indexing every movement by account. A version 1
-//! or 2 database is converted when opened.
+//! are in the index a run reads them by, a funds movement is one row from one account to
+//! another (three per settled trade: the payment, the seller's share, the fees), and each
+//! account's balance is kept in `balances`, changed once per transaction, rather than indexing
+//! every movement by account. A database of versions 1 to 3 is converted when opened.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,7 +71,7 @@ pub const TRADE_ID_LENGTH_MAX: usize = 62;
 pub const FEE_ACCOUNT: &str = "EXCHANGE-FEES";
 /// The funds account that holds buyers' payments until delivery.
 pub const CLEARING_ACCOUNT: &str = "CLEARING";
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Whether an obligation is open ([`ObligationState::is_open`]), as the condition of the
 /// index of open obligations and of the query that reads them (the same text, so that the
@@ -82,8 +83,18 @@ macro_rules! open_states {
     };
 }
 
-/// The tables and indexes of schema version 3.
-const SCHEMA: &str = concat!(
+/// Each account's balance from the funds movements: what it received less what it paid.
+macro_rules! balances_of_movements {
+    () => {
+        "SELECT account, SUM(amount) FROM
+             (SELECT to_account AS account, amount FROM funds
+              UNION ALL SELECT from_account, -amount FROM funds)
+         GROUP BY account"
+    };
+}
+
+/// The obligations table of schema version 4 (as of version 3) and its index of open ones.
+const SCHEMA_OBLIGATIONS: &str = concat!(
     "CREATE TABLE obligations (
          seq INTEGER PRIMARY KEY,
          trade_id VARCHAR(64) NOT NULL UNIQUE,
@@ -102,21 +113,34 @@ const SCHEMA: &str = concat!(
      );
      CREATE INDEX obligations_open ON obligations (seq) WHERE ",
     open_states!(),
-    ";
-     CREATE TABLE funds (
+    ";"
+);
+
+/// The funds tables of schema version 4: one row per movement of an amount from one account
+/// to another (so every movement balances by itself), and each account's balance.
+const SCHEMA_FUNDS: &str = "CREATE TABLE funds (
+         seq INTEGER PRIMARY KEY,
+         obligation BIGINT NOT NULL,
+         kind VARCHAR(16) NOT NULL,
+         from_account VARCHAR(64) NOT NULL,
+         to_account VARCHAR(64) NOT NULL,
+         amount BIGINT NOT NULL,
+         at BIGINT NOT NULL
+     );
+     CREATE TABLE balances (
+         account VARCHAR(64) PRIMARY KEY,
+         balance BIGINT NOT NULL
+     );";
+
+/// The funds table of schema version 3: one row per account and movement, signed.
+const SCHEMA_FUNDS_V3: &str = "CREATE TABLE funds (
          seq INTEGER PRIMARY KEY,
          account VARCHAR(64) NOT NULL,
          obligation BIGINT NOT NULL,
          kind VARCHAR(16) NOT NULL,
          amount BIGINT NOT NULL,
          at BIGINT NOT NULL
-     );
-     CREATE UNIQUE INDEX funds_once ON funds (obligation, account, kind);
-     CREATE TABLE balances (
-         account VARCHAR(64) PRIMARY KEY,
-         balance BIGINT NOT NULL
-     );"
-);
+     );";
 
 /// The columns `query_seq` reads, in its order.
 const OBLIGATION_COLUMNS: &str =
@@ -482,8 +506,7 @@ impl Settlement {
                 return Err(bad("already recorded with other fields"));
             }
             seq += 1;
-            funds.add(&tx, t.buyer.as_str(), seq, "pay", -paid)?;
-            funds.add(&tx, CLEARING_ACCOUNT, seq, "pay", paid)?;
+            funds.add(&tx, seq, "pay", t.buyer.as_str(), CLEARING_ACCOUNT, paid)?;
             added += 1;
             if self.audit.is_some() {
                 inserted.push(t);
@@ -726,25 +749,20 @@ impl Settlement {
         Ok(balance.unwrap_or(0))
     }
 
-    /// Checks the ledger: every funds movement sums to zero per trade, each account's balance
-    /// is the sum of its movements, clearing holds exactly the payments of obligations not
-    /// confirmed, and the seller and fee were paid exactly for the confirmed ones.
+    /// Checks the ledger: each account's balance is what its movements brought in less what
+    /// they took out (every movement goes from one account to another, so the ledger sums to
+    /// zero), and every obligation moved exactly its buyer's payment into clearing and, once
+    /// confirmed (only then), the seller's share and the fees out of it, so that clearing
+    /// holds exactly the payments of obligations not confirmed.
     pub fn check(&self) -> Result<(), String> {
         let err = |e: SettlementError| e.to_string();
         let sql = |e: rusqlite::Error| e.to_string();
-        let total: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(SUM(amount), 0) FROM funds", [], |r| r.get(0))
-            .map_err(sql)?;
-        if total != 0 {
-            return Err(format!("the funds ledger does not balance: {total}"));
-        }
         let sums = |query: &str| -> Result<BTreeMap<String, i64>, String> {
             let mut stmt = self.conn.prepare(query).map_err(sql)?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?;
             rows.collect::<Result<_, _>>().map_err(sql)
         };
-        let moved = sums("SELECT account, SUM(amount) FROM funds GROUP BY account")?;
+        let moved = sums(balances_of_movements!())?;
         let balances = sums("SELECT account, balance FROM balances")?;
         if moved != balances {
             let accounts: std::collections::BTreeSet<&String> = moved.keys().chain(balances.keys()).collect();
@@ -755,15 +773,54 @@ impl Settlement {
                 }
             }
         }
-        let mut clearing = 0i128;
-        for o in self.obligations().map_err(err)? {
-            if o.state != ObligationState::Confirmed {
-                clearing += i128::from(o.trade.price) * i128::from(o.trade.qty) + i128::from(o.fee);
+        // Each obligation's movements: its payment into clearing and, once confirmed, its
+        // payout, exactly once each.
+        type Movement = (String, String, String, i64);
+        let mut moved: FxHashMap<i64, Vec<Movement>> = FxHashMap::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT obligation, kind, from_account, to_account, amount FROM funds")
+            .map_err(sql)?;
+        let mut rows = stmt.query([]).map_err(sql)?;
+        while let Some(r) = rows.next().map_err(sql)? {
+            let row = (
+                r.get(1).map_err(sql)?,
+                r.get(2).map_err(sql)?,
+                r.get(3).map_err(sql)?,
+                r.get(4).map_err(sql)?,
+            );
+            moved.entry(r.get(0).map_err(sql)?).or_default().push(row);
+        }
+        drop(rows);
+        drop(stmt);
+        for (seq, o) in query_seq(&self.conn, "", []).map_err(err)? {
+            let t = &o.trade;
+            let value = i64::try_from(t.qty).ok().and_then(|q| q.checked_mul(t.price));
+            let Some(paid) = value.and_then(|v| v.checked_add(o.fee)) else {
+                return Err(format!("trade {}: amounts overflow", t.trade_id));
+            };
+            let movement = |kind: &str, from: &str, to: &str, amount: i64| {
+                (kind.to_string(), from.to_string(), to.to_string(), amount)
+            };
+            let mut expected = vec![movement("pay", t.buyer.as_str(), CLEARING_ACCOUNT, paid)];
+            if o.state == ObligationState::Confirmed {
+                let (seller_paid, fees) = payout(&o).map_err(err)?;
+                expected.push(movement("receive", CLEARING_ACCOUNT, t.seller.as_str(), seller_paid));
+                expected.push(movement("fee", CLEARING_ACCOUNT, FEE_ACCOUNT, fees));
+            }
+            let mut found = moved.remove(&seq).unwrap_or_default();
+            found.sort();
+            expected.sort();
+            if found != expected {
+                return Err(format!(
+                    "trade {} ({}): funds movements {found:?}, expected {expected:?}",
+                    t.trade_id,
+                    o.state.as_str()
+                ));
             }
         }
-        let held = i128::from(self.balance(CLEARING_ACCOUNT).map_err(err)?);
-        if held != clearing {
-            return Err(format!("clearing holds {held}, unconfirmed obligations {clearing}"));
+        if let Some(seq) = moved.keys().min() {
+            return Err(format!("funds movements of obligation {seq}, which is not stored"));
         }
         Ok(())
     }
@@ -902,10 +959,9 @@ fn record(
         let (state, reason, blocks_text) = match outcome {
             Outcome::Confirmed(blocks) => {
                 let t = &o.trade;
-                let (paid, seller_paid, fees) = payout(o)?;
-                funds.add(tx, CLEARING_ACCOUNT, seq, "deliver", -paid)?;
-                funds.add(tx, t.seller.as_str(), seq, "receive", seller_paid)?;
-                funds.add(tx, FEE_ACCOUNT, seq, "fee", fees)?;
+                let (seller_paid, fees) = payout(o)?;
+                funds.add(tx, seq, "receive", CLEARING_ACCOUNT, t.seller.as_str(), seller_paid)?;
+                funds.add(tx, seq, "fee", CLEARING_ACCOUNT, FEE_ACCOUNT, fees)?;
                 let text =
                     serde_json::to_string(&blocks).map_err(|e| SettlementError::Storage(e.to_string()))?;
                 o.blocks = blocks;
@@ -955,7 +1011,8 @@ fn setup_schema(conn: &mut Connection) -> Result<(), SettlementError> {
     match version {
         Some(SCHEMA_VERSION) => {}
         None if tables == 0 => {
-            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(SCHEMA_OBLIGATIONS)?;
+            tx.execute_batch(SCHEMA_FUNDS)?;
             tx.execute("INSERT INTO settlement_schema (version) VALUES (?1)", params![SCHEMA_VERSION])?;
         }
         // Versions 1 and 2 created their tables before recording their version: a crash in
@@ -970,11 +1027,18 @@ fn setup_schema(conn: &mut Connection) -> Result<(), SettlementError> {
             tx.execute_batch(
                 "DROP TABLE obligations; DROP TABLE IF EXISTS funds; DROP TABLE IF EXISTS balances;",
             )?;
-            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(SCHEMA_OBLIGATIONS)?;
+            tx.execute_batch(SCHEMA_FUNDS)?;
             tx.execute("INSERT INTO settlement_schema (version) VALUES (?1)", params![SCHEMA_VERSION])?;
         }
-        Some(v @ (1 | 2)) => {
-            convert_v2(&tx).map_err(|e| {
+        Some(v @ 1..=3) => {
+            let convert = || {
+                if v < 3 {
+                    convert_v2(&tx)?;
+                }
+                convert_v3(&tx)
+            };
+            convert().map_err(|e| {
                 SettlementError::Storage(format!(
                     "converting the version {v} database to version {SCHEMA_VERSION}: {e}"
                 ))
@@ -991,11 +1055,12 @@ fn setup_schema(conn: &mut Connection) -> Result<(), SettlementError> {
     Ok(())
 }
 
-/// Converts the tables of versions 1 and 2 to version 3. Version 2 added the `blocks` column
+/// Converts the tables of versions 1 and 2 to version 3 (then [`convert_v3`] goes on to version
+/// 4). Version 2 added the `blocks` column
 /// (the serial blocks of a confirmed obligation; version 1 has none, NULL: not recorded).
 /// Obligations keep their sequence numbers, states and times, and their trades move from JSON
 /// text to columns; funds movements keep their numbers and name their obligation by number
-/// instead of by trade id; each account's balance is summed from its movements.
+/// instead of by trade id.
 fn convert_v2(tx: &Connection) -> Result<(), SettlementError> {
     let has_blocks = tx.prepare("SELECT blocks FROM obligations").is_ok();
     tx.execute_batch(
@@ -1006,7 +1071,8 @@ fn convert_v2(tx: &Connection) -> Result<(), SettlementError> {
          ALTER TABLE obligations RENAME TO obligations_v2;
          ALTER TABLE funds RENAME TO funds_v2;",
     )?;
-    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(SCHEMA_OBLIGATIONS)?;
+    tx.execute_batch(SCHEMA_FUNDS_V3)?;
     let blocks = if has_blocks { "blocks" } else { "NULL" };
     let mut read = tx.prepare(&format!(
         "SELECT seq, trade_id, trade, fee, state, attempts, reason, updated_at, {blocks} FROM obligations_v2
@@ -1065,11 +1131,54 @@ fn convert_v2(tx: &Connection) -> Result<(), SettlementError> {
             movements - moved
         )));
     }
+    tx.execute_batch("DROP TABLE obligations_v2; DROP TABLE funds_v2; DROP TABLE IF EXISTS balances;")?;
+    Ok(())
+}
+
+/// Converts the funds of version 3 (a signed row per account: the buyer's payment as two rows,
+/// a delivery as three) to version 4 (a row per movement from one account to another: the
+/// payment from the buyer into clearing, and from clearing the seller's share and the fees),
+/// keeping each movement's number (the credited row's), kind and time, and derives the
+/// balances again. Every account must end with the balance its version 3 rows summed to.
+fn convert_v3(tx: &Connection) -> Result<(), SettlementError> {
     tx.execute_batch(
-        "INSERT INTO balances (account, balance) SELECT account, SUM(amount) FROM funds GROUP BY account;
-         DROP TABLE obligations_v2;
-         DROP TABLE funds_v2;",
+        "DROP INDEX IF EXISTS funds_once;
+         DROP TABLE IF EXISTS balances;
+         ALTER TABLE funds RENAME TO funds_v3;",
     )?;
+    tx.execute_batch(SCHEMA_FUNDS)?;
+    // The payment's debit row names the buyer; a delivery's `deliver` row (out of clearing) is
+    // the sum of its `receive` and `fee` rows.
+    tx.execute(
+        "INSERT INTO funds (seq, obligation, kind, from_account, to_account, amount, at)
+             SELECT f.seq, f.obligation, f.kind,
+                    CASE f.kind WHEN 'pay' THEN
+                        (SELECT d.account FROM funds_v3 d
+                         WHERE d.obligation = f.obligation AND d.kind = 'pay' AND d.amount < 0)
+                    ELSE ?1 END,
+                    f.account, f.amount, f.at
+             FROM funds_v3 f
+             WHERE f.kind <> 'deliver' AND NOT (f.kind = 'pay' AND f.amount < 0)
+             ORDER BY f.seq",
+        params![CLEARING_ACCOUNT],
+    )?;
+    tx.execute_batch(concat!("INSERT INTO balances (account, balance) ", balances_of_movements!(), ";"))?;
+    let mut stmt = tx.prepare(
+        "SELECT o.account, o.balance, n.balance
+         FROM (SELECT account, SUM(amount) AS balance FROM funds_v3 GROUP BY account) o
+         LEFT JOIN balances n ON n.account = o.account
+         WHERE n.balance IS NULL OR n.balance <> o.balance",
+    )?;
+    let differ: Option<(String, i64, Option<i64>)> =
+        stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+    drop(stmt);
+    if let Some((account, was, now)) = differ {
+        return Err(SettlementError::Storage(format!(
+            "account {account}: its movements summed to {was}, converted they sum to {now:?} \
+             (a payment or delivery without all of its rows?)"
+        )));
+    }
+    tx.execute_batch("DROP TABLE funds_v3;")?;
     Ok(())
 }
 
@@ -1078,13 +1187,14 @@ const FUNDS_PER_INSERT: usize = 64;
 
 /// The funds movements of one transaction: rows numbered from the next free sequence number
 /// (one read per transaction; this runner is the only writer, and a second one would fail on
-/// `funds_once` or the state guard) and written [`FUNDS_PER_INSERT`] at a time, and what they
-/// change in each account's balance, written once per account when the transaction is done.
+/// the numbers, the funds' key, or on the obligations' state guard) and written
+/// [`FUNDS_PER_INSERT`] at a time, and what they change in each account's balance, written
+/// once per account when the transaction is done.
 struct Movements<'a> {
     seq: i64,
     at: Timestamp,
-    /// Rows not written yet: account, trade id, kind, amount.
-    rows: Vec<(&'a str, i64, &'static str, i64)>,
+    /// Rows not written yet: obligation, kind, from, to, amount.
+    rows: Vec<(i64, &'static str, &'a str, &'a str, i64)>,
     changes: FxHashMap<&'a str, i128>,
     /// The statement that writes as many rows as `rows` holds (usually).
     sql: InsertFunds,
@@ -1102,13 +1212,19 @@ impl InsertFunds {
     }
 }
 
+/// The values a funds row binds after the time.
+const FUNDS_VALUES: usize = 6;
+
 /// `INSERT INTO funds` of `len` rows; parameter 1 is the time, the rows' values follow.
 fn insert_funds_sql(len: usize) -> InsertFunds {
-    let mut text = String::from("INSERT INTO funds (seq, account, obligation, kind, amount, at) VALUES ");
+    let mut text = String::from(
+        "INSERT INTO funds (seq, obligation, kind, from_account, to_account, amount, at) VALUES ",
+    );
     for i in 0..len {
-        let p = 2 + 5 * i;
+        let p = 2 + FUNDS_VALUES * i;
         let sep = if i == 0 { "" } else { ", " };
-        text.push_str(&format!("{sep}(?{}, ?{}, ?{}, ?{}, ?{}, ?1)", p, p + 1, p + 2, p + 3, p + 4));
+        let values: Vec<String> = (p..p + FUNDS_VALUES).map(|n| format!("?{n}")).collect();
+        text.push_str(&format!("{sep}({}, ?1)", values.join(", ")));
     }
     InsertFunds { len, text }
 }
@@ -1125,16 +1241,19 @@ impl<'a> Movements<'a> {
         })
     }
 
+    /// Moves `amount` of an obligation from one account to another.
     fn add(
         &mut self,
         tx: &Connection,
-        account: &'a str,
-        trade_id: i64,
+        obligation: i64,
         kind: &'static str,
+        from: &'a str,
+        to: &'a str,
         amount: i64,
     ) -> Result<(), SettlementError> {
-        self.rows.push((account, trade_id, kind, amount));
-        *self.changes.entry(account).or_default() += i128::from(amount);
+        self.rows.push((obligation, kind, from, to, amount));
+        *self.changes.entry(from).or_default() -= i128::from(amount);
+        *self.changes.entry(to).or_default() += i128::from(amount);
         if self.rows.len() == FUNDS_PER_INSERT {
             self.flush(tx)?;
         }
@@ -1151,13 +1270,14 @@ impl<'a> Movements<'a> {
         }
         let mut stmt = tx.prepare_cached(&self.sql.text)?;
         stmt.raw_bind_parameter(1, self.at.0)?;
-        for (i, (account, trade_id, kind, amount)) in self.rows.drain(..).enumerate() {
-            let p = 2 + 5 * i;
+        for (i, (obligation, kind, from, to, amount)) in self.rows.drain(..).enumerate() {
+            let p = 2 + FUNDS_VALUES * i;
             stmt.raw_bind_parameter(p, self.seq)?;
-            stmt.raw_bind_parameter(p + 1, account)?;
-            stmt.raw_bind_parameter(p + 2, trade_id)?;
-            stmt.raw_bind_parameter(p + 3, kind)?;
-            stmt.raw_bind_parameter(p + 4, amount)?;
+            stmt.raw_bind_parameter(p + 1, obligation)?;
+            stmt.raw_bind_parameter(p + 2, kind)?;
+            stmt.raw_bind_parameter(p + 3, from)?;
+            stmt.raw_bind_parameter(p + 4, to)?;
+            stmt.raw_bind_parameter(p + 5, amount)?;
             self.seq += 1;
         }
         stmt.raw_execute()?;
@@ -1165,7 +1285,7 @@ impl<'a> Movements<'a> {
     }
 
     /// Writes the rows left and adds the changes to the balances (each account's balance is
-    /// the sum of its movements).
+    /// what its movements brought in less what they took out).
     fn finish(mut self, tx: &Connection) -> Result<(), SettlementError> {
         self.flush(tx)?;
         let mut read = tx.prepare_cached("SELECT balance FROM balances WHERE account = ?1")?;
@@ -1185,14 +1305,14 @@ impl<'a> Movements<'a> {
     }
 }
 
-/// What a delivery moves: the buyer's payment out of clearing, the seller's share, the fees.
-fn payout(o: &Obligation) -> Result<(i64, i64, i64), SettlementError> {
+/// What a delivery pays out of clearing (the buyer's payment, value + fee): the seller's
+/// share (value - fee) and the fees (2 x fee).
+fn payout(o: &Obligation) -> Result<(i64, i64), SettlementError> {
     let t = &o.trade;
     let overflow = || SettlementError::Storage(format!("trade {}: amounts overflow", t.trade_id));
     let value = i64::try_from(t.qty).ok().and_then(|q| q.checked_mul(t.price)).ok_or_else(overflow)?;
-    let paid = value.checked_add(o.fee).ok_or_else(overflow)?;
     let fees = o.fee.checked_mul(2).ok_or_else(overflow)?;
-    Ok((paid, value - o.fee, fees))
+    Ok((value - o.fee, fees))
 }
 
 /// The audit record of a state change.

@@ -601,38 +601,85 @@ mod schema {
         CREATE INDEX funds_seq ON funds (seq);
         CREATE UNIQUE INDEX funds_once ON funds (trade_id, account, kind);";
 
+    /// The tables schema version 3 created: trades in columns, funds as signed rows per account.
+    const VERSION_3: &str = "CREATE TABLE settlement_schema (version INTEGER NOT NULL);
+        CREATE TABLE obligations (
+            seq INTEGER PRIMARY KEY,
+            trade_id VARCHAR(64) NOT NULL UNIQUE,
+            instrument INTEGER NOT NULL,
+            buyer VARCHAR(64) NOT NULL,
+            seller VARCHAR(64) NOT NULL,
+            qty BIGINT NOT NULL,
+            price BIGINT NOT NULL,
+            traded_at BIGINT NOT NULL,
+            fee BIGINT NOT NULL,
+            state VARCHAR(16) NOT NULL,
+            attempts INTEGER NOT NULL,
+            reason TEXT,
+            updated_at BIGINT NOT NULL,
+            blocks TEXT
+        );
+        CREATE INDEX obligations_open ON obligations (seq) WHERE state <> 'confirmed' AND state <> 'broken';
+        CREATE TABLE funds (
+            seq INTEGER PRIMARY KEY,
+            account VARCHAR(64) NOT NULL,
+            obligation BIGINT NOT NULL,
+            kind VARCHAR(16) NOT NULL,
+            amount BIGINT NOT NULL,
+            at BIGINT NOT NULL
+        );
+        CREATE UNIQUE INDEX funds_once ON funds (obligation, account, kind);
+        CREATE TABLE balances (
+            account VARCHAR(64) PRIMARY KEY,
+            balance BIGINT NOT NULL
+        );";
+
     const CONFIG: SettlementConfig = SettlementConfig { fee_bps: 10, max_attempts: 3 };
 
     fn block() -> SerialBlock {
         SerialBlock { instrument: CCC, vintage: Vintage(2024), start: 1, end: 5 }
     }
 
-    /// A database as version 1 or 2 wrote it, fee 10 bps: T1 (5 at 1,000) confirmed at 20 with
-    /// its blocks (version 2), T2 (2 at 1,000) created at 10, T3 (1 at 1,000) broken at 20.
+    /// The obligations of the old databases, fee 10 bps: T1 (5 at 1,000) confirmed at 20 with
+    /// its blocks (from version 2), T2 (2 at 1,000) created at 10, T3 (1 at 1,000) broken at 20.
+    fn old_rows() -> [(TradeToSettle, &'static str, i64, Option<&'static str>, i64); 3] {
+        [
+            (trade("T1", "S1", "B1", 5, 1_000), "confirmed", 1, None, 20),
+            (trade("T2", "S1", "B1", 2, 1_000), "created", 0, None, 10),
+            (trade("T3", "S2", "B1", 1, 1_000), "broken", 1, Some("refused"), 20),
+        ]
+    }
+
+    /// The signed funds rows of versions 1 to 3 for an obligation: account, kind, amount, time.
+    fn old_funds(t: &TradeToSettle, state: &str) -> Vec<(String, &'static str, i64, i64)> {
+        let value = t.qty as i64 * t.price;
+        let fee = value * 10 / 10_000;
+        let mut rows = vec![
+            (t.buyer.as_str().to_string(), "pay", -(value + fee), 10),
+            (CLEARING_ACCOUNT.to_string(), "pay", value + fee, 10),
+        ];
+        if state == "confirmed" {
+            rows.push((CLEARING_ACCOUNT.to_string(), "deliver", -(value + fee), 20));
+            rows.push((t.seller.as_str().to_string(), "receive", value - fee, 20));
+            rows.push((FEE_ACCOUNT.to_string(), "fee", 2 * fee, 20));
+        }
+        rows
+    }
+
+    /// A database as version 1, 2 or 3 wrote it, with [`old_rows`].
     fn old_database(path: &std::path::Path, version: i64) {
+        if version == 3 {
+            return version_3_database(path);
+        }
         let conn = Connection::open(path).unwrap();
         conn.execute_batch(VERSION_2).unwrap();
         if version == 1 {
             conn.execute_batch("ALTER TABLE obligations DROP COLUMN blocks").unwrap();
         }
         conn.execute("INSERT INTO settlement_schema (version) VALUES (?1)", [version]).unwrap();
-        let rows = [
-            (trade("T1", "S1", "B1", 5, 1_000), "confirmed", 1, None, 20),
-            (trade("T2", "S1", "B1", 2, 1_000), "created", 0, None, 10),
-            (trade("T3", "S2", "B1", 1, 1_000), "broken", 1, Some("refused"), 20),
-        ];
         let mut funds = 0;
-        let mut pay = |account: &str, trade_id: &str, kind: &str, amount: i64, at: i64| {
-            funds += 1;
-            conn.execute(
-                "INSERT INTO funds (seq, account, trade_id, kind, amount, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![funds, account, trade_id, kind, amount, at],
-            )
-            .unwrap();
-        };
-        for (n, (t, state, attempts, reason, at)) in rows.iter().enumerate() {
-            let value = t.qty as i64 * t.price;
-            let fee = value * 10 / 10_000;
+        for (n, (t, state, attempts, reason, at)) in old_rows().iter().enumerate() {
+            let fee = t.qty as i64 * t.price * 10 / 10_000;
             conn.execute(
                 "INSERT INTO obligations (trade_id, seq, trade, buyer, seller, fee, state, attempts, reason, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -650,19 +697,68 @@ mod schema {
                 ],
             )
             .unwrap();
-            pay(t.buyer.as_str(), &t.trade_id, "pay", -(value + fee), 10);
-            pay(CLEARING_ACCOUNT, &t.trade_id, "pay", value + fee, 10);
-            if *state == "confirmed" {
-                pay(CLEARING_ACCOUNT, &t.trade_id, "deliver", -(value + fee), 20);
-                pay(t.seller.as_str(), &t.trade_id, "receive", value - fee, 20);
-                pay(FEE_ACCOUNT, &t.trade_id, "fee", 2 * fee, 20);
-                if version == 2 {
-                    conn.execute(
-                        "UPDATE obligations SET blocks = ?1 WHERE trade_id = ?2",
-                        params![serde_json::to_string(&[block()]).unwrap(), t.trade_id],
-                    )
-                    .unwrap();
-                }
+            for (account, kind, amount, at) in old_funds(t, state) {
+                funds += 1;
+                conn.execute(
+                    "INSERT INTO funds (seq, account, trade_id, kind, amount, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![funds, account, t.trade_id, kind, amount, at],
+                )
+                .unwrap();
+            }
+            if *state == "confirmed" && version == 2 {
+                conn.execute(
+                    "UPDATE obligations SET blocks = ?1 WHERE trade_id = ?2",
+                    params![serde_json::to_string(&[block()]).unwrap(), t.trade_id],
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    /// A database as version 3 wrote it: the rows of [`old_database`], blocks recorded.
+    fn version_3_database(path: &std::path::Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(VERSION_3).unwrap();
+        conn.execute("INSERT INTO settlement_schema (version) VALUES (3)", []).unwrap();
+        let mut funds = 0;
+        for (n, (t, state, attempts, reason, at)) in old_rows().iter().enumerate() {
+            let fee = t.qty as i64 * t.price * 10 / 10_000;
+            let blocks = (*state == "confirmed").then(|| serde_json::to_string(&[block()]).unwrap());
+            conn.execute(
+                "INSERT INTO obligations (seq, trade_id, instrument, buyer, seller, qty, price, traded_at, fee,
+                     state, attempts, reason, updated_at, blocks)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    n as i64 + 1,
+                    t.trade_id,
+                    t.instrument.0,
+                    t.buyer.as_str(),
+                    t.seller.as_str(),
+                    t.qty as i64,
+                    t.price,
+                    t.traded_at.0,
+                    fee,
+                    state,
+                    attempts,
+                    reason,
+                    at,
+                    blocks
+                ],
+            )
+            .unwrap();
+            for (account, kind, amount, at) in old_funds(t, state) {
+                funds += 1;
+                conn.execute(
+                    "INSERT INTO funds (seq, account, obligation, kind, amount, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![funds, account, n as i64 + 1, kind, amount, at],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO balances (account, balance) VALUES (?1, ?2)
+                     ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance",
+                    params![account, amount],
+                )
+                .unwrap();
             }
         }
     }
@@ -677,7 +773,7 @@ mod schema {
         let db = dir.path().join("old.db");
         old_database(&db, version);
         let mut s = Settlement::open(&db, CONFIG).unwrap();
-        assert_eq!(self::version(&db), 3);
+        assert_eq!(self::version(&db), 4);
         let all = s.obligations().unwrap();
         let seen: Vec<_> = all
             .iter()
@@ -693,7 +789,7 @@ mod schema {
         );
         assert_eq!(all[0].trade, trade("T1", "S1", "B1", 5, 1_000));
         assert_eq!(all[0].fee, 5);
-        let blocks = if version == 2 { vec![block()] } else { Vec::new() };
+        let blocks = if version >= 2 { vec![block()] } else { Vec::new() };
         assert_eq!(all[0].blocks, blocks);
         assert_eq!(s.balance("B1").unwrap(), -5_005 - 2_002 - 1_001);
         assert_eq!(s.balance("S1").unwrap(), 4_995);
@@ -730,6 +826,27 @@ mod schema {
     }
 
     #[test]
+    fn a_version_3_database_is_converted() {
+        converted(3);
+    }
+
+    /// A version 3 payment missing one of its rows is refused, naming the account whose
+    /// balance the conversion would change, and the database is left as it was.
+    #[test]
+    fn a_version_3_database_with_a_missing_row_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("old.db");
+        version_3_database(&db);
+        let conn = Connection::open(&db).unwrap();
+        conn.execute("DELETE FROM funds WHERE kind = 'fee'", []).unwrap();
+        conn.execute("UPDATE balances SET balance = 0 WHERE account = ?1", [FEE_ACCOUNT]).unwrap();
+        drop(conn);
+        let err = Settlement::open(&db, CONFIG).err().unwrap().to_string();
+        assert!(err.contains("converting the version 3 database") && err.contains(CLEARING_ACCOUNT), "{err}");
+        assert_eq!(version(&db), 3);
+    }
+
+    #[test]
     fn a_database_of_an_unknown_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("new.db");
@@ -749,7 +866,7 @@ mod schema {
         let db = dir.path().join("unversioned.db");
         Connection::open(&db).unwrap().execute_batch(VERSION_2).unwrap();
         let mut s = Settlement::open(&db, CONFIG).unwrap();
-        assert_eq!(version(&db), 3);
+        assert_eq!(version(&db), 4);
         assert_eq!(s.add_trades(&[trade("T1", "S1", "B1", 1, 1_000)], Timestamp(5)).unwrap(), 1);
         s.check().unwrap();
     }
@@ -769,6 +886,26 @@ mod schema {
         conn.execute("DELETE FROM balances WHERE account = 'B1'", []).unwrap();
         let err = s.check().unwrap_err();
         assert!(err.contains("B1"), "{err}");
+    }
+
+    /// A payout moved twice (its balances kept consistent) fails the check, naming the trade.
+    #[test]
+    fn a_payout_moved_twice_fails_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("old.db");
+        old_database(&db, 2);
+        let s = Settlement::open(&db, CONFIG).unwrap();
+        s.check().unwrap();
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "INSERT INTO funds (seq, obligation, kind, from_account, to_account, amount, at)
+                 SELECT 100, obligation, kind, from_account, to_account, amount, 30 FROM funds WHERE kind = 'receive';
+             UPDATE balances SET balance = balance - 4995 WHERE account = 'CLEARING';
+             UPDATE balances SET balance = balance + 4995 WHERE account = 'S1';",
+        )
+        .unwrap();
+        let err = s.check().unwrap_err();
+        assert!(err.contains("trade T1"), "{err}");
     }
 
     /// A registry that, while the first batch is out, has another process mark T1 confirmed.
