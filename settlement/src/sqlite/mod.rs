@@ -13,6 +13,7 @@
 //! transfer); a storage error rolls everything back, stores nothing, and the state in memory is
 //! derived again from the database.
 
+mod ids;
 mod ledger;
 mod schema;
 mod store;
@@ -24,6 +25,7 @@ use cccx_engine::types::{InstrumentId, Qty};
 use rusqlite::Connection;
 use serde::{de::DeserializeOwned, Serialize};
 
+use ids::IdFilter;
 use ledger::{Ledger, Ranges};
 use rustc_hash::FxHashMap;
 pub use schema::SCHEMA_VERSION;
@@ -67,6 +69,8 @@ pub enum Durability {
 pub struct SqliteRegistry {
     conn: Connection,
     ledger: Ledger,
+    /// Every request id in the record, approximately.
+    ids: IdFilter,
     last_at: Timestamp,
 }
 
@@ -153,8 +157,9 @@ impl SqliteRegistry {
         stable_plans(&conn)?;
         schema::create(&mut conn)?;
         let ledger = store::load_ledger(&conn)?;
+        let ids = store::load_ids(&conn)?;
         let last_at = Timestamp(conn.query_row("SELECT last_at_ns FROM ledger_clock", [], |r| r.get(0))?);
-        Ok(SqliteRegistry { conn, ledger, last_at })
+        Ok(SqliteRegistry { conn, ledger, ids, last_at })
     }
 
     /// Every block every account holds now, by account, in canonical form ([`merge_held`]).
@@ -168,8 +173,8 @@ impl SqliteRegistry {
 
     /// Checks the ledger's invariants: no serial is held twice; the blocks of each instrument
     /// and vintage are exactly the serials issued (1 up to the counter); every pending transfer
-    /// reserves exactly its quantity; and the state in memory is what the database's record
-    /// gives when derived again from scratch.
+    /// reserves exactly its quantity; the state in memory is what the database's record
+    /// gives when derived again from scratch; and the filter of ids holds every recorded id.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut blocks = self.ledger.all_held();
         blocks.sort_by_key(|(_, h)| h.block);
@@ -212,6 +217,10 @@ impl SqliteRegistry {
         {
             return Err("the state in memory differs from the one derived from the database".into());
         }
+        let ids = store::all_ids(&self.conn).map_err(|e| e.to_string())?;
+        if let Some(id) = ids.iter().find(|id| !self.ids.may_contain(id)) {
+            return Err(format!("request id {id} is recorded but not in the filter of ids"));
+        }
         Ok(())
     }
 
@@ -224,7 +233,14 @@ impl SqliteRegistry {
         f: impl FnOnce(&mut Work<'_>) -> Result<R, RegistryError>,
     ) -> Result<R, RegistryError> {
         let tx = self.conn.transaction()?;
-        let mut work = Work { c: &tx, ledger: &mut self.ledger, last_at: self.last_at, at, wrote: false };
+        let mut work = Work {
+            c: &tx,
+            ledger: &mut self.ledger,
+            ids: &mut self.ids,
+            last_at: self.last_at,
+            at,
+            wrote: false,
+        };
         let out = f(&mut work);
         let wrote = work.wrote;
         // Nothing written, or an error: dropping the transaction rolls it back.
@@ -249,6 +265,8 @@ impl SqliteRegistry {
 struct Work<'a> {
     c: &'a Connection,
     ledger: &'a mut Ledger,
+    /// Ids of a transaction rolled back stay in it: a false positive, harmless.
+    ids: &'a mut IdFilter,
     last_at: Timestamp,
     at: Timestamp,
     wrote: bool,
@@ -260,6 +278,23 @@ struct Work<'a> {
 type Answered<T> = Result<Result<T, RegistryError>, RegistryError>;
 
 impl Work<'_> {
+    /// What a request id was used for before, if anything: the database is asked only when
+    /// the filter of recorded ids may hold it.
+    fn prior(&self, id: &RequestId) -> Result<Option<Prior>, RegistryError> {
+        match self.ids.may_contain(id.as_str()) {
+            true => store::prior(self.c, id),
+            false => Ok(None),
+        }
+    }
+
+    /// Notes a request id just recorded in the database.
+    fn recorded(&mut self, id: &RequestId) -> Result<(), RegistryError> {
+        if !self.ids.insert(id.as_str()) {
+            *self.ids = store::load_ids(self.c)?;
+        }
+        Ok(())
+    }
+
     fn known(&self, account: &AccountId) -> Result<(), RegistryError> {
         match self.ledger.accounts.contains_key(account) {
             true => Ok(()),
@@ -282,7 +317,7 @@ impl Work<'_> {
         op: impl FnOnce(&mut Self) -> Result<T, RegistryError>,
     ) -> Answered<T> {
         let hash = fields_hash(kind, fields)?;
-        match store::prior(self.c, id)? {
+        match self.prior(id)? {
             None => {}
             Some(Prior::Request { kind: k, fields: f, answer }) if k == kind && f == hash => {
                 let answer = answer.ok_or_else(|| inconsistent(format!("request {id} has no answer")))?;
@@ -296,6 +331,7 @@ impl Work<'_> {
             answer => answer,
         };
         store::insert_request(self.c, id, kind, &hash, Some(&to_json(&answer)?), self.at)?;
+        self.recorded(id)?;
         self.wrote = true;
         Ok(answer)
     }
@@ -335,7 +371,7 @@ impl Work<'_> {
     /// A proposal: its record is its transfer row (accepted with the blocks it reserved, or
     /// rejected with the refusal), which also answers a retry.
     fn propose(&mut self, req: &ProposeTransfer) -> Answered<Transfer> {
-        match store::prior(self.c, &req.id)? {
+        match self.prior(&req.id)? {
             None => {}
             Some(Prior::Request { .. }) => return Err(RegistryError::DuplicateIdOtherFields(req.id.clone())),
             Some(Prior::Proposal) => return self.proposed_before(req),
@@ -370,6 +406,7 @@ impl Work<'_> {
         let blocks = match picked {
             Err(e) => {
                 store::insert_transfer(self.c, &transfer, Some(&to_json(&e)?), seq, None)?;
+                self.recorded(&req.id)?;
                 return Ok(Err(e));
             }
             Ok(blocks) => blocks,
@@ -390,8 +427,10 @@ impl Work<'_> {
                     .map_err(|e| inconsistent(format!("{:?} of transfer {} held twice", e.0, req.id)))?;
                 let resolve_seq = self.ledger.next_seq();
                 store::insert_transfer(self.c, &transfer, None, seq, Some((resolve_seq, post)))?;
+                self.recorded(post)?;
             }
         }
+        self.recorded(&req.id)?;
         Ok(Ok(transfer))
     }
 
@@ -400,7 +439,7 @@ impl Work<'_> {
     /// answered as its single call would be. Both ways record the same.
     fn propose_and_post(&mut self, req: &ProposeAndPost) -> Answered<Transfer> {
         let post = req.post();
-        if store::prior(self.c, &req.propose.id)?.is_none() && store::prior(self.c, &post.id)?.is_none() {
+        if self.prior(&req.propose.id)?.is_none() && self.prior(&post.id)?.is_none() {
             self.may_change()?;
             return self.propose_new(&req.propose, Some(&post.id));
         }
@@ -438,7 +477,7 @@ impl Work<'_> {
         transfer: &RequestId,
         status: TransferStatus,
     ) -> Answered<Transfer> {
-        match store::prior(self.c, id)? {
+        match self.prior(id)? {
             None => {}
             Some(Prior::Request { kind: k, fields: f, answer }) if k == kind && f == transfer.as_str() => {
                 return match answer {
@@ -458,6 +497,7 @@ impl Work<'_> {
         if answer.is_err() {
             // A success is recorded on the transfer it resolved.
             store::insert_request(self.c, id, kind, transfer.as_str(), Some(&to_json(&answer)?), self.at)?;
+            self.recorded(id)?;
             self.wrote = true;
         }
         Ok(answer)
@@ -486,6 +526,9 @@ impl Work<'_> {
             .map_err(|e| inconsistent(format!("{:?} of transfer {id} held twice", e.0)))?;
         let seq = self.ledger.next_seq();
         store::resolve_transfer(self.c, id, status, self.at, seq, request)?;
+        if let Some(request) = request {
+            self.recorded(request)?;
+        }
         self.wrote = true;
         t.status = status;
         t.resolved_at = Some(self.at);
@@ -809,5 +852,66 @@ impl Registry for SqliteRegistry {
                 (available < requested).then(|| Shortfall { account: account.clone(), requested, available })
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter of ids is built again from the database when it is full, inside the batch's
+    /// transaction: every id recorded before and during that batch is in the new one.
+    #[test]
+    fn a_full_id_filter_is_rebuilt_with_every_id() {
+        let mut r = SqliteRegistry::open_in_memory().unwrap();
+        let account = |n: u32| AccountId::new(format!("A{n}")).unwrap();
+        let id = |s: String| RequestId::new(s).unwrap();
+        for n in 0..2 {
+            r.open_account(&OpenAccount { id: id(format!("open-{n}")), account: account(n) }, Timestamp(0))
+                .unwrap();
+        }
+        let issue = IssueUnits {
+            id: id("issue".into()),
+            account: account(0),
+            instrument: InstrumentId(1),
+            vintage: Vintage(2024),
+            quantity: 1_000,
+        };
+        r.issue(&issue, Timestamp(0)).unwrap();
+        // Room for 4 ids: the batches below fill it several times over.
+        r.ids = IdFilter::sized(store::all_ids(&r.conn).unwrap().iter().map(String::as_str), 4);
+        for batch in 0..5 {
+            let ops: Vec<BatchOp> = (0..10)
+                .map(|n| {
+                    let propose = ProposeTransfer {
+                        id: id(format!("t{batch}-{n}")),
+                        from: account(0),
+                        to: account(1),
+                        instrument: InstrumentId(1),
+                        quantity: 1,
+                        vintage: None,
+                    };
+                    BatchOp::ProposeAndPost(ProposeAndPost { propose, post_id: id(format!("c{batch}-{n}")) })
+                })
+                .collect();
+            let answers = r.apply_batch(&ops, Timestamp(1 + batch)).unwrap();
+            assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+            r.check_invariants().unwrap();
+        }
+        // A retry is still recognised as one: the same answers, nothing moved again.
+        let retry = BatchOp::ProposeAndPost(ProposeAndPost {
+            propose: ProposeTransfer {
+                id: id("t0-0".into()),
+                from: account(0),
+                to: account(1),
+                instrument: InstrumentId(1),
+                quantity: 1,
+                vintage: None,
+            },
+            post_id: id("c0-0".into()),
+        });
+        let again = r.apply_batch(&[retry], Timestamp(10)).unwrap();
+        assert_eq!(again[0].as_ref().unwrap().status, TransferStatus::Completed);
+        assert_eq!(r.ledger.available(&account(1), InstrumentId(1), None), 50);
     }
 }

@@ -4,6 +4,7 @@
 use cccx_engine::types::InstrumentId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::ids::IdFilter;
 use super::ledger::Ledger;
 use crate::error::RegistryError;
 use crate::types::{AccountId, RequestId, SerialBlock, Timestamp, Transfer, TransferStatus, Vintage};
@@ -479,6 +480,23 @@ pub fn load_ledger(c: &Connection) -> Result<Ledger, RegistryError> {
     )?;
     ledger.seq = ledger.seq.max(last.unwrap_or(0));
     Ok(ledger)
+}
+
+/// Every request id in the record: transfers (a proposal's id), the posts and voids that
+/// resolved them, and the other requests.
+pub fn all_ids(c: &Connection) -> Result<Vec<String>, RegistryError> {
+    Ok(c.prepare(
+        "SELECT transfer_id FROM transfers
+         UNION ALL SELECT resolve_id FROM transfers WHERE resolve_id IS NOT NULL
+         UNION ALL SELECT request_id FROM requests",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect::<Result<_, _>>()?)
+}
+
+/// A filter of [`all_ids`].
+pub fn load_ids(c: &Connection) -> Result<IdFilter, RegistryError> {
+    Ok(IdFilter::of(all_ids(c)?.iter().map(String::as_str)))
 }
 
 #[cfg(test)]
