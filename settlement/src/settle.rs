@@ -38,7 +38,7 @@
 //! change is one transaction; times are passed in, never read from a clock.
 //!
 //! A confirmed obligation keeps the serial blocks its completed transfer moved (column
-//! `blocks`, JSON), so [reconciliation](crate::reconcile) can compare serial blocks without
+//! `blocks`, `vintage:start-end` comma-separated, of the trade's instrument), so [reconciliation](crate::reconcile) can compare serial blocks without
 //! asking the registry for every transfer.
 //!
 //! The tables (schema version 4) are laid out for few and local writes per trade, since each
@@ -334,6 +334,20 @@ enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// A completed transfer of the obligation: confirmed, unless the registry says it moved
+    /// serials of another instrument than the trade's (a break to investigate, never paid).
+    fn delivered(o: &Obligation, t: Transfer) -> Outcome {
+        match t.blocks.iter().find(|b| b.instrument != o.trade.instrument) {
+            None => Outcome::Confirmed(t.blocks),
+            Some(b) => Outcome::Broken(format!(
+                "the registry's transfer {} moved serials of instrument {}, the trade is of {}",
+                t.id, b.instrument.0, o.trade.instrument.0
+            )),
+        }
+    }
+}
+
 /// A chunk sent to the registry: the obligations' sequence numbers, the obligations (as
 /// submitted) and the outcomes to record.
 struct Sent {
@@ -602,13 +616,13 @@ impl Settlement {
             serde_json::json!({"trade": o.trade.trade_id, "transfer": transfer.to_string(), "answer": answer})
         })?;
         Ok(match delivered {
-            Ok(t) => Outcome::Confirmed(t.blocks),
+            Ok(t) => Outcome::delivered(o, t),
             Err(SettlementError::Registry(e)) if e.is_answer() => Outcome::Broken(e.to_string()),
             // Out of attempts: ask the registry what became of the transfer before giving up,
             // so that a delivery whose answer was lost is not a break.
             Err(e) if o.attempts >= self.config.max_attempts => {
                 match self.give_up(registry, o, at, &e.to_string())? {
-                    Verdict::Delivered(t) => Outcome::Confirmed(t.blocks),
+                    Verdict::Delivered(t) => Outcome::delivered(o, t),
                     Verdict::Break(why) => Outcome::Broken(why),
                     // Not final: the registry could not say; the next run asks again.
                     Verdict::InDoubt(why) => Outcome::Failed(why),
@@ -856,7 +870,8 @@ fn query_seq(
         let attempts = u32::try_from(r.get::<_, i64>(10)?).unwrap_or(u32::MAX);
         let blocks: Vec<SerialBlock> =
             match r.get_ref(13)?.as_str_or_null().map_err(|e| stored(&e.to_string()))? {
-                Some(text) => serde_json::from_str(text).map_err(|e| stored(&format!("blocks: {e}")))?,
+                Some(text) => crate::sqlite::decode_blocks(InstrumentId(instrument), text)
+                    .map_err(|e| stored(&format!("blocks: {e}")))?,
                 None => Vec::new(),
             };
         let trade = TradeToSettle {
@@ -962,8 +977,7 @@ fn record(
                 let (seller_paid, fees) = payout(o)?;
                 funds.add(tx, seq, "receive", CLEARING_ACCOUNT, t.seller.as_str(), seller_paid)?;
                 funds.add(tx, seq, "fee", CLEARING_ACCOUNT, FEE_ACCOUNT, fees)?;
-                let text =
-                    serde_json::to_string(&blocks).map_err(|e| SettlementError::Storage(e.to_string()))?;
+                let text = crate::sqlite::encode_blocks(&blocks);
                 o.blocks = blocks;
                 report.confirmed += 1;
                 if auditing {
@@ -1135,6 +1149,29 @@ fn convert_v2(tx: &Connection) -> Result<(), SettlementError> {
     Ok(())
 }
 
+/// Rewrites the serial blocks of confirmed obligations from JSON (versions 2 and 3) to the
+/// text of version 4 (`vintage:start-end`, comma-separated, of the trade's instrument).
+fn blocks_to_text(tx: &Connection) -> Result<(), SettlementError> {
+    let rows: Vec<(i64, String, i64, String)> = tx
+        .prepare("SELECT seq, trade_id, instrument, blocks FROM obligations WHERE blocks IS NOT NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update = tx.prepare("UPDATE obligations SET blocks = ?1 WHERE seq = ?2")?;
+    for (seq, trade_id, instrument, json) in rows {
+        let stored = |what: String| SettlementError::Storage(format!("stored obligation {trade_id}: {what}"));
+        let blocks: Vec<SerialBlock> =
+            serde_json::from_str(&json).map_err(|e| stored(format!("blocks: {e}")))?;
+        if let Some(b) = blocks.iter().find(|b| i64::from(b.instrument.0) != instrument) {
+            return Err(stored(format!(
+                "a block of instrument {} in a trade of {instrument}",
+                b.instrument.0
+            )));
+        }
+        update.execute(params![crate::sqlite::encode_blocks(&blocks), seq])?;
+    }
+    Ok(())
+}
+
 /// Converts the funds of version 3 (a signed row per account: the buyer's payment as two rows,
 /// a delivery as three) to version 4 (a row per movement from one account to another: the
 /// payment from the buyer into clearing, and from clearing the seller's share and the fees),
@@ -1147,6 +1184,7 @@ fn convert_v3(tx: &Connection) -> Result<(), SettlementError> {
          ALTER TABLE funds RENAME TO funds_v3;",
     )?;
     tx.execute_batch(SCHEMA_FUNDS)?;
+    blocks_to_text(tx)?;
     // The payment's debit row names the buyer; a delivery's `deliver` row (out of clearing) is
     // the sum of its `receive` and `fee` rows.
     tx.execute(
@@ -1426,6 +1464,53 @@ mod tests {
             let open: bool = conn.query_row(sql, [state.as_str()], |r| r.get(0)).unwrap();
             assert_eq!(open, state.is_open(), "{state:?}");
         }
+    }
+
+    /// A completed transfer that moved serials of another instrument than the trade's is a
+    /// break, never a confirmation (the blocks are stored without their instrument).
+    #[test]
+    fn a_delivery_of_another_instrument_is_a_break() {
+        let account = |a: &str| AccountId::new(a).unwrap();
+        let trade = TradeToSettle {
+            trade_id: "T1".into(),
+            instrument: InstrumentId(1),
+            buyer: account("B"),
+            seller: account("S"),
+            qty: 2,
+            price: 10,
+            traded_at: Timestamp(1),
+        };
+        let o = Obligation {
+            trade,
+            fee: 0,
+            state: ObligationState::Submitted,
+            attempts: 1,
+            reason: None,
+            updated_at: Timestamp(2),
+            blocks: Vec::new(),
+        };
+        let block = |instrument| SerialBlock {
+            instrument: InstrumentId(instrument),
+            vintage: crate::Vintage(2024),
+            start: 1,
+            end: 2,
+        };
+        let transfer = |instrument| Transfer {
+            id: RequestId::new("T1:p").unwrap(),
+            from: account("S"),
+            to: account("B"),
+            instrument: InstrumentId(1),
+            vintage: None,
+            quantity: 2,
+            status: TransferStatus::Completed,
+            blocks: vec![block(instrument)],
+            proposed_at: Timestamp(2),
+            resolved_at: Some(Timestamp(2)),
+        };
+        assert!(matches!(Outcome::delivered(&o, transfer(1)), Outcome::Confirmed(b) if b == vec![block(1)]));
+        assert!(
+            matches!(Outcome::delivered(&o, transfer(2)), Outcome::Broken(why) if why.contains("instrument 2"))
+        );
     }
 
     /// A run reads and submits open obligations over the index of open obligations, not by

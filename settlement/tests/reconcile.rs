@@ -47,7 +47,14 @@ fn move_units(r: &mut SqliteRegistry, id: &str, from: &str, to: &str, qty: u64, 
 /// transfer under its id (or none when the registry has none).
 fn mark_confirmed(db: &std::path::Path, r: &dyn Registry, trade_id: &str) {
     let id = RequestId::new(format!("{trade_id}:p")).unwrap();
-    let blocks = r.transfer(&id).unwrap().map(|t| serde_json::to_string(&t.blocks).unwrap());
+    // As stored: `vintage:start-end`, comma-separated.
+    let blocks = r.transfer(&id).unwrap().map(|t| {
+        t.blocks
+            .iter()
+            .map(|b| format!("{}:{}-{}", b.vintage.0, b.start, b.end))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute(
         "UPDATE obligations SET state = 'confirmed', blocks = ?1 WHERE trade_id = ?2",

@@ -30,6 +30,7 @@ use ledger::{Ledger, Ranges};
 use rustc_hash::FxHashMap;
 pub use schema::SCHEMA_VERSION;
 use store::Prior;
+pub(crate) use store::{decode_blocks, encode_blocks};
 
 use crate::error::RegistryError;
 use crate::registry::{BatchAnswers, BatchOp, Registry};
