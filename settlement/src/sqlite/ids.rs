@@ -4,7 +4,7 @@
 //! (then the lookup runs and finds nothing: a little time lost), never "no" for an id used, so
 //! an answer never depends on it.
 //!
-//! It is built on open from every id in the record, sized for twice as many, and built again
+//! It is built on open from every id in the record, sized for four times as many, and built again
 //! from the database (inside the caller's transaction, so with its own new ids) when it holds
 //! that many: amortized, a constant cost per id.
 
@@ -25,14 +25,14 @@ pub struct IdFilter {
 }
 
 impl IdFilter {
-    /// A filter of these ids, with room for as many again.
+    /// A filter of these ids, with room for three times as many more.
     pub fn of<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> IdFilter {
         IdFilter::sized(ids, CAPACITY_MIN)
     }
 
     /// [`IdFilter::of`], sized for at least `capacity_min` ids.
     pub fn sized<'a>(ids: impl ExactSizeIterator<Item = &'a str>, capacity_min: usize) -> IdFilter {
-        let capacity = (ids.len() * 2).max(capacity_min).max(1);
+        let capacity = (ids.len() * 4).max(capacity_min).max(1);
         let mut filter = IdFilter {
             filter: BloomFilter::with_false_pos(FALSE_POSITIVE_RATE).expected_items(capacity),
             len: 0,
