@@ -769,7 +769,6 @@ impl Settlement {
     /// confirmed (only then), the seller's share and the fees out of it, so that clearing
     /// holds exactly the payments of obligations not confirmed.
     pub fn check(&self) -> Result<(), String> {
-        let err = |e: SettlementError| e.to_string();
         let sql = |e: rusqlite::Error| e.to_string();
         let sums = |query: &str| -> Result<BTreeMap<String, i64>, String> {
             let mut stmt = self.conn.prepare(query).map_err(sql)?;
@@ -787,58 +786,69 @@ impl Settlement {
                 }
             }
         }
-        // Each obligation's movements: its payment into clearing and, once confirmed, its
-        // payout, exactly once each.
-        type Movement = (String, String, String, i64);
-        let mut moved: FxHashMap<i64, Vec<Movement>> = FxHashMap::default();
-        let mut stmt = self
+        // Each obligation's movements: its payment into clearing and, once confirmed (only
+        // then), its payout, each exactly once; in SQL, so that memory does not grow with the
+        // ledger.
+        let bad: Option<(String, String, Option<i64>)> = self
             .conn
-            .prepare("SELECT obligation, kind, from_account, to_account, amount FROM funds")
+            .query_row(CHECK_MOVEMENTS, params![CLEARING_ACCOUNT, FEE_ACCOUNT], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
             .map_err(sql)?;
-        let mut rows = stmt.query([]).map_err(sql)?;
-        while let Some(r) = rows.next().map_err(sql)? {
-            let row = (
-                r.get(1).map_err(sql)?,
-                r.get(2).map_err(sql)?,
-                r.get(3).map_err(sql)?,
-                r.get(4).map_err(sql)?,
-            );
-            moved.entry(r.get(0).map_err(sql)?).or_default().push(row);
+        if let Some((trade, state, rows)) = bad {
+            return Err(format!(
+                "trade {trade} ({state}): its funds movements ({} rows) are not its payment{}",
+                rows.unwrap_or(0),
+                if state == ObligationState::Confirmed.as_str() { " and payout" } else { " alone" }
+            ));
         }
-        drop(rows);
-        drop(stmt);
-        for (seq, o) in query_seq(&self.conn, "", []).map_err(err)? {
-            let t = &o.trade;
-            let value = i64::try_from(t.qty).ok().and_then(|q| q.checked_mul(t.price));
-            let Some(paid) = value.and_then(|v| v.checked_add(o.fee)) else {
-                return Err(format!("trade {}: amounts overflow", t.trade_id));
-            };
-            let movement = |kind: &str, from: &str, to: &str, amount: i64| {
-                (kind.to_string(), from.to_string(), to.to_string(), amount)
-            };
-            let mut expected = vec![movement("pay", t.buyer.as_str(), CLEARING_ACCOUNT, paid)];
-            if o.state == ObligationState::Confirmed {
-                let (seller_paid, fees) = payout(&o).map_err(err)?;
-                expected.push(movement("receive", CLEARING_ACCOUNT, t.seller.as_str(), seller_paid));
-                expected.push(movement("fee", CLEARING_ACCOUNT, FEE_ACCOUNT, fees));
-            }
-            let mut found = moved.remove(&seq).unwrap_or_default();
-            found.sort();
-            expected.sort();
-            if found != expected {
-                return Err(format!(
-                    "trade {} ({}): funds movements {found:?}, expected {expected:?}",
-                    t.trade_id,
-                    o.state.as_str()
-                ));
-            }
-        }
-        if let Some(seq) = moved.keys().min() {
+        let orphan: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT obligation FROM funds WHERE obligation NOT IN (SELECT seq FROM obligations) LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        if let Some(seq) = orphan {
             return Err(format!("funds movements of obligation {seq}, which is not stored"));
         }
         Ok(())
     }
 }
+
+/// The first obligation (trade id, state, number of funds rows) whose funds movements are not
+/// exactly: the buyer's payment (`value + fee`) into clearing (parameter 1) and, if confirmed
+/// and only then, the seller's share (`value - fee`) and the fees (`2 x fee`, to parameter 2)
+/// out of it.
+const CHECK_MOVEMENTS: &str = "
+    WITH f AS (
+        SELECT obligation,
+            COUNT(*) AS n,
+            SUM(CASE WHEN kind = 'pay' THEN 1 ELSE 0 END) AS pays,
+            SUM(CASE WHEN kind = 'receive' THEN 1 ELSE 0 END) AS receives,
+            SUM(CASE WHEN kind = 'fee' THEN 1 ELSE 0 END) AS fees,
+            MAX(CASE WHEN kind = 'pay' THEN from_account END) AS payer,
+            MAX(CASE WHEN kind = 'pay' THEN to_account END) AS pay_to,
+            SUM(CASE WHEN kind = 'pay' THEN amount END) AS paid,
+            MAX(CASE WHEN kind = 'receive' THEN from_account END) AS receive_from,
+            MAX(CASE WHEN kind = 'receive' THEN to_account END) AS receiver,
+            SUM(CASE WHEN kind = 'receive' THEN amount END) AS received,
+            MAX(CASE WHEN kind = 'fee' THEN from_account END) AS fee_from,
+            MAX(CASE WHEN kind = 'fee' THEN to_account END) AS fee_to,
+            SUM(CASE WHEN kind = 'fee' THEN amount END) AS fee_paid
+        FROM funds GROUP BY obligation)
+    SELECT o.trade_id, o.state, f.n FROM obligations o LEFT JOIN f ON f.obligation = o.seq
+    WHERE f.obligation IS NULL
+        OR f.n <> f.pays + f.receives + f.fees OR f.pays <> 1
+        OR f.payer <> o.buyer OR f.pay_to <> ?1 OR f.paid <> o.qty * o.price + o.fee
+        OR (o.state = 'confirmed' AND (f.receives <> 1 OR f.fees <> 1
+            OR f.receive_from <> ?1 OR f.receiver <> o.seller OR f.received <> o.qty * o.price - o.fee
+            OR f.fee_from <> ?1 OR f.fee_to <> ?2 OR f.fee_paid <> 2 * o.fee))
+        OR (o.state <> 'confirmed' AND (f.receives <> 0 OR f.fees <> 0))
+    ORDER BY o.seq LIMIT 1";
 
 fn query(
     conn: &Connection,

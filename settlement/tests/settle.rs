@@ -888,24 +888,46 @@ mod schema {
         assert!(err.contains("B1"), "{err}");
     }
 
-    /// A payout moved twice (its balances kept consistent) fails the check, naming the trade.
+    /// Funds movements that are not an obligation's payment and payout fail the check, naming
+    /// the trade, though every balance is kept the sum of the movements: a payout moved twice,
+    /// a fee missing, a payment from another account, a payout of an obligation not confirmed.
     #[test]
-    fn a_payout_moved_twice_fails_the_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("old.db");
-        old_database(&db, 2);
-        let s = Settlement::open(&db, CONFIG).unwrap();
-        s.check().unwrap();
-        let conn = Connection::open(&db).unwrap();
-        conn.execute_batch(
-            "INSERT INTO funds (seq, obligation, kind, from_account, to_account, amount, at)
-                 SELECT 100, obligation, kind, from_account, to_account, amount, 30 FROM funds WHERE kind = 'receive';
-             UPDATE balances SET balance = balance - 4995 WHERE account = 'CLEARING';
-             UPDATE balances SET balance = balance + 4995 WHERE account = 'S1';",
-        )
-        .unwrap();
-        let err = s.check().unwrap_err();
-        assert!(err.contains("trade T1"), "{err}");
+    fn movements_that_are_not_the_payment_and_payout_fail_the_check() {
+        let plants = [
+            (
+                "T1",
+                "INSERT INTO funds (seq, obligation, kind, from_account, to_account, amount, at)
+                     SELECT 100, obligation, kind, from_account, to_account, amount, 30 FROM funds
+                     WHERE kind = 'receive'",
+            ),
+            ("T1", "DELETE FROM funds WHERE kind = 'fee'"),
+            ("T2", "UPDATE funds SET from_account = 'S1' WHERE obligation = 2 AND kind = 'pay'"),
+            (
+                "T2",
+                "INSERT INTO funds (seq, obligation, kind, from_account, to_account, amount, at)
+                     VALUES (100, 2, 'receive', 'CLEARING', 'S1', 1998, 30)",
+            ),
+        ];
+        for (trade, plant) in plants {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("old.db");
+            old_database(&db, 2);
+            let s = Settlement::open(&db, CONFIG).unwrap();
+            s.check().unwrap();
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(plant).unwrap();
+            // Every balance the sum of the movements again: only the per-trade check can tell.
+            conn.execute_batch(
+                "DELETE FROM balances;
+                 INSERT INTO balances (account, balance) SELECT account, SUM(amount) FROM
+                     (SELECT to_account AS account, amount FROM funds
+                      UNION ALL SELECT from_account, -amount FROM funds)
+                 GROUP BY account;",
+            )
+            .unwrap();
+            let err = s.check().unwrap_err();
+            assert!(err.contains(&format!("trade {trade} ")), "{plant}: {err}");
+        }
     }
 
     /// A registry that, while the first batch is out, has another process mark T1 confirmed.
