@@ -109,22 +109,33 @@ impl<B: OrderBook> Engine<B> {
     /// Applies one command and appends the events it causes to `out` (which is not cleared).
     #[inline]
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
-        self.apply_into(cmd, out);
+        let start = out.len();
+        // The bookkeeping runs over the events once they are all in `out`, so that matching
+        // only pushes: measurably faster here than following each push as `apply_into` does.
+        // Both orders give the same state (see `Risk::on_event`; the property tests compare).
+        self.step::<_, false>(cmd, out);
+        let order = new_order_of(cmd);
+        for event in &out[start..] {
+            follow(&self.specs, &mut self.totals, &mut self.risk, order, event);
+        }
     }
 
     /// Applies one command and pushes the events it causes into `sink`, in order.
     ///
     /// The state the command leaves behind does not depend on the sink: trade totals and, with
-    /// risk checks on, accounts and locks follow every event before the sink sees it. Replay
-    /// applies into [`Discard`](crate::sink::Discard), which spares building the events.
+    /// risk checks on, accounts and locks follow every event as it is pushed, before the sink
+    /// sees it. Replay applies into [`Discard`](crate::sink::Discard), which spares building the
+    /// events.
     #[inline]
     pub fn apply_into(&mut self, cmd: &Command, sink: &mut impl EventSink) {
+        self.step::<_, true>(cmd, sink);
+    }
+
+    /// Runs one command; with `FOLLOW` the bookkeeping follows each event as it is pushed.
+    #[inline]
+    fn step<S: EventSink, const FOLLOW: bool>(&mut self, cmd: &Command, sink: &mut S) {
         let Engine { specs, books, totals, risk, auction } = self;
-        let order = match &cmd.body {
-            CommandBody::New(order) => Some(order),
-            _ => None,
-        };
-        let fx = Effects { specs, totals, risk, order, out: sink };
+        let fx = Effects::<S, FOLLOW> { specs, totals, risk, order: new_order_of(cmd), out: sink };
         Step { books, auction, fx }.dispatch(cmd);
     }
 
@@ -137,29 +148,51 @@ impl<B: OrderBook> Engine<B> {
     }
 }
 
-/// The engine's bookkeeping that follows every event of a command, whatever the caller's sink
-/// does with it: trade totals and, with risk checks on, accounts and locks. Then the event goes
-/// on to the caller's sink.
-struct Effects<'a, S> {
+/// The NEW of a command, if it is one (its `Accepted` locks what the order needs).
+#[inline]
+fn new_order_of(cmd: &Command) -> Option<&NewOrder> {
+    match &cmd.body {
+        CommandBody::New(order) => Some(order),
+        _ => None,
+    }
+}
+
+/// The engine's bookkeeping of one event: trade totals and, with risk checks on, accounts and
+/// locks.
+#[inline]
+fn follow(
+    specs: &[InstrumentSpec],
+    totals: &mut [TradeTotals],
+    risk: &mut Risk,
+    order: Option<&NewOrder>,
+    event: &Event,
+) {
+    if let Event::Trade(t) = event {
+        let totals = &mut totals[t.instrument.0 as usize];
+        totals.trades += 1;
+        totals.volume = totals.volume.saturating_add(t.qty);
+        totals.last_price = Some(t.price);
+    }
+    if risk.checks() {
+        risk.on_event(specs, order, event);
+    }
+}
+
+/// Where a command's events go on their way to the caller's sink: with `FOLLOW`, the engine's
+/// bookkeeping ([`follow`]) sees each event first; without, the caller runs it afterwards.
+struct Effects<'a, S, const FOLLOW: bool> {
     specs: &'a [InstrumentSpec],
     totals: &'a mut [TradeTotals],
     risk: &'a mut Risk,
-    /// The NEW of the command, if it is one (its `Accepted` locks what the order needs).
     order: Option<&'a NewOrder>,
     out: &'a mut S,
 }
 
-impl<S: EventSink> EventSink for Effects<'_, S> {
+impl<S: EventSink, const FOLLOW: bool> EventSink for Effects<'_, S, FOLLOW> {
     #[inline]
     fn push(&mut self, event: Event) {
-        if let Event::Trade(t) = &event {
-            let totals = &mut self.totals[t.instrument.0 as usize];
-            totals.trades += 1;
-            totals.volume = totals.volume.saturating_add(t.qty);
-            totals.last_price = Some(t.price);
-        }
-        if self.risk.checks() {
-            self.risk.on_event(self.specs, self.order, &event);
+        if FOLLOW {
+            follow(self.specs, self.totals, self.risk, self.order, &event);
         }
         self.out.push(event);
     }
@@ -167,13 +200,13 @@ impl<S: EventSink> EventSink for Effects<'_, S> {
 
 /// One command being applied: the engine's parts borrowed apart, so that a book pushes its
 /// events into the bookkeeping while the step holds the book.
-struct Step<'a, B, S> {
+struct Step<'a, B, S, const FOLLOW: bool> {
     books: &'a mut [B],
     auction: &'a mut AuctionScratch,
-    fx: Effects<'a, S>,
+    fx: Effects<'a, S, FOLLOW>,
 }
 
-impl<B: OrderBook, S: EventSink> Step<'_, B, S> {
+impl<B: OrderBook, S: EventSink, const FOLLOW: bool> Step<'_, B, S, FOLLOW> {
     #[inline]
     fn dispatch(&mut self, cmd: &Command) {
         match cmd.body {
