@@ -14,6 +14,7 @@
 //! - [`journal`]: the memory-mapped write-ahead command journal.
 //! - [`recovery`]: an engine rebuilt from the newest snapshot and the journal after it.
 //! - [`risk`]: accounts, pre-trade locks, defaults and suspensions.
+//! - [`sink`]: where the events of a command go ([`EventSink`]; [`Discard`] for replay).
 //! - [`snapshot`]: whole-engine snapshot files and the canonical state hash.
 
 pub mod auction;
@@ -25,6 +26,7 @@ pub mod message;
 pub mod recovery;
 pub mod reference;
 pub mod risk;
+pub mod sink;
 pub mod snapshot;
 pub mod types;
 mod uncross;
@@ -37,6 +39,7 @@ pub use message::{
 };
 pub use reference::ReferenceBook;
 pub use risk::{Risk, RiskConfig};
+pub use sink::{Discard, EventSink};
 pub use types::{
     AuctionAllocation, AuctionPriceRule, InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId,
     Phase, Price, Qty, Side, StpMode, TimeInForce, LADDER_WINDOW_TICKS_DEFAULT, LADDER_WINDOW_TICKS_MAX,

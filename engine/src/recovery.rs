@@ -19,6 +19,7 @@ use crate::journal::{
 };
 use crate::message::Command;
 use crate::risk::RiskConfig;
+use crate::sink::Discard;
 use crate::snapshot::{newest_valid_snapshot, SnapshotError};
 use crate::types::InstrumentSpec;
 
@@ -196,11 +197,10 @@ fn apply_after<'a, B: OrderBook>(
     skip: u64,
     replayed: &'a mut u64,
 ) -> impl FnMut(u64, &Command) + 'a {
-    let mut events = Vec::with_capacity(1024);
+    // Recovery needs the state, not the events: none are built.
     move |seq, cmd| {
         if seq > skip {
-            events.clear();
-            engine.apply(cmd, &mut events);
+            engine.apply_into(cmd, &mut Discard);
             *replayed += 1;
         }
     }

@@ -364,57 +364,60 @@ impl Risk {
         (count, Some(standing.suspended_until))
     }
 
-    /// Updates locks and accounts from the events of one command (`order` is the NEW of the
-    /// command, if it is one). Only with checks on.
-    pub fn on_events(&mut self, specs: &[InstrumentSpec], order: Option<&NewOrder>, events: &[Event]) {
-        for event in events {
-            match *event {
-                Event::Accepted { order_id, instrument } => {
-                    let Some(o) = order.filter(|o| o.order_id == order_id && o.instrument == instrument)
-                    else {
-                        continue;
-                    };
-                    let spec = specs.get(instrument.0 as usize);
-                    let price = spec.and_then(|s| lock_price(s, o).ok()).unwrap_or(o.price);
-                    let lock = Lock { participant: o.participant, side: o.side, price, leaves: o.qty };
-                    self.lock(instrument, lock.amount(o.qty), &lock);
-                    self.locks.insert((instrument, order_id), lock);
-                }
-                Event::Trade(t) => {
-                    let value = Amount::from(t.price) * Amount::from(t.qty);
-                    if let Some(lock) = self.take(t.instrument, t.buy_order_id, t.qty) {
-                        let funds = &mut self.accounts.entry(lock.participant).or_default().funds;
-                        let released = lock.amount(t.qty);
-                        funds.locked -= released;
-                        funds.available += released - value;
-                        funds.paid += value;
-                        let holding = self.holding(t.buyer, t.instrument);
-                        holding.bought += Amount::from(t.qty);
-                    }
-                    if let Some(lock) = self.take(t.instrument, t.sell_order_id, t.qty) {
-                        let holding = self.holding(lock.participant, t.instrument);
-                        holding.locked -= Amount::from(t.qty);
-                        holding.delivered += Amount::from(t.qty);
-                        self.accounts.entry(t.seller).or_default().funds.received += value;
-                    }
-                }
-                Event::Cancelled { order_id, instrument, leaves_qty, .. }
-                | Event::Expired { order_id, instrument, leaves_qty } => {
-                    if let Some(lock) = self.locks.remove(&(instrument, order_id)) {
-                        debug_assert_eq!(lock.leaves, leaves_qty, "order {order_id} left with other leaves");
-                        self.unlock(instrument, lock.amount(lock.leaves), &lock);
-                    }
-                }
-                Event::Amended { order_id, instrument, price, leaves_qty, .. } => {
-                    if let Some(old) = self.locks.get(&(instrument, order_id)).copied() {
-                        self.unlock(instrument, old.amount(old.leaves), &old);
-                        let new = Lock { price, leaves: leaves_qty, ..old };
-                        self.lock(instrument, new.amount(leaves_qty), &new);
-                        self.locks.insert((instrument, order_id), new);
-                    }
-                }
-                _ => {}
+    /// Updates locks and accounts from one event of a command, as it happens (`order` is the
+    /// NEW of the command, if it is one). Only with checks on.
+    ///
+    /// The engine calls it for every event whatever the caller does with the events, so that a
+    /// replay that discards them keeps the same accounts. Within a command, the checks that read
+    /// the accounts all run before its first event, and what the events change commutes with the
+    /// default a shortfall counts between them, so updating as each event happens gives the
+    /// accounts that updating after the whole command did.
+    pub fn on_event(&mut self, specs: &[InstrumentSpec], order: Option<&NewOrder>, event: &Event) {
+        match *event {
+            Event::Accepted { order_id, instrument } => {
+                let Some(o) = order.filter(|o| o.order_id == order_id && o.instrument == instrument) else {
+                    return;
+                };
+                let spec = specs.get(instrument.0 as usize);
+                let price = spec.and_then(|s| lock_price(s, o).ok()).unwrap_or(o.price);
+                let lock = Lock { participant: o.participant, side: o.side, price, leaves: o.qty };
+                self.lock(instrument, lock.amount(o.qty), &lock);
+                self.locks.insert((instrument, order_id), lock);
             }
+            Event::Trade(t) => {
+                let value = Amount::from(t.price) * Amount::from(t.qty);
+                if let Some(lock) = self.take(t.instrument, t.buy_order_id, t.qty) {
+                    let funds = &mut self.accounts.entry(lock.participant).or_default().funds;
+                    let released = lock.amount(t.qty);
+                    funds.locked -= released;
+                    funds.available += released - value;
+                    funds.paid += value;
+                    let holding = self.holding(t.buyer, t.instrument);
+                    holding.bought += Amount::from(t.qty);
+                }
+                if let Some(lock) = self.take(t.instrument, t.sell_order_id, t.qty) {
+                    let holding = self.holding(lock.participant, t.instrument);
+                    holding.locked -= Amount::from(t.qty);
+                    holding.delivered += Amount::from(t.qty);
+                    self.accounts.entry(t.seller).or_default().funds.received += value;
+                }
+            }
+            Event::Cancelled { order_id, instrument, leaves_qty, .. }
+            | Event::Expired { order_id, instrument, leaves_qty } => {
+                if let Some(lock) = self.locks.remove(&(instrument, order_id)) {
+                    debug_assert_eq!(lock.leaves, leaves_qty, "order {order_id} left with other leaves");
+                    self.unlock(instrument, lock.amount(lock.leaves), &lock);
+                }
+            }
+            Event::Amended { order_id, instrument, price, leaves_qty, .. } => {
+                if let Some(old) = self.locks.get(&(instrument, order_id)).copied() {
+                    self.unlock(instrument, old.amount(old.leaves), &old);
+                    let new = Lock { price, leaves: leaves_qty, ..old };
+                    self.lock(instrument, new.amount(leaves_qty), &new);
+                    self.locks.insert((instrument, order_id), new);
+                }
+            }
+            _ => {}
         }
     }
 

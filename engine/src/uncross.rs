@@ -4,6 +4,7 @@
 use crate::auction::{self, AuctionOrder, Clearing};
 use crate::book::OrderBook;
 use crate::message::{Aggressor, Event, Trade};
+use crate::sink::EventSink;
 use crate::types::{InstrumentId, InstrumentSpec, OrderId, ParticipantId, Price, Qty, Side};
 
 /// The uncross's working memory, kept between uncrosses so that it stops allocating.
@@ -73,7 +74,7 @@ impl AuctionScratch {
         clearing: Clearing,
         instrument: InstrumentId,
         ts_ns: u64,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) {
         let (p, volume, rule) = (clearing.price, clearing.volume, spec.auction_allocation);
         auction::allocate(&self.bids, volume, |limit| limit >= p, rule, &mut self.buy_alloc);

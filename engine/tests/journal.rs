@@ -176,14 +176,14 @@ fn an_edited_record_with_a_good_crc_breaks_the_chain() {
 fn damage_after_many_batches_applies_the_same_commands_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     // Several segments of thousands of records: the pipelined scan hands over many batches.
-    write(dir.path(), 64 * 3000, 1..10_001, true);
-    let expected = expect_commands(dir.path(), 10_000);
-    assert_eq!(expected.last_seq, 10_000);
-    // A flipped byte in the middle of the third segment: `read` checks that both scans apply
-    // the commands before it and fail alike.
-    flip(&segment(dir.path(), 2), at(1500) + 20);
+    write(dir.path(), 64 * 3000, 1..30_001, true);
+    let expected = expect_commands(dir.path(), 30_000);
+    assert_eq!(expected.last_seq, 30_000);
+    // A flipped byte in the middle of the ninth segment (after some 25,000 commands, several
+    // batches): `read` checks that both scans apply the commands before it and fail alike.
+    flip(&segment(dir.path(), 8), at(1500) + 20);
     let (path, offset, reason) = corrupt_at(read(dir.path()));
-    assert_eq!((path, offset), (segment(dir.path(), 2), at(1500) as u64));
+    assert_eq!((path, offset), (segment(dir.path(), 8), at(1500) as u64));
     assert!(reason.contains("CRC"), "{reason}");
 }
 

@@ -4,10 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use cccx_engine::snapshot::state_hash;
 use cccx_engine::{
-    Aggressor, AuctionAllocation, AuctionPriceRule, Book, Command, CommandBody, Engine, Event, InstrumentId,
-    InstrumentSpec, MassCancelScope, NewOrder, OrderBook, OrderId, OrderType, ParticipantId, Phase, Price,
-    Qty, ReferenceBook, RestingOrder, Side, StpMode, TimeInForce,
+    Aggressor, AuctionAllocation, AuctionPriceRule, Book, Command, CommandBody, Discard, Engine, Event,
+    InstrumentId, InstrumentSpec, MassCancelScope, NewOrder, OrderBook, OrderId, OrderType, ParticipantId,
+    Phase, Price, Qty, ReferenceBook, RestingOrder, Side, StpMode, TimeInForce,
 };
 use proptest::prelude::*;
 
@@ -95,6 +96,8 @@ struct Known {
 struct Harness {
     fast: Engine<Book>,
     naive: Engine<ReferenceBook>,
+    /// The fast engine applying into [`Discard`], as replay does: it must reach the same state.
+    quiet: Engine<Book>,
     specs: Vec<InstrumentSpec>,
     known: HashMap<OrderId, Known>,
     entered: Vec<OrderId>,
@@ -108,6 +111,7 @@ impl Harness {
         Harness {
             fast: Engine::new(specs.clone()).unwrap(),
             naive: Engine::new(specs.clone()).unwrap(),
+            quiet: Engine::new(specs.clone()).unwrap(),
             specs,
             known: HashMap::new(),
             entered: Vec::new(),
@@ -220,7 +224,14 @@ impl Harness {
         let cmd = Command { ts_ns: self.ts, body };
         let fast = self.fast.apply_vec(&cmd);
         let naive = self.naive.apply_vec(&cmd);
+        self.quiet.apply_into(&cmd, &mut Discard);
         prop_assert_eq!(&fast, &naive, "events differ after {:?}", cmd);
+        prop_assert_eq!(
+            state_hash(&self.quiet),
+            state_hash(&self.fast),
+            "replay state differs after {:?}",
+            cmd
+        );
         self.fast.check_invariants().map_err(TestCaseError::fail)?;
         self.naive.check_invariants().map_err(TestCaseError::fail)?;
         self.observe(&fast)?;

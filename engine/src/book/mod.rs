@@ -15,7 +15,8 @@ pub use fast::Book;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{Event, NewOrder};
+use crate::message::NewOrder;
+use crate::sink::EventSink;
 use crate::types::{
     InstrumentId, InstrumentSpec, OrderId, ParticipantId, Phase, Price, Qty, Side, TimeInForce,
 };
@@ -44,8 +45,9 @@ pub struct RestingOrder {
 /// The matching interface of one instrument's book.
 ///
 /// The caller has already checked the command against the instrument's rules (type and time in
-/// force, quantity, lot, tick, band); the book does the rest and appends the events the command
-/// causes to `out`, in the order given in [`crate::message`].
+/// force, quantity, lot, tick, band); the book does the rest and pushes the events the command
+/// causes into the sink `out`, in the order given in [`crate::message`]. The book's state never
+/// depends on the sink: a [`crate::sink::Discard`] leaves the book as a `Vec` does.
 pub trait OrderBook {
     /// An empty book for `instrument` under `spec`.
     fn new(instrument: InstrumentId, spec: &InstrumentSpec) -> Self
@@ -53,10 +55,10 @@ pub trait OrderBook {
         Self: Sized;
 
     /// Enters a checked new order.
-    fn submit(&mut self, order: &NewOrder, ts_ns: u64, out: &mut Vec<Event>);
+    fn submit(&mut self, order: &NewOrder, ts_ns: u64, out: &mut impl EventSink);
 
     /// Cancels a resting order on its owner's request.
-    fn cancel(&mut self, order_id: OrderId, participant: ParticipantId, out: &mut Vec<Event>);
+    fn cancel(&mut self, order_id: OrderId, participant: ParticipantId, out: &mut impl EventSink);
 
     /// Sets a resting order's price and open quantity (both already checked).
     fn amend(
@@ -66,15 +68,15 @@ pub trait OrderBook {
         price: Price,
         qty: Qty,
         ts_ns: u64,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     );
 
     /// Cancels every resting order, or every resting order of one participant, in priority
     /// order (bids, then asks), emitting `Cancelled(MassCancel)` for each.
-    fn mass_cancel(&mut self, participant: Option<ParticipantId>, out: &mut Vec<Event>);
+    fn mass_cancel(&mut self, participant: Option<ParticipantId>, out: &mut impl EventSink);
 
     /// Removes every resting DAY order in priority order (bids, then asks), emitting `Expired`.
-    fn expire_day(&mut self, out: &mut Vec<Event>);
+    fn expire_day(&mut self, out: &mut impl EventSink);
 
     /// Best price on a side, if the side is not empty.
     fn best_price(&self, side: Side) -> Option<Price>;

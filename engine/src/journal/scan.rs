@@ -69,8 +69,9 @@ pub fn scan(
     Ok(report)
 }
 
-/// Commands the checking thread of [`scan_pipelined`] hands over at a time.
-const PIPELINE_BATCH_COMMANDS: usize = 1024;
+/// Commands the checking thread of [`scan_pipelined`] hands over at a time (256 KiB): each
+/// handover may park and wake a thread, so fewer of them cost less (1,024 was measurably slower).
+const PIPELINE_BATCH_COMMANDS: usize = 4096;
 /// Batches checked and not yet applied, at most (back-pressure on the checking thread).
 const PIPELINE_BATCHES_MAX: usize = 4;
 
@@ -218,6 +219,7 @@ fn scan_segment(
     Ok(())
 }
 
+#[inline(always)]
 fn check_record(
     path: &Path,
     bytes: &[u8],

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::book::{check_restorable, OrderBook, RestingOrder};
 use crate::message::{CancelReason, Event, NewOrder, RejectReason, RequestKind, Trade};
+use crate::sink::EventSink;
 use crate::types::{
     InstrumentId, InstrumentSpec, OrderId, OrderType, ParticipantId, Phase, Price, Qty, Side, StpMode,
     TimeInForce,
@@ -254,7 +255,7 @@ impl ReferenceBook {
         aggressor: &mut RestingOrder,
         limit: Option<Price>,
         ts_ns: u64,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) -> MatchEnd {
         let opposite = aggressor.side.opposite();
         while aggressor.leaves_qty > 0 {
@@ -279,7 +280,7 @@ impl ReferenceBook {
         &mut self,
         aggressor: &RestingOrder,
         resting: &RestingOrder,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) -> MatchEnd {
         if matches!(self.stp, StpMode::CancelResting | StpMode::CancelBoth) {
             self.remove(resting.order_id);
@@ -294,7 +295,7 @@ impl ReferenceBook {
 
     /// Trades `aggressor` with the oldest order at the opposite best price, at that order's
     /// price, for as much as both have; removes the resting order when it is filled.
-    fn fill_front(&mut self, aggressor: &mut RestingOrder, ts_ns: u64, out: &mut Vec<Event>) {
+    fn fill_front(&mut self, aggressor: &mut RestingOrder, ts_ns: u64, out: &mut impl EventSink) {
         let instrument = self.instrument;
         let mut level = self.best_level_mut(aggressor.side.opposite()).expect("the caller saw a best level");
         let resting = level.get_mut().front_mut().expect("no level is empty");
@@ -318,7 +319,7 @@ impl ReferenceBook {
 
     /// What is left of an aggressor after matching: rests if `rests`, else is cancelled, unless
     /// it is filled or self-trade prevention already cancelled it.
-    fn finish(&mut self, order: RestingOrder, end: MatchEnd, rests: bool, out: &mut Vec<Event>) {
+    fn finish(&mut self, order: RestingOrder, end: MatchEnd, rests: bool, out: &mut impl EventSink) {
         if end == MatchEnd::SelfTradeCancelled || order.leaves_qty == 0 {
             return;
         }
@@ -356,7 +357,7 @@ impl OrderBook for ReferenceBook {
         }
     }
 
-    fn submit(&mut self, order: &NewOrder, ts_ns: u64, out: &mut Vec<Event>) {
+    fn submit(&mut self, order: &NewOrder, ts_ns: u64, out: &mut impl EventSink) {
         let limit = match order.order_type {
             OrderType::Limit => Some(order.price),
             OrderType::Market => None,
@@ -383,7 +384,7 @@ impl OrderBook for ReferenceBook {
         self.finish(incoming, end, rests, out);
     }
 
-    fn cancel(&mut self, order_id: OrderId, participant: ParticipantId, out: &mut Vec<Event>) {
+    fn cancel(&mut self, order_id: OrderId, participant: ParticipantId, out: &mut impl EventSink) {
         match self.owned(order_id, participant) {
             Err(reason) => out.push(self.rejected(RequestKind::Cancel, order_id, reason)),
             Ok(order) => {
@@ -400,7 +401,7 @@ impl OrderBook for ReferenceBook {
         price: Price,
         qty: Qty,
         ts_ns: u64,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) {
         let current = match self.owned(order_id, participant) {
             Ok(order) => order,
@@ -429,13 +430,13 @@ impl OrderBook for ReferenceBook {
         self.finish(order, end, true, out);
     }
 
-    fn mass_cancel(&mut self, participant: Option<ParticipantId>, out: &mut Vec<Event>) {
+    fn mass_cancel(&mut self, participant: Option<ParticipantId>, out: &mut impl EventSink) {
         for order in self.remove_all(|o| participant.is_none_or(|p| o.participant == p)) {
             out.push(self.cancelled(order.order_id, order.leaves_qty, CancelReason::MassCancel));
         }
     }
 
-    fn expire_day(&mut self, out: &mut Vec<Event>) {
+    fn expire_day(&mut self, out: &mut impl EventSink) {
         for order in self.remove_all(|o| o.tif == TimeInForce::Day) {
             out.push(Event::Expired {
                 order_id: order.order_id,
