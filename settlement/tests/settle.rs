@@ -17,6 +17,73 @@ use cccx_settlement::{
 };
 use proptest::prelude::*;
 
+/// Forwards the named `Registry` methods of a test wrapper to its `inner` registry, unchanged:
+/// `forward!(method, ...)` inside the wrapper's `impl Registry`, which writes only the methods it
+/// changes.
+macro_rules! forward {
+    ($($method:ident),* $(,)?) => { $(forward!(@one $method);)* };
+    (@one open_account) => {
+        fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
+            self.inner.open_account(req, at)
+        }
+    };
+    (@one issue) => {
+        fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
+            self.inner.issue(req, at)
+        }
+    };
+    (@one propose) => {
+        fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.propose(req, at)
+        }
+    };
+    (@one post) => {
+        fn post(&mut self, req: &PostTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.post(req, at)
+        }
+    };
+    (@one void) => {
+        fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
+            self.inner.void(req, at)
+        }
+    };
+    (@one expire_pending) => {
+        fn expire_pending(&mut self, timeout_ns: u64, now: Timestamp) -> Result<Vec<Transfer>, RegistryError> {
+            self.inner.expire_pending(timeout_ns, now)
+        }
+    };
+    (@one transfer) => {
+        fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
+            self.inner.transfer(id)
+        }
+    };
+    (@one holdings) => {
+        fn holdings(
+            &self,
+            a: &AccountId,
+            i: InstrumentId,
+            as_of: Option<Timestamp>,
+        ) -> Result<Holdings, RegistryError> {
+            self.inner.holdings(a, i, as_of)
+        }
+    };
+    (@one statement) => {
+        fn statement(&self, a: &AccountId, from: Timestamp, to: Timestamp) -> Result<Statement, RegistryError> {
+            self.inner.statement(a, from, to)
+        }
+    };
+    (@one holdings_check) => {
+        fn holdings_check(
+            &self,
+            i: InstrumentId,
+            v: Option<Vintage>,
+            sells: &BTreeMap<AccountId, u64>,
+        ) -> Result<Vec<Shortfall>, RegistryError> {
+            self.inner.holdings_check(i, v, sells)
+        }
+    };
+}
+
 mod common;
 
 use common::{acct, registry_with, trade, CCC};
@@ -181,12 +248,7 @@ impl<R: Registry> Flaky<R> {
 }
 
 impl<R: Registry> Registry for Flaky<R> {
-    fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
-        self.inner.open_account(req, at)
-    }
-    fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
-        self.inner.issue(req, at)
-    }
+    forward!(open_account, issue, expire_pending, transfer, holdings, statement, holdings_check);
     fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
         self.call(|r| r.propose(req, at))
     }
@@ -195,31 +257,6 @@ impl<R: Registry> Registry for Flaky<R> {
     }
     fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
         self.call(|r| r.void(req, at))
-    }
-    fn expire_pending(&mut self, timeout_ns: u64, now: Timestamp) -> Result<Vec<Transfer>, RegistryError> {
-        self.inner.expire_pending(timeout_ns, now)
-    }
-    fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
-        self.inner.transfer(id)
-    }
-    fn holdings(
-        &self,
-        a: &AccountId,
-        i: InstrumentId,
-        as_of: Option<Timestamp>,
-    ) -> Result<Holdings, RegistryError> {
-        self.inner.holdings(a, i, as_of)
-    }
-    fn statement(&self, a: &AccountId, from: Timestamp, to: Timestamp) -> Result<Statement, RegistryError> {
-        self.inner.statement(a, from, to)
-    }
-    fn holdings_check(
-        &self,
-        i: InstrumentId,
-        v: Option<Vintage>,
-        sells: &BTreeMap<AccountId, u64>,
-    ) -> Result<Vec<Shortfall>, RegistryError> {
-        self.inner.holdings_check(i, v, sells)
     }
 }
 
@@ -334,15 +371,7 @@ mod review {
     }
 
     impl Registry for Late {
-        fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
-            self.inner.open_account(req, at)
-        }
-        fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
-            self.inner.issue(req, at)
-        }
-        fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-            self.inner.propose(req, at)
-        }
+        forward!(open_account, issue, propose, expire_pending, holdings, statement, holdings_check);
         fn post(&mut self, _req: &PostTransfer, _at: Timestamp) -> Result<Transfer, RegistryError> {
             Err(RegistryError::Storage("timed out".into()))
         }
@@ -356,42 +385,11 @@ mod review {
             }
             self.inner.void(req, at)
         }
-        fn expire_pending(
-            &mut self,
-            timeout_ns: u64,
-            now: Timestamp,
-        ) -> Result<Vec<Transfer>, RegistryError> {
-            self.inner.expire_pending(timeout_ns, now)
-        }
         fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
             if self.blind {
                 return Err(RegistryError::Storage("unreachable".into()));
             }
             self.inner.transfer(id)
-        }
-        fn holdings(
-            &self,
-            a: &AccountId,
-            i: InstrumentId,
-            as_of: Option<Timestamp>,
-        ) -> Result<Holdings, RegistryError> {
-            self.inner.holdings(a, i, as_of)
-        }
-        fn statement(
-            &self,
-            a: &AccountId,
-            from: Timestamp,
-            to: Timestamp,
-        ) -> Result<Statement, RegistryError> {
-            self.inner.statement(a, from, to)
-        }
-        fn holdings_check(
-            &self,
-            i: InstrumentId,
-            v: Option<Vintage>,
-            sells: &BTreeMap<AccountId, u64>,
-        ) -> Result<Vec<Shortfall>, RegistryError> {
-            self.inner.holdings_check(i, v, sells)
         }
     }
 
@@ -467,21 +465,18 @@ mod whole_batches {
     }
 
     impl Registry for BatchFlaky {
-        fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
-            self.inner.open_account(req, at)
-        }
-        fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
-            self.inner.issue(req, at)
-        }
-        fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-            self.inner.propose(req, at)
-        }
-        fn post(&mut self, req: &PostTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-            self.inner.post(req, at)
-        }
-        fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-            self.inner.void(req, at)
-        }
+        forward!(
+            open_account,
+            issue,
+            propose,
+            post,
+            void,
+            expire_pending,
+            transfer,
+            holdings,
+            statement,
+            holdings_check
+        );
         fn apply_batch(&mut self, ops: &[BatchOp], at: Timestamp) -> Result<BatchAnswers, RegistryError> {
             self.batches += 1;
             if self.roll() < self.before {
@@ -492,40 +487,6 @@ mod whole_batches {
                 return Err(RegistryError::Storage("answer lost".into()));
             }
             Ok(answers)
-        }
-        fn expire_pending(
-            &mut self,
-            timeout_ns: u64,
-            now: Timestamp,
-        ) -> Result<Vec<Transfer>, RegistryError> {
-            self.inner.expire_pending(timeout_ns, now)
-        }
-        fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
-            self.inner.transfer(id)
-        }
-        fn holdings(
-            &self,
-            a: &AccountId,
-            i: InstrumentId,
-            as_of: Option<Timestamp>,
-        ) -> Result<Holdings, RegistryError> {
-            self.inner.holdings(a, i, as_of)
-        }
-        fn statement(
-            &self,
-            a: &AccountId,
-            from: Timestamp,
-            to: Timestamp,
-        ) -> Result<Statement, RegistryError> {
-            self.inner.statement(a, from, to)
-        }
-        fn holdings_check(
-            &self,
-            i: InstrumentId,
-            v: Option<Vintage>,
-            sells: &BTreeMap<AccountId, u64>,
-        ) -> Result<Vec<Shortfall>, RegistryError> {
-            self.inner.holdings_check(i, v, sells)
         }
     }
 
@@ -937,21 +898,18 @@ mod schema {
     }
 
     impl Registry for Meddling {
-        fn open_account(&mut self, req: &OpenAccount, at: Timestamp) -> Result<Account, RegistryError> {
-            self.inner.open_account(req, at)
-        }
-        fn issue(&mut self, req: &IssueUnits, at: Timestamp) -> Result<Issuance, RegistryError> {
-            self.inner.issue(req, at)
-        }
-        fn propose(&mut self, req: &ProposeTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-            self.inner.propose(req, at)
-        }
-        fn post(&mut self, req: &PostTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-            self.inner.post(req, at)
-        }
-        fn void(&mut self, req: &VoidTransfer, at: Timestamp) -> Result<Transfer, RegistryError> {
-            self.inner.void(req, at)
-        }
+        forward!(
+            open_account,
+            issue,
+            propose,
+            post,
+            void,
+            expire_pending,
+            transfer,
+            holdings,
+            statement,
+            holdings_check
+        );
         fn apply_batch(
             &mut self,
             ops: &[cccx_settlement::BatchOp],
@@ -960,40 +918,6 @@ mod schema {
             let conn = Connection::open(&self.db).unwrap();
             conn.execute("UPDATE obligations SET state = 'confirmed' WHERE trade_id = 'T1'", []).unwrap();
             self.inner.apply_batch(ops, at)
-        }
-        fn expire_pending(
-            &mut self,
-            timeout_ns: u64,
-            now: Timestamp,
-        ) -> Result<Vec<Transfer>, RegistryError> {
-            self.inner.expire_pending(timeout_ns, now)
-        }
-        fn transfer(&self, id: &RequestId) -> Result<Option<Transfer>, RegistryError> {
-            self.inner.transfer(id)
-        }
-        fn holdings(
-            &self,
-            a: &AccountId,
-            i: InstrumentId,
-            as_of: Option<Timestamp>,
-        ) -> Result<Holdings, RegistryError> {
-            self.inner.holdings(a, i, as_of)
-        }
-        fn statement(
-            &self,
-            a: &AccountId,
-            from: Timestamp,
-            to: Timestamp,
-        ) -> Result<Statement, RegistryError> {
-            self.inner.statement(a, from, to)
-        }
-        fn holdings_check(
-            &self,
-            i: InstrumentId,
-            v: Option<Vintage>,
-            sells: &BTreeMap<AccountId, u64>,
-        ) -> Result<Vec<Shortfall>, RegistryError> {
-            self.inner.holdings_check(i, v, sells)
         }
     }
 
