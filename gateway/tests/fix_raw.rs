@@ -505,3 +505,39 @@ async fn the_fix_port_answers_only_on_the_configured_address() {
     }
     running.stop().await.unwrap();
 }
+
+/// A deployment that ran with QuickFIX's FileStore: on the first start with the memory-mapped
+/// store, each session takes over the sequence numbers of its FileStore files, so a client
+/// logging on goes on from where it was, and the store file records them from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sequence_numbers_of_file_store_files_are_taken_over() {
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("fix").join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let prefix = store.join("FIX.4.4-CCCX-GREENOFF.");
+    let file =
+        |suffix: &str, text: &str| std::fs::write(format!("{}{suffix}", prefix.display()), text).unwrap();
+    // Next to send: 7; next expected from the client: 5 (QuickFIX's 64-bit format).
+    file("seqnums", "00000000000000000007 : 00000000000000000005");
+    // Created today: QuickFIX resets a session created in an earlier period when it starts.
+    file("session", &utc_timestamp(now_ns())[..17]);
+    file("body", "");
+    file("header", "");
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let mut g = Raw::connect(addr, "GREENOFF");
+    g.seq = 4;
+    g.send("A", &[(98, "0"), (108, "30"), (553, "GREENOFF"), (554, &password(&running, 4))]);
+    let logon = g.expect(|m| get(m, 35) == Some("A"));
+    assert_eq!(get(&logon, 34), Some("7"), "{logon:?}");
+    g.send("D", &order_with((11, "TAKEN-1"), None));
+    let er = g.expect(|m| get(m, 35) == Some("8"));
+    let sent: u64 = get(&er, 34).unwrap().parse().unwrap();
+    assert!(sent >= 8, "{er:?}");
+    drop(g);
+    running.stop().await.unwrap();
+    let recorded = cccx_gateway::fix::store::stored_seqnums(&store.join("FIX.4.4-CCCX-GREENOFF.mstore"));
+    let (sender, target) = recorded.expect("the session's store file");
+    assert!(sender > sent && target >= 7, "{sender} {target}");
+}

@@ -4,8 +4,10 @@
 //!   SenderCompID [`EXCHANGE_COMP_ID`], TargetCompID the participant's `comp_id`. Logon needs
 //!   Username (553) = the CompID and Password (554) = the participant's generated
 //!   `fix_password` ([`crate::secrets`]). Heartbeats, test requests, resend requests, gap fills,
-//!   sequence resets and logout are QuickFIX's. Messages are stored
-//!   (`<data_dir>/fix/store`) so sequence numbers and resends survive restarts; incoming
+//!   sequence resets and logout are QuickFIX's. Messages are stored ([`store`]: one
+//!   memory-mapped file per session under `<data_dir>/fix/store`, which takes over QuickFIX
+//!   `FileStore` files there on first start) so sequence numbers and resends survive restarts
+//!   (a killed process too; not a power cut, as with QuickFIX's own store); incoming
 //!   messages are validated against the FIX 4.4 data dictionary (vendored, written to
 //!   `<data_dir>/fix/FIX44.xml` at start): a malformed message gets a session Reject (35=3)
 //!   from QuickFIX, a garbled frame is dropped or disconnected, and neither touches another
@@ -13,7 +15,8 @@
 //! - Known limits of the session layer: QuickFIX's threaded acceptor binds the wildcard
 //!   address whatever `SocketAcceptHost` says; on Linux a socket filter on the listening socket
 //!   then drops every packet not addressed to the configured IPv4 address ([`listener`]), so
-//!   the port answers only there (elsewhere, or for IPv6, firewall it); and its file store keeps every message ever sent, so it grows without bound
+//!   the port answers only there (elsewhere, or for IPv6, firewall it); and the store keeps
+//!   every message ever sent, so it grows without bound
 //!   (no rotation yet). To start a store afresh (a new trading day, say), stop the server,
 //!   move `<data_dir>/fix/store` away, and have the participants log on with
 //!   ResetSeqNumFlag (141=Y); the messages of the old store can then no longer be resent.
@@ -59,6 +62,7 @@ pub mod reports;
 pub mod router;
 mod session;
 pub mod status;
+pub mod store;
 pub mod tags;
 pub mod wire;
 

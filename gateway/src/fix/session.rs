@@ -8,7 +8,7 @@
 //! own thread (QuickFIX's session lock is re-entrant there).
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -16,11 +16,12 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, TrySendError};
 use quickfix::{
     send_to_target, Acceptor, Application, ApplicationCallback, ConnectionHandler, FieldMap,
-    FileMessageStoreFactory, FixSocketServerKind, Group, LogCallback, LogFactory, Message, MsgFromAdminError,
-    MsgFromAppError, QuickFixError, Session, SessionId, SessionSettings,
+    FixSocketServerKind, Group, LogCallback, LogFactory, Message, MsgFromAdminError, MsgFromAppError,
+    QuickFixError, Session, SessionId, SessionSettings,
 };
 
 use super::reports::business_reject;
+use super::store::MmapStoreFactory;
 use super::tags::*;
 use super::wire::OutMsg;
 use super::{BEGIN_STRING, EXCHANGE_COMP_ID};
@@ -204,6 +205,16 @@ pub(crate) struct AcceptorThread {
     handle: JoinHandle<()>,
 }
 
+/// The `FileStorePath` of a generated settings file: where the sessions' message stores live.
+fn store_path(settings_path: &Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(settings_path).map_err(|e| format!("{}: {e}", settings_path.display()))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("FileStorePath="))
+        .map(str::to_string)
+        .ok_or_else(|| format!("{}: no FileStorePath", settings_path.display()))
+}
+
 impl AcceptorThread {
     /// Starts the acceptor with a settings file; returns once it listens (or failed to).
     pub(crate) fn spawn(settings_path: PathBuf, app: App) -> Result<AcceptorThread, String> {
@@ -214,7 +225,9 @@ impl AcceptorThread {
             .spawn(move || {
                 let run = || -> Result<(), QuickFixError> {
                     let settings = SessionSettings::try_from_path(&settings_path)?;
-                    let store = FileMessageStoreFactory::try_new(&settings)?;
+                    let store = store_path(&settings_path)
+                        .and_then(|dir| MmapStoreFactory::new(&dir))
+                        .map_err(QuickFixError::invalid_argument)?;
                     let log = TracingLog;
                     let log_factory = LogFactory::try_new(&log)?;
                     let application = Application::try_new(&app)?;
