@@ -227,10 +227,15 @@ private:
       old.get(1, next - 1, messages);
     }
     for (const std::string &msg : messages) {
-      FIX::Message parsed(msg, false);
-      FIX::MsgSeqNum seq;
-      parsed.getHeader().getField(seq);
-      set(seq.getValue(), msg);
+      // A stored message that does not parse is left out: a resend request for it gets a gap
+      // fill, rather than the session failing to start.
+      try {
+        FIX::Message parsed(msg, false);
+        FIX::MsgSeqNum seq;
+        parsed.getHeader().getField(seq);
+        set(seq.getValue(), msg);
+      } catch (const std::exception &) {
+      }
     }
     setNextSenderMsgSeqNum(old.getNextSenderMsgSeqNum());
     setNextTargetMsgSeqNum(old.getNextTargetMsgSeqNum());
