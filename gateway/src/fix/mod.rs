@@ -119,7 +119,7 @@ pub fn settings_text(config: &Config, addr: SocketAddr, fix_dir: &Path) -> Strin
          CheckLatency=N\n",
         ip = addr.ip(),
         port = addr.port(),
-        store = fix_dir.join("store").display(),
+        store = store_dir(fix_dir).display(),
         dict = fix_dir.join("FIX44.xml").display(),
     );
     for p in &config.participants {
@@ -142,6 +142,11 @@ pub struct FixAcceptor {
 
 /// A free TCP port on `ip` (QuickFIX cannot report the port it bound, so port 0 in the
 /// configuration is resolved here).
+/// Where the sessions' message stores live (`FileStorePath` of the settings).
+fn store_dir(fix_dir: &Path) -> PathBuf {
+    fix_dir.join("store")
+}
+
 fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, String> {
     if addr.port() != 0 {
         return Ok(addr);
@@ -156,7 +161,7 @@ impl FixAcceptor {
     pub fn start(config: &Config, secrets: &Secrets, core: Core) -> Result<FixAcceptor, String> {
         let addr = resolve_port(config.server.fix)?;
         let fix_dir: PathBuf = config.server.data_dir.join(FIX_DIR);
-        std::fs::create_dir_all(fix_dir.join("store")).map_err(|e| format!("{}: {e}", fix_dir.display()))?;
+        std::fs::create_dir_all(store_dir(&fix_dir)).map_err(|e| format!("{}: {e}", fix_dir.display()))?;
         let write = |name: &str, text: &str| {
             std::fs::write(fix_dir.join(name), text)
                 .map_err(|e| format!("{}: {e}", fix_dir.join(name).display()))
@@ -202,7 +207,7 @@ impl FixAcceptor {
             metrics: core.metrics().clone(),
             logged_on: AtomicU64::new(0),
         };
-        let acceptor = match AcceptorThread::spawn(settings_path, app) {
+        let acceptor = match AcceptorThread::spawn(settings_path, store_dir(&fix_dir), app) {
             Ok(a) => a,
             Err(e) => {
                 let _ = stop_router.send(());

@@ -8,7 +8,7 @@
 //! own thread (QuickFIX's session lock is re-entrant there).
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -205,19 +205,14 @@ pub(crate) struct AcceptorThread {
     handle: JoinHandle<()>,
 }
 
-/// The `FileStorePath` of a generated settings file: where the sessions' message stores live.
-fn store_path(settings_path: &Path) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(settings_path).map_err(|e| format!("{}: {e}", settings_path.display()))?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("FileStorePath="))
-        .map(str::to_string)
-        .ok_or_else(|| format!("{}: no FileStorePath", settings_path.display()))
-}
-
 impl AcceptorThread {
-    /// Starts the acceptor with a settings file; returns once it listens (or failed to).
-    pub(crate) fn spawn(settings_path: PathBuf, app: App) -> Result<AcceptorThread, String> {
+    /// Starts the acceptor with a settings file and the sessions' message stores under
+    /// `store_dir`; returns once it listens (or failed to).
+    pub(crate) fn spawn(
+        settings_path: PathBuf,
+        store_dir: PathBuf,
+        app: App,
+    ) -> Result<AcceptorThread, String> {
         let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
         let (stop, stop_rx) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
@@ -225,9 +220,7 @@ impl AcceptorThread {
             .spawn(move || {
                 let run = || -> Result<(), QuickFixError> {
                     let settings = SessionSettings::try_from_path(&settings_path)?;
-                    let store = store_path(&settings_path)
-                        .and_then(|dir| MmapStoreFactory::new(&dir))
-                        .map_err(QuickFixError::invalid_argument)?;
+                    let store = MmapStoreFactory::new(&store_dir).map_err(QuickFixError::invalid_argument)?;
                     let log = TracingLog;
                     let log_factory = LogFactory::try_new(&log)?;
                     let application = Application::try_new(&app)?;

@@ -26,8 +26,9 @@ unsafe impl Send for MmapStoreFactory {}
 
 impl MmapStoreFactory {
     /// A factory whose stores live under `dir` (created when the first session opens).
-    pub fn new(dir: &str) -> Result<MmapStoreFactory, String> {
-        let dir = CString::new(dir).map_err(|_| format!("store path {dir:?} contains a NUL byte"))?;
+    pub fn new(dir: &Path) -> Result<MmapStoreFactory, String> {
+        let text = dir.to_str().ok_or_else(|| format!("store path {} is not UTF-8", dir.display()))?;
+        let dir = CString::new(text).map_err(|_| format!("store path {text:?} contains a NUL byte"))?;
         // SAFETY: a valid C string; the factory copies it.
         unsafe { cccx_mmap_store_factory_new(dir.as_ptr()) }
             .map(MmapStoreFactory)

@@ -63,9 +63,10 @@ pub fn send(
     transfers: u64,
     mode: Mode,
 ) -> Result<(), RegistryError> {
+    let transfer = |n: u64| -> Result<RequestId, RegistryError> { id(format!("t{tag}-{n}")) };
     let propose = |n: u64| -> Result<ProposeTransfer, RegistryError> {
         Ok(ProposeTransfer {
-            id: id(format!("t{tag}-{n}"))?,
+            id: transfer(n)?,
             from: a.clone(),
             to: b.clone(),
             instrument: InstrumentId(0),
@@ -98,7 +99,7 @@ pub fn send(
             _ => {
                 let proposals = range.clone().map(|k| Ok(BatchOp::Propose(propose(k)?)));
                 let posts =
-                    range.map(|k| Ok(BatchOp::Post(PostTransfer { id: post(k)?, transfer: propose(k)?.id })));
+                    range.map(|k| Ok(BatchOp::Post(PostTransfer { id: post(k)?, transfer: transfer(k)? })));
                 vec![
                     proposals.collect::<Result<_, RegistryError>>()?,
                     posts.collect::<Result<_, RegistryError>>()?,
