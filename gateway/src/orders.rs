@@ -16,6 +16,10 @@ use cccx_engine::{
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+mod table;
+
+use table::{ChunkedList, OrderTable};
+
 /// A book's levels, best first: bids, asks.
 pub type Depth = (Vec<(Price, Qty)>, Vec<(Price, Qty)>);
 
@@ -273,9 +277,12 @@ fn cancel_reason(reason: CancelReason) -> Reason {
 #[derive(Default)]
 pub struct OrderStore {
     symbols: Vec<Arc<str>>,
-    orders: HashMap<u64, OrderView>,
-    by_client: HashMap<(u32, String), u64>,
-    by_participant: HashMap<u32, Vec<u64>>,
+    /// Every order of the day, by id (a table that grows without rehashing: see [`table`]).
+    orders: OrderTable<OrderView>,
+    /// Per participant: client order id -> order id (B-trees, which grow a node at a time).
+    by_client: HashMap<u32, BTreeMap<String, u64>>,
+    /// Per participant: its order ids, oldest first.
+    by_participant: HashMap<u32, ChunkedList<u64>>,
     /// Per instrument: bids and asks, price -> open quantity.
     levels: Vec<[BTreeMap<Price, Qty>; 2]>,
     trades: Vec<VecDeque<PublicTrade>>,
@@ -304,21 +311,20 @@ impl OrderStore {
 
     /// An order, if it exists.
     pub fn get(&self, order_id: u64) -> Option<&OrderView> {
-        self.orders.get(&order_id)
+        self.orders.get(order_id)
     }
 
     /// The order a participant knows by a client order id.
     pub fn by_client_id(&self, participant: u32, client_order_id: &str) -> Option<&OrderView> {
-        let id = self.by_client.get(&(participant, client_order_id.to_string()))?;
-        self.orders.get(id).filter(|o| o.participant == participant)
+        let id = self.by_client.get(&participant)?.get(client_order_id)?;
+        self.orders.get(*id).filter(|o| o.participant == participant)
     }
 
     /// A participant's orders, newest first (open ones only when `open_only`).
     pub fn of_participant(&self, participant: u32, open_only: bool, limit: usize) -> Vec<OrderView> {
         let Some(ids) = self.by_participant.get(&participant) else { return Vec::new() };
-        ids.iter()
-            .rev()
-            .filter_map(|id| self.orders.get(id))
+        ids.iter_rev()
+            .filter_map(|id| self.orders.get(*id))
             .filter(|o| !open_only || o.status.is_open())
             .take(limit)
             .cloned()
@@ -399,7 +405,7 @@ impl OrderStore {
                 }
             }
             Intent::Cancel { order_id } | Intent::Amend { order_id, .. } => {
-                let order = self.orders.get(order_id).filter(|o| o.participant == participant.0)?;
+                let order = self.orders.get(*order_id).filter(|o| o.participant == participant.0)?;
                 OrderUpdate {
                     exec: ExecKind::CancelRejected,
                     order: order.clone(),
@@ -417,8 +423,8 @@ impl OrderStore {
 
     /// Records a client order id for an order (a NEW, or an amendment that renames it).
     pub fn name(&mut self, order_id: u64, participant: u32, client_order_id: &str) {
-        self.by_client.insert((participant, client_order_id.to_string()), order_id);
-        if let Some(o) = self.orders.get_mut(&order_id) {
+        self.by_client.entry(participant).or_default().insert(client_order_id.to_string(), order_id);
+        if let Some(o) = self.orders.get_mut(order_id) {
             o.client_order_id = client_order_id.to_string();
         }
     }
@@ -435,7 +441,7 @@ impl OrderStore {
         let mut out = Published { seq, ts_ns: cmd.ts_ns, updates: Vec::new(), market: Vec::new() };
         let touched = touched(events);
         let before: HashMap<u64, Option<(Price, Qty)>> =
-            touched.iter().filter_map(|id| self.orders.get(id).map(|o| (*id, o.resting()))).collect();
+            touched.iter().filter_map(|id| self.orders.get(*id).map(|o| (*id, o.resting()))).collect();
         if let CommandBody::New(o) = &cmd.body {
             self.max_order_id = self.max_order_id.max(o.order_id.0);
         }
@@ -446,7 +452,7 @@ impl OrderStore {
         // Level changes, from what each touched order rested before and after.
         let mut changed: BTreeMap<(u32, u8, Price), ()> = BTreeMap::new();
         for id in touched {
-            let Some(o) = self.orders.get(&id) else { continue };
+            let Some(o) = self.orders.get(id) else { continue };
             let (old, new) = (before.get(&id).copied().flatten(), o.resting());
             if old == new {
                 continue;
@@ -527,13 +533,13 @@ impl OrderStore {
                 };
                 let exec = if rejected.is_some() { ExecKind::Rejected } else { ExecKind::New };
                 out.updates.push(update(exec, &view, rejected.map(reject_reason)));
-                if self.orders.contains_key(&order_id.0) {
+                if self.orders.contains(order_id.0) {
                     // A rejected duplicate must not overwrite the live order (the gateway never
                     // reuses ids, but a hand-made journal could).
                     return;
                 }
                 if let Some(c) = client_order_id {
-                    self.by_client.insert((o.participant.0, c.to_string()), order_id.0);
+                    self.by_client.entry(o.participant.0).or_default().insert(c.to_string(), order_id.0);
                 }
                 self.by_participant.entry(o.participant.0).or_default().push(order_id.0);
                 self.orders.insert(order_id.0, view);
@@ -544,7 +550,7 @@ impl OrderStore {
                 reason,
                 ..
             } => {
-                if let Some(o) = self.orders.get(&order_id.0) {
+                if let Some(o) = self.orders.get(order_id.0) {
                     let mut u = update(ExecKind::CancelRejected, o, Some(reject_reason(reason)));
                     u.amend = request == RequestKind::Amend;
                     out.updates.push(u);
@@ -555,7 +561,7 @@ impl OrderStore {
                 let symbol = self.symbol(t.instrument);
                 for (id, leaves) in [(t.buy_order_id, t.buy_leaves_qty), (t.sell_order_id, t.sell_leaves_qty)]
                 {
-                    if let Some(o) = self.orders.get_mut(&id.0) {
+                    if let Some(o) = self.orders.get_mut(id.0) {
                         o.cum_qty += t.qty;
                         o.leaves_qty = leaves;
                         o.notional += i128::from(t.price) * i128::from(t.qty);
@@ -589,22 +595,22 @@ impl OrderStore {
                 out.market.push(MarketEvent::Trade(trade));
             }
             Event::Cancelled { order_id, reason, .. } => {
-                if let Some(o) = self.orders.get_mut(&order_id.0) {
+                if let Some(o) = self.orders.get_mut(order_id.0) {
                     (o.leaves_qty, o.status, o.updated_ns) = (0, OrderStatus::Cancelled, ts);
                     out.updates.push(update(ExecKind::Cancelled, o, Some(cancel_reason(reason))));
                 }
             }
             Event::Expired { order_id, .. } => {
-                if let Some(o) = self.orders.get_mut(&order_id.0) {
+                if let Some(o) = self.orders.get_mut(order_id.0) {
                     (o.leaves_qty, o.status, o.updated_ns) = (0, OrderStatus::Expired, ts);
                     out.updates.push(update(ExecKind::Expired, o, None));
                 }
             }
             Event::Amended { order_id, price, leaves_qty, .. } => {
-                if let Some(o) = self.orders.get_mut(&order_id.0) {
+                if let Some(o) = self.orders.get_mut(order_id.0) {
                     if let Some(c) = client_order_id {
                         o.client_order_id = c.to_string();
-                        self.by_client.insert((o.participant, c.to_string()), order_id.0);
+                        self.by_client.entry(o.participant).or_default().insert(c.to_string(), order_id.0);
                     }
                     o.price = Some(price);
                     o.leaves_qty = leaves_qty;
