@@ -21,7 +21,11 @@ pub const TARGET_COMP_ID: &str = "CCCX";
 /// A FIX message with header, body length and checksum around `body` (the fields after the
 /// header, each ending in SOH).
 pub fn frame(msg_type: &str, sender: &str, seq: u64, body: &str) -> Vec<u8> {
-    let now = utc_timestamp();
+    frame_at(msg_type, sender, seq, body, &utc_timestamp())
+}
+
+/// [`frame`] with a given SendingTime (52), a FIX UTCTimestamp.
+pub fn frame_at(msg_type: &str, sender: &str, seq: u64, body: &str, now: &str) -> Vec<u8> {
     let inner =
         format!("35={msg_type}\x0149={sender}\x0156={TARGET_COMP_ID}\x0134={seq}\x0152={now}\x01{body}");
     let mut out = format!("8=FIX.4.4\x019={}\x01{inner}", inner.len()).into_bytes();
@@ -45,12 +49,21 @@ pub fn field<'a>(msg: &'a [u8], tag: &str) -> Option<&'a str> {
 /// Splits complete messages (ending in `10=xxx<SOH>`) off the front of `buf`.
 pub fn take_messages(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    while let Some(at) = buf.windows(4).position(|w| w == b"\x0110=") {
-        let Some(end) = buf[at + 4..].iter().position(|b| *b == SOH) else { break };
-        let msg: Vec<u8> = buf.drain(..at + 4 + end + 1).collect();
-        out.push(msg);
+    let mut start = 0;
+    while let Some(end) = next_message_end(&buf[start..]) {
+        out.push(buf[start..start + end].to_vec());
+        start += end;
     }
+    // One move of what is left, not one per message.
+    buf.drain(..start);
     out
+}
+
+/// The length of the first complete message (ending in `10=xxx<SOH>`) at the front of `bytes`.
+pub fn next_message_end(bytes: &[u8]) -> Option<usize> {
+    let at = bytes.windows(4).position(|w| w == b"\x0110=")?;
+    let end = bytes[at + 4..].iter().position(|b| *b == SOH)?;
+    Some(at + 4 + end + 1)
 }
 
 /// A logged-on FIX session (blocking).
@@ -95,6 +108,13 @@ impl FixSession {
                 _ => {}
             }
         }
+    }
+
+    /// Hands the logged-on connection over (to drive it without this type's blocking reads):
+    /// the socket, the next sequence number to send, and the bytes received but not yet taken
+    /// as messages (the messages already taken are dropped).
+    pub fn into_parts(self) -> (TcpStream, u64, Vec<u8>) {
+        (self.stream, self.seq, self.buf)
     }
 
     /// The session's SenderCompID.
