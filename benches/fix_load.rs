@@ -8,7 +8,11 @@
 //! ```text
 //! cargo bench --bench fix_load -- [--sessions N] [--rate ORDERS_PER_S] [--seconds S]
 //!                                 [--durability none|batch|every] [--window W]
+//!                                 [--flow ioc|trading]
 //! ```
+//!
+//! `--flow ioc` (the default): immediate-or-cancel orders that never trade (New and Cancelled
+//! reports); `--flow trading`: day orders at crossing prices that trade and rest (see [`Flow`]).
 //!
 //! `--rate 0` (the default) is closed loop with up to `--window` orders in flight per session.
 //!
@@ -59,8 +63,32 @@ struct Session {
     due: HashMap<u64, Instant>,
     /// Open loop: when the next order is due.
     next_due: Instant,
-    /// Which side this session starts on (sessions alternate, so that orders cross).
+    /// The session's place among the sessions (its side, in the trading flow).
     index: usize,
+    flow: Flow,
+}
+
+/// What the sessions send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// Immediate-or-cancel limit orders alternating sides. None ever rests, so none trades:
+    /// each order gets two ExecutionReports, New and Cancelled (the unfilled remainder).
+    Ioc,
+    /// Day limit orders at crossing prices: even sessions buy at 1,000-1,002, odd ones sell at
+    /// 998-1,000, 1-3 certificates each. An order trades with what rests on the other side
+    /// and rests for the rest, so the book stays shallow; New plus a fill report for each side
+    /// of each trade (about 2.4 reports per order).
+    Trading,
+}
+
+/// `--flow ioc|trading` (default `ioc`).
+fn flow() -> Flow {
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.iter().position(|a| a == "--flow").and_then(|i| argv.get(i + 1)).map(String::as_str) {
+        None | Some("ioc") => Flow::Ioc,
+        Some("trading") => Flow::Trading,
+        Some(other) => panic!("--flow: {other} (ioc or trading)"),
+    }
 }
 
 impl Session {
@@ -68,10 +96,16 @@ impl Session {
     fn queue_order(&mut self, due: Instant, now_text: &str) {
         let n = self.next;
         self.next += 1;
-        let side = if (n + self.index as u64).is_multiple_of(2) { 1 } else { 2 };
-        let price = 1000 + (n % 5) as i64 - 2;
+        let (side, price, tif) = match self.flow {
+            Flow::Ioc => {
+                let side = if (n + self.index as u64).is_multiple_of(2) { 1 } else { 2 };
+                (side, 1000 + (n % 5) as i64 - 2, 3)
+            }
+            Flow::Trading if self.index.is_multiple_of(2) => (1, 1000 + (n % 3) as i64, 0),
+            Flow::Trading => (2, 998 + (n % 3) as i64, 0),
+        };
         let body = format!(
-            "11=L{n}\x0155=CCC-2026-O\x0154={side}\x0160={now_text}\x0138={}\x0140=2\x0144={price}\x0159=3\x01",
+            "11=L{n}\x0155=CCC-2026-O\x0154={side}\x0160={now_text}\x0138={}\x0140=2\x0144={price}\x0159={tif}\x01",
             1 + n % 3
         );
         self.out.extend_from_slice(&frame_at("D", &self.comp_id, self.seq, &body, now_text));
@@ -114,6 +148,7 @@ impl Session {
             if msg_type != b"8" {
                 continue;
             }
+            *stats.reports.entry(String::from_utf8_lossy(exec_type).into_owned()).or_default() += 1;
             let Some(id) = cl_ord_id.strip_prefix(b"L").and_then(|c| std::str::from_utf8(c).ok()) else {
                 continue;
             };
@@ -157,6 +192,8 @@ struct Stats {
     hist: Histogram<u64>,
     acked: u64,
     rejected: u64,
+    /// ExecutionReports received, by ExecType (150).
+    reports: std::collections::BTreeMap<String, u64>,
 }
 
 /// Waits until a session's socket is readable (or writable, where output waits) or `timeout`
@@ -185,8 +222,12 @@ fn drive(mut sessions: Vec<Session>, args: &LoadArgs, deadline: Instant) -> Stat
     // 1 us of timer slack instead of 50 us: open loop wakes up every 100 us at 10,000 orders/s.
     // SAFETY: PR_SET_TIMERSLACK takes an integer argument and only changes this thread's slack.
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-    let mut stats =
-        Stats { hist: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap(), acked: 0, rejected: 0 };
+    let mut stats = Stats {
+        hist: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap(),
+        acked: 0,
+        rejected: 0,
+        reports: Default::default(),
+    };
     let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.streams as f64 / args.rate));
     let end = deadline + Duration::from_secs(1);
     let mut chunk = vec![0u8; 1 << 16];
@@ -274,16 +315,18 @@ async fn run(args: LoadArgs) {
             due: HashMap::new(),
             next_due: Instant::now(),
             index,
+            flow: flow(),
         });
     }
     let n = sessions.len();
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     let client = std::thread::spawn(move || drive(sessions, &args, deadline));
     let stats = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
-    let (hist, acked, rejected) = (stats.hist, stats.acked, stats.rejected);
+    let (hist, acked, rejected, stats_reports) = (stats.hist, stats.acked, stats.rejected, stats.reports);
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     println!(
-        "FIX: {n} sessions, {} durability, {}: {:.0} orders/s acknowledged ({acked} acknowledged, {rejected} rejected) over {:.1} s",
+        "FIX: {n} sessions, {} flow, {} durability, {}: {:.0} orders/s acknowledged ({acked} acknowledged, {rejected} rejected) over {:.1} s",
+        format!("{:?}", flow()).to_lowercase(),
         format!("{:?}", args.durability).to_lowercase(),
         if args.rate > 0.0 { args.loop_name() } else { format!("{}, window {}", args.loop_name(), args.window) },
         (acked + rejected) as f64 / args.seconds,
@@ -297,5 +340,6 @@ async fn run(args: LoadArgs) {
         us(0.999),
         hist.max() as f64 / 1e3
     );
+    println!("execution reports by ExecType (150): {:?}", stats_reports);
     running.stop().await.unwrap();
 }
