@@ -514,23 +514,7 @@ async fn the_sequence_numbers_of_file_store_files_are_taken_over() {
     let _one = ONE_SERVER_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("fix").join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let prefix = store.join("FIX.4.4-CCCX-GREENOFF.");
-    let file =
-        |suffix: &str, text: &str| std::fs::write(format!("{}{suffix}", prefix.display()), text).unwrap();
-    // Next to send: 7; next expected from the client: 5 (QuickFIX's 64-bit format).
-    file("seqnums", "00000000000000000007 : 00000000000000000005");
-    // Created today: QuickFIX resets a session created in an earlier period when it starts.
-    file("session", &utc_timestamp(now_ns())[..17]);
-    file("body", "");
-    file("header", "");
-    let running = server::start(config(dir.path())).await.unwrap();
-    let addr = running.fix.expect("FIX runs");
-    let mut g = Raw::connect(addr, "GREENOFF");
-    g.seq = 4;
-    g.send("A", &[(98, "0"), (108, "30"), (553, "GREENOFF"), (554, &password(&running, 4))]);
-    let logon = g.expect(|m| get(m, 35) == Some("A"));
-    assert_eq!(get(&logon, 34), Some("7"), "{logon:?}");
+    let (running, mut g) = log_on_over_file_store(dir.path(), "", "").await;
     g.send("D", &order_with((11, "TAKEN-1"), None));
     let er = g.expect(|m| get(m, 35) == Some("8"));
     let sent: u64 = get(&er, 34).unwrap().parse().unwrap();
@@ -540,4 +524,58 @@ async fn the_sequence_numbers_of_file_store_files_are_taken_over() {
     let recorded = cccx_gateway::fix::store::stored_seqnums(&store.join("FIX.4.4-CCCX-GREENOFF.mstore"));
     let (sender, target) = recorded.expect("the session's store file");
     assert!(sender > sent && target >= 7, "{sender} {target}");
+}
+
+/// A message that QuickFIX's file store holds is taken over with the sequence numbers: a
+/// resend request for it gets it again, marked as a possible duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_file_store_files_is_resent_after_the_take_over() {
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The ExecutionReport the exchange sent as number 6, as the file store keeps it: the raw
+    // message in the body file, "sequence,offset,size " in the header file.
+    let inner = format!(
+        "35=8\x0134=6\x0149=CCCX\x0152={}\x0156=GREENOFF\x016=0\x0111=KEPT-1\x0114=0\x0117=E77\x01\
+         37=77\x0138=5\x0139=0\x0144=1000\x0154=1\x0155=CCC-2026-O\x01150=0\x01151=5\x01",
+        utc_timestamp(now_ns())
+    );
+    let mut stored = format!("8=FIX.4.4\x019={}\x01{inner}", inner.len());
+    stored.push_str(&format!("10={:03}\x01", checksum(stored.as_bytes())));
+    let header = format!("6,0,{} ", stored.len());
+    let (running, mut g) = log_on_over_file_store(dir.path(), &stored, &header).await;
+    // ResendRequest for number 6 alone.
+    g.send("2", &[(7, "6"), (16, "6")]);
+    let resent = g.expect(|m| get(m, 35) == Some("8") && get(m, 43) == Some("Y"));
+    assert_eq!(
+        (get(&resent, 34), get(&resent, 11), get(&resent, 37)),
+        (Some("6"), Some("KEPT-1"), Some("77"))
+    );
+    assert!(get(&resent, 122).is_some(), "OrigSendingTime on a resent message: {resent:?}");
+    drop(g);
+    running.stop().await.unwrap();
+}
+
+/// Writes GREENOFF's QuickFIX file store into a fresh data directory (next to send: 7; next
+/// expected from the client: 5, in QuickFIX's 64-bit format; created today, because QuickFIX
+/// resets a session created in an earlier period when it starts; `body` and `header` as given),
+/// starts the server on it and logs GREENOFF on with sequence number 5, checking that the
+/// Logon answer is number 7.
+async fn log_on_over_file_store(data_dir: &Path, body: &str, header: &str) -> (Running, Raw) {
+    let store = data_dir.join("fix").join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let prefix = store.join("FIX.4.4-CCCX-GREENOFF.");
+    let file =
+        |suffix: &str, text: &str| std::fs::write(format!("{}{suffix}", prefix.display()), text).unwrap();
+    file("seqnums", "00000000000000000007 : 00000000000000000005");
+    file("session", &utc_timestamp(now_ns())[..17]);
+    file("body", body);
+    file("header", header);
+    let running = server::start(config(data_dir)).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    let mut g = Raw::connect(addr, "GREENOFF");
+    g.seq = 4;
+    g.send("A", &[(98, "0"), (108, "30"), (553, "GREENOFF"), (554, &password(&running, 4))]);
+    let logon = g.expect(|m| get(m, 35) == Some("A"));
+    assert_eq!(get(&logon, 34), Some("7"), "{logon:?}");
+    (running, g)
 }
