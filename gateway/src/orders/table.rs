@@ -8,15 +8,16 @@
 
 use std::collections::HashMap;
 
-/// Ids per chunk of an [`OrderTable`].
-const CHUNK: u64 = 1024;
+/// Ids per chunk of an [`OrderTable`]: a chunk of order views is about 40 KiB.
+const CHUNK: u64 = 256;
 /// Items per chunk of a [`ChunkedList`].
 const LIST_CHUNK: usize = 4096;
 
 /// Values keyed by order id, stored in chunks of [`CHUNK`] consecutive ids. The gateway hands
 /// out order ids in sequence, so a chunk fills up before the next is allocated; the map of
-/// chunks holds one entry per 1,024 orders, and its own growth moves no order. Sparse ids (a
-/// hand-made journal) still work, at one chunk each.
+/// chunks holds one entry per 256 orders, and its own growth moves no order (a million orders
+/// make 4,096 entries). Sparse ids (a hand-made journal) still work, at the cost of one chunk
+/// each.
 pub(super) struct OrderTable<T> {
     chunks: HashMap<u64, Box<[Option<T>]>>,
 }
