@@ -153,7 +153,9 @@ impl Session {
                 continue;
             };
             let Some(t) = id.parse().ok().and_then(|id: u64| self.due.remove(&id)) else { continue };
-            stats.hist.saturating_record(now.saturating_duration_since(t).as_nanos() as u64);
+            let lat = now.saturating_duration_since(t).as_nanos() as u64;
+            stats.hist.saturating_record(lat);
+            if lat > 3_000_000 { eprintln!("SLOW due {t:?} lat {} us {}", lat / 1000, self.comp_id); }
             if exec_type == b"8" {
                 stats.rejected += 1;
             } else {
