@@ -228,14 +228,16 @@ fn drive(mut sessions: Vec<Session>, args: &LoadArgs, deadline: Instant) -> Stat
         rejected: 0,
         reports: Default::default(),
     };
-    let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.streams as f64 / args.rate));
+    // Each session's share of the rate (there may be fewer participants than `--sessions`).
+    let n = sessions.len().max(1);
+    let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / args.rate));
     let end = deadline + Duration::from_secs(1);
     let mut chunk = vec![0u8; 1 << 16];
     let mut fds = Vec::with_capacity(sessions.len());
     let start = Instant::now();
     for (i, s) in sessions.iter_mut().enumerate() {
         // Open loop: the sessions' schedules are spread over one period.
-        s.next_due = start + period.map_or(Duration::ZERO, |p| p * i as u32 / args.streams as u32);
+        s.next_due = start + period.map_or(Duration::ZERO, |p| p * i as u32 / n as u32);
     }
     loop {
         let now = Instant::now();
