@@ -197,23 +197,22 @@ struct Stats {
 }
 
 /// Waits until a session's socket is readable (or writable, where output waits) or `timeout`
-/// passes (`None`: no timeout). `ppoll` takes nanoseconds; `poll` and epoll would round a
-/// 100 us wait up to a millisecond.
-fn wait(sessions: &[Session], timeout: Option<Duration>, fds: &mut Vec<libc::pollfd>) {
+/// passes. `ppoll` takes nanoseconds; `poll` and epoll would round a 100 us wait up to a
+/// millisecond.
+fn wait(sessions: &[Session], timeout: Duration, fds: &mut Vec<libc::pollfd>) {
     fds.clear();
     fds.extend(sessions.iter().map(|s| libc::pollfd {
         fd: s.stream.as_raw_fd(),
         events: libc::POLLIN | if s.out.is_empty() { 0 } else { libc::POLLOUT },
         revents: 0,
     }));
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: `fds` holds `fds.len()` initialised pollfd entries for sockets that stay open for
-    // the call, `ts_ptr` is null or points at a live timespec, and no signal mask is passed.
-    let _ = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null()) };
+    // the call, `ts` is a live timespec, and no signal mask is passed.
+    let _ = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
 }
 
 /// Drives every session from this one thread until `deadline` (sending) plus a grace second
@@ -277,7 +276,7 @@ fn drive(mut sessions: Vec<Session>, args: &LoadArgs, deadline: Instant) -> Stat
             _ if sending => deadline.saturating_duration_since(now),
             _ => end.saturating_duration_since(now),
         };
-        wait(&sessions, Some(timeout), &mut fds);
+        wait(&sessions, timeout, &mut fds);
         for (s, fd) in sessions.iter_mut().zip(&fds) {
             if fd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
                 s.receive(&mut stats, &mut chunk);
@@ -300,6 +299,7 @@ async fn run(args: LoadArgs) {
         config.participants.iter().map(|p| (p.comp_id.clone(), p.id)).take(args.streams).collect();
     let running = server::start(config).await.expect("server starts");
     let fix: SocketAddr = running.fix.expect("the FIX acceptor runs");
+    let flow = flow();
     let mut sessions = Vec::new();
     for (index, (comp_id, id)) in participants.iter().enumerate() {
         let password = running.secrets.participants[id].fix_password.clone();
@@ -317,7 +317,7 @@ async fn run(args: LoadArgs) {
             due: HashMap::new(),
             next_due: Instant::now(),
             index,
-            flow: flow(),
+            flow,
         });
     }
     let n = sessions.len();
@@ -328,7 +328,7 @@ async fn run(args: LoadArgs) {
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     println!(
         "FIX: {n} sessions, {} flow, {} durability, {}: {:.0} orders/s acknowledged ({acked} acknowledged, {rejected} rejected) over {:.1} s",
-        format!("{:?}", flow()).to_lowercase(),
+        format!("{flow:?}").to_lowercase(),
         format!("{:?}", args.durability).to_lowercase(),
         if args.rate > 0.0 { args.loop_name() } else { format!("{}, window {}", args.loop_name(), args.window) },
         (acked + rejected) as f64 / args.seconds,
