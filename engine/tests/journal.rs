@@ -129,6 +129,46 @@ fn durability_levels_report_what_is_durable() {
     expect_commands(dir.path(), 26);
 }
 
+#[test]
+fn batch_syncs_while_writing_keep_every_record() {
+    // Many small group commits over several blocks and segments: each sync drops the writer's
+    // mapping of the sealed pages it covers, so this reads back through the page cache what the
+    // writer no longer maps.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Durability::Batch { records: 16, interval_us: 60_000_000 };
+    let segment_bytes = 64 * 4096;
+    let (mut w, _) = JournalWriter::open(config(dir.path(), segment_bytes, policy), |_, _| {}).unwrap();
+    let n = 10_000;
+    for i in 1..=n {
+        w.append(&command(i)).unwrap();
+        assert!(w.durable_seq() <= i);
+        if i % 500 == 0 {
+            // Let the sync thread catch up now and then, so that syncs also end mid-block and
+            // mid-page.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while w.durable_seq() < i && std::time::Instant::now() < deadline {
+                w.sync_soon().unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+            assert_eq!(w.durable_seq(), i);
+        }
+    }
+    w.sync().unwrap();
+    assert_eq!(w.durable_seq(), n);
+    let head = w.head();
+    // Dropped without close, like a process killed after the sync: nothing is lost.
+    drop(w);
+    let report = expect_commands(dir.path(), n);
+    assert!(report.segments.len() >= 3, "{} segments", report.segments.len());
+    // Reopened under batch durability, the journal goes on from there.
+    let (mut w, report) = JournalWriter::open(config(dir.path(), segment_bytes, policy), |_, _| {}).unwrap();
+    assert_eq!(report.last_seq, n);
+    assert!(report.unsealed > 0 || report.head == head);
+    w.append(&command(n + 1)).unwrap();
+    w.close().unwrap();
+    expect_commands(dir.path(), n + 1);
+}
+
 fn flip(path: &Path, offset: usize) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[offset] ^= 0x40;
