@@ -10,6 +10,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use cccx_engine::journal::pipeline::journal_and_apply;
 use cccx_engine::journal::{scan, scan_pipelined};
 use cccx_engine::recovery::read_instruments;
 use cccx_engine::{
@@ -74,10 +75,16 @@ pub struct NaiveFigures {
 pub struct JournalFigures {
     /// The durability policy, as given.
     pub durability: String,
-    /// Commands per second through journal and engine (best pass, final sync included).
+    /// Commands per second through journal and engine on one thread (best pass, final sync
+    /// included).
     pub commands_per_s: f64,
     /// `commands_per_s` divided by the engine alone's.
     pub ratio_to_engine: f64,
+    /// Commands per second with the journal appending on a second thread, ahead of the engine
+    /// (`journal::pipeline`; best pass, final sync included).
+    pub pipelined_commands_per_s: f64,
+    /// `pipelined_commands_per_s` divided by the engine alone's.
+    pub pipelined_ratio_to_engine: f64,
     /// Commands per second replaying the journal just written (scan, CRC and chain checks and
     /// engine, which builds no events, as recovery; best pass).
     pub replay_commands_per_s: f64,
@@ -122,6 +129,7 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let flow_rss_bytes = proc_status_bytes("VmRSS:");
     let (mut fast_best, mut naive_best) = (Duration::MAX, Duration::MAX);
     let (mut journal_best, mut replay_best, mut replay1_best) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let mut pipelined_best = Duration::MAX;
     let mut risk_best = Duration::MAX;
     let mut events = 0;
     for pass in 0..repeat {
@@ -139,6 +147,7 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             journal_best = journal_best.min(written);
             replay_best = replay_best.min(replayed);
             replay1_best = replay1_best.min(replayed1);
+            pipelined_best = pipelined_best.min(pipelined_pass(flow, root, args, pass)?);
         }
     }
     let per_s = |d: Duration| flow.commands.len() as f64 / d.as_secs_f64().max(1e-9);
@@ -151,6 +160,8 @@ pub fn run(flow: &Flow, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         durability: format!("{:?}", args.durability()),
         commands_per_s: per_s(journal_best),
         ratio_to_engine: per_s(journal_best) / commands_per_s,
+        pipelined_commands_per_s: per_s(pipelined_best),
+        pipelined_ratio_to_engine: per_s(pipelined_best) / commands_per_s,
         replay_commands_per_s: per_s(replay_best),
         replay_ratio_to_engine: per_s(replay_best) / commands_per_s,
         replay_one_thread_commands_per_s: per_s(replay1_best),
@@ -291,6 +302,31 @@ fn journal_pass(
     Ok((written, replayed, replayed_one_thread))
 }
 
+/// Journals and applies every command in a fresh directory with the appends on a second
+/// thread ([`journal_and_apply`]; final sync included); returns the time. The directory is
+/// removed afterwards.
+fn pipelined_pass(
+    flow: &Flow,
+    root: &std::path::Path,
+    args: &JournalArgs,
+    pass: usize,
+) -> anyhow::Result<Duration> {
+    let dir = bench_dir(root, pass)?;
+    let (mut engine, mut writer) = bench_writer(flow, &dir, args)?;
+    let mut events = Vec::with_capacity(4096);
+    let start = Instant::now();
+    journal_and_apply(&mut writer, &flow.commands, |_, cmd, _| {
+        events.clear();
+        engine.apply(cmd, &mut events);
+        Ok::<(), std::convert::Infallible>(())
+    })?;
+    writer.close()?;
+    let elapsed = start.elapsed();
+    black_box(&engine);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(elapsed)
+}
+
 fn latency_pass(flow: &Flow) -> anyhow::Result<Latency> {
     let mut engine = Engine::<Book>::new(flow.canonical_specs())?;
     let mut events = Vec::with_capacity(4096);
@@ -342,10 +378,13 @@ impl BenchReport {
         if let Some(j) = &self.journal {
             s += &format!(
                 "journal         {:.0} commands/s with durability {} ({:.2}x the engine alone)\n\
+                 pipelined       {:.0} commands/s with the journal on a second thread ({:.2}x)\n\
                  replay          {:.0} commands/s ({:.2}x the engine alone; {:.0} commands/s, {:.2}x, on one thread)\n",
                 j.commands_per_s,
                 j.durability,
                 j.ratio_to_engine,
+                j.pipelined_commands_per_s,
+                j.pipelined_ratio_to_engine,
                 j.replay_commands_per_s,
                 j.replay_ratio_to_engine,
                 j.replay_one_thread_commands_per_s,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use cccx_engine::journal::pipeline::{journal_and_apply, PipelineError};
 use cccx_engine::journal::{Durability, JournalWriter, ScanReport, SEGMENT_BYTES_DEFAULT};
 use cccx_engine::recovery::{self, EngineConfig, Recovery};
 use cccx_engine::snapshot::{hex, state_hash, write_snapshot};
@@ -78,16 +79,10 @@ pub fn recovery_line(r: &Recovery) -> String {
 ///
 /// A new journal is created with risk checks on when `risk` is set; an existing one keeps the
 /// setting it was created with.
-pub fn run(
-    flow: &Flow,
-    dir: &Path,
-    args: &JournalArgs,
-    snapshot_every: u64,
-    risk: bool,
-) -> anyhow::Result<()> {
+pub fn run(flow: &Flow, dir: &Path, args: &JournalArgs, opts: &RunOptions) -> anyhow::Result<()> {
     let config = EngineConfig {
         instruments: run_specs(flow),
-        risk: if risk { RiskConfig::ON } else { RiskConfig::OFF },
+        risk: if opts.risk { RiskConfig::ON } else { RiskConfig::OFF },
     };
     let (mut engine, mut writer, rec) =
         recovery::open::<Book>(dir, &config, args.segment_bytes, args.durability())
@@ -110,16 +105,38 @@ pub fn run(
     }
     let mut acked = writer.durable_seq();
     let mut events = Vec::with_capacity(1024);
-    for cmd in &flow.commands[start..] {
-        let seq = writer.append(cmd)?;
-        events.clear();
-        engine.apply(cmd, &mut events);
-        if snapshot_every > 0 && seq % snapshot_every == 0 {
-            // The journal must cover every snapshot: sync it first.
-            writer.sync()?;
-            write_snapshot(dir, seq, &engine)?;
+    let snapshot_every = opts.snapshot_every;
+    if opts.journal_thread {
+        journal_and_apply(&mut writer, &flow.commands[start..], |seq, cmd, progress| {
+            events.clear();
+            engine.apply(cmd, &mut events);
+            if snapshot_every > 0 && seq % snapshot_every == 0 {
+                // The journal must cover every snapshot. (If the journal thread failed, its
+                // error is what `journal_and_apply` returns.)
+                if !progress.sync_to(seq) {
+                    return Ok(());
+                }
+                write_snapshot(dir, seq, &engine)?;
+            }
+            // The journal runs ahead: acknowledge what is both durable and applied.
+            ack(&mut out, &mut acked, progress.durable_seq().min(seq))
+        })
+        .map_err(|e| match e {
+            PipelineError::Journal(e) => anyhow::Error::from(e),
+            PipelineError::Apply(e) => e,
+        })?;
+    } else {
+        for cmd in &flow.commands[start..] {
+            let seq = writer.append(cmd)?;
+            events.clear();
+            engine.apply(cmd, &mut events);
+            if snapshot_every > 0 && seq % snapshot_every == 0 {
+                // The journal must cover every snapshot: sync it first.
+                writer.sync()?;
+                write_snapshot(dir, seq, &engine)?;
+            }
+            ack(&mut out, &mut acked, writer.durable_seq())?;
         }
-        ack(&mut out, &mut acked, writer.durable_seq())?;
     }
     writer.sync()?;
     ack(&mut out, &mut acked, writer.durable_seq())?;
@@ -146,7 +163,18 @@ fn run_specs(flow: &Flow) -> Vec<cccx_engine::InstrumentSpec> {
     specs
 }
 
-fn ack(out: &mut impl Write, acked: &mut u64, durable: u64) -> std::io::Result<()> {
+/// How `cccx run` runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Write a snapshot every this many commands (0: never).
+    pub snapshot_every: u64,
+    /// Create a new journal with pre-trade risk checks on.
+    pub risk: bool,
+    /// Append on a second thread, ahead of the engine (`journal::pipeline`).
+    pub journal_thread: bool,
+}
+
+fn ack(out: &mut impl Write, acked: &mut u64, durable: u64) -> anyhow::Result<()> {
     if durable > *acked {
         for seq in *acked + 1..=durable {
             writeln!(out, "ack {seq}")?;

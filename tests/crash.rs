@@ -92,15 +92,27 @@ fn killed_at_random_points_loses_nothing_and_repeats_nothing() {
     let whole = run(&flow, &dir.path().join("whole"), &["--durability", "every"], None);
     let expected = whole.state.expect("an uninterrupted run prints its state hash");
     assert_eq!(whole.last_seq, Some(total));
+    let piped = run(&flow, &dir.path().join("piped"), &["--durability", "batch", "--journal-thread"], None);
+    assert_eq!(piped.state.as_deref(), Some(expected.as_str()), "the journal thread changes the state");
+    assert_eq!(piped.max_ack, total, "every command acknowledged");
 
     let journal = dir.path().join("crashy");
     let mut rng = Rng(20261129);
     let (mut acked, mut kills) = (0, 0);
     for round in 0..12 {
-        let options: &[&str] = match round % 3 {
+        let options: &[&str] = match round % 4 {
             0 => &["--durability", "every"],
             1 => &["--durability", "every", "--snapshot-every", "700"],
-            _ => &["--durability", "batch", "--batch-records", "16", "--snapshot-every", "1100"],
+            2 => &["--durability", "batch", "--batch-records", "16", "--snapshot-every", "1100"],
+            _ => &[
+                "--durability",
+                "batch",
+                "--batch-records",
+                "16",
+                "--snapshot-every",
+                "900",
+                "--journal-thread",
+            ],
         };
         let kill_after = acked + 1 + rng.below(900);
         let out = run(&flow, &journal, options, Some(kill_after));

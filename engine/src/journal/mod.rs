@@ -22,7 +22,10 @@
 //! CRCs, sequence continuity and the chain. A torn record at
 //! the very end of the last segment (followed by nothing but zeros) is reported and cut off;
 //! damage anywhere else is refused with an error naming the segment and offset.
+//!
+//! [`pipeline::journal_and_apply`] runs the appends on a second thread, ahead of the engine.
 
+pub mod pipeline;
 pub mod record;
 mod scan;
 mod syncer;
