@@ -277,7 +277,9 @@ fn cancel_reason(reason: CancelReason) -> Reason {
 #[derive(Default)]
 pub struct OrderStore {
     symbols: Vec<Arc<str>>,
-    /// Every order of the day, by id (a table that grows without rehashing: see [`table`]).
+    /// The orders of the trading day and the open ones of earlier days, by id (a table that
+    /// grows without rehashing: see [`table`]). An instrument's finished orders are forgotten
+    /// when it opens its next trading day ([`Self::forget_finished`]).
     orders: OrderTable<OrderView>,
     /// Per participant: client order id -> order id (B-trees, which grow a node at a time).
     by_client: HashMap<u32, BTreeMap<String, u64>>,
@@ -290,6 +292,8 @@ pub struct OrderStore {
     max_order_id: u64,
     /// The last uncross per instrument.
     auctions: Vec<Option<MarketEvent>>,
+    /// The last phase each instrument changed to (none before its first change).
+    phases: Vec<Option<Phase>>,
 }
 
 impl OrderStore {
@@ -300,6 +304,7 @@ impl OrderStore {
             levels: symbols.iter().map(|_| [BTreeMap::new(), BTreeMap::new()]).collect(),
             trades: symbols.iter().map(|_| VecDeque::new()).collect(),
             auctions: symbols.iter().map(|_| None).collect(),
+            phases: symbols.iter().map(|_| None).collect(),
             ..OrderStore::default()
         }
     }
@@ -622,6 +627,13 @@ impl OrderStore {
             Event::PhaseChanged { instrument, phase } => {
                 out.market
                     .push(MarketEvent::Phase { symbol: self.symbol(instrument), phase: phase_name(phase) });
+                if let Some(last) = self.phases.get_mut(instrument.0 as usize) {
+                    let reopens = *last == Some(Phase::Closed) && phase.accepts_orders();
+                    *last = Some(phase);
+                    if reopens {
+                        self.forget_finished(instrument);
+                    }
+                }
             }
             Event::Uncrossed { instrument, price, volume } => {
                 let e = MarketEvent::Auction { symbol: self.symbol(instrument), price, volume, ts_ns: ts };
@@ -636,6 +648,24 @@ impl OrderStore {
             | Event::Defaulted { .. }
             | Event::Suspended { .. } => {}
         }
+    }
+
+    /// Forgets the finished orders (filled, cancelled, expired, rejected) of an instrument
+    /// that opens a new trading day, so that the store holds one day's orders and the open
+    /// ones, not every order since the journal began. They stay in the journal; asked for
+    /// afterwards they are unknown, and their client order ids may be used again (FIX wants
+    /// them unique within a trading day). Costs a pass over the store, once per day.
+    pub fn forget_finished(&mut self, instrument: InstrumentId) {
+        self.orders.retain(|_, o| o.instrument != instrument || o.status.is_open());
+        let orders = &self.orders;
+        for list in self.by_participant.values_mut() {
+            list.retain(|id| orders.contains(*id));
+        }
+        self.by_participant.retain(|_, list| !list.is_empty());
+        for names in self.by_client.values_mut() {
+            names.retain(|_, id| orders.contains(*id));
+        }
+        self.by_client.retain(|_, names| !names.is_empty());
     }
 
     fn symbol(&self, instrument: InstrumentId) -> Arc<str> {
@@ -763,6 +793,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An instrument that opens a new trading day drops its finished orders from the store, and
+    /// nothing else: open orders, the other instrument's orders and the day's client order ids
+    /// before the reopening stay.
+    #[test]
+    fn finished_orders_are_forgotten_when_the_instrument_reopens() {
+        let specs = vec![InstrumentSpec::canonical("A"), InstrumentSpec::canonical("B")];
+        let mut engine = Engine::<Book>::new(specs).unwrap();
+        let mut store = OrderStore::new(&["A".into(), "B".into()]);
+        let mut seq = 0;
+        let mut run = |store: &mut OrderStore, body: CommandBody, cid: Option<&str>| {
+            seq += 1;
+            let cmd = Command { ts_ns: seq, body };
+            let events = engine.apply_vec(&cmd);
+            store.apply(seq, &cmd, &events, cid);
+            if let (Some(cid), CommandBody::New(o)) = (cid, body) {
+                store.name(o.order_id.0, o.participant.0, cid);
+            }
+        };
+        let limit = |id, p, inst, side, tif, px, qty| {
+            CommandBody::New(NewOrder::limit(id, p, inst, side, tif, px, qty))
+        };
+        let phase = |inst, phase| CommandBody::SetPhase { instrument: InstrumentId(inst), phase };
+        run(&mut store, limit(1, 1, 0, Side::Buy, TimeInForce::Gtc, 100, 10), Some("gtc-a"));
+        run(&mut store, limit(2, 2, 0, Side::Sell, TimeInForce::Gtc, 100, 10), Some("filler")); // fills 1
+        run(&mut store, limit(3, 1, 0, Side::Buy, TimeInForce::Gtc, 90, 5), Some("resting-a"));
+        run(&mut store, limit(4, 1, 0, Side::Buy, TimeInForce::Ioc, 80, 5), Some("ioc-a")); // cancelled
+        run(&mut store, limit(5, 1, 1, Side::Buy, TimeInForce::Ioc, 80, 5), Some("ioc-b")); // B, cancelled
+        let status = |store: &OrderStore, id| store.get(id).map(|o| o.status);
+        assert_eq!(status(&store, 1), Some(OrderStatus::Filled));
+        assert_eq!(status(&store, 4), Some(OrderStatus::Cancelled));
+        // Closing keeps everything (the day's orders can still be looked at in the evening).
+        run(&mut store, phase(0, Phase::Closed), None);
+        assert_eq!(status(&store, 1), Some(OrderStatus::Filled));
+        assert_eq!(store.of_participant(1, false, 100).len(), 4);
+        // The next day opens: A's finished orders go, its open order and B's orders stay.
+        run(&mut store, phase(0, Phase::Continuous), None);
+        for gone in [1, 2, 4] {
+            assert_eq!(status(&store, gone), None, "order {gone}");
+        }
+        assert_eq!(status(&store, 3), Some(OrderStatus::New));
+        assert_eq!(status(&store, 5), Some(OrderStatus::Cancelled));
+        assert!(store.by_client_id(1, "gtc-a").is_none());
+        assert!(store.by_client_id(2, "filler").is_none());
+        assert_eq!(store.by_client_id(1, "resting-a").map(|o| o.order_id), Some(3));
+        assert_eq!(store.by_client_id(1, "ioc-b").map(|o| o.order_id), Some(5));
+        let ids: Vec<u64> = store.of_participant(1, false, 100).iter().map(|o| o.order_id).collect();
+        assert_eq!(ids, vec![5, 3]);
+        assert!(store.of_participant(2, false, 100).is_empty());
+        // A client order id of the day before may be used again, and the book mirror is intact.
+        run(&mut store, limit(6, 1, 0, Side::Sell, TimeInForce::Gtc, 95, 1), Some("gtc-a"));
+        assert_eq!(store.by_client_id(1, "gtc-a").map(|o| o.order_id), Some(6));
+        assert_eq!(store.levels_of(InstrumentId(0), Side::Buy), vec![(90, 5)]);
+        assert_eq!(store.max_order_id(), 6);
     }
 
     #[test]

@@ -341,6 +341,52 @@ async fn a_restart_keeps_orders_books_and_client_ids() {
     api.running.stop().await.unwrap();
 }
 
+/// When an instrument opens its next trading day the server forgets its finished orders (the
+/// journal keeps them), and a restart, which replays the journal, forgets the same ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_trading_day_forgets_finished_orders_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path()).await;
+    let ops = api.ops();
+    let (s, _) = api
+        .order(4, json!({"symbol": "CCC-2026-O", "side": "sell", "price": 900, "qty": 100, "tif": "gtc", "client_order_id": "open"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, buy) = api
+        .order(1, json!({"symbol": "CCC-2026-O", "side": "buy", "price": 900, "qty": 40, "client_order_id": "done"}))
+        .await;
+    assert_eq!((s, &buy["order"]["status"]), (StatusCode::CREATED, &json!("filled")));
+    let done_id = buy["order"]["order_id"].as_u64().unwrap();
+    let path = "/v1/admin/instruments/CCC-2026-O/phase";
+    // Closed for the evening: the day's orders can still be looked at.
+    let (s, r) = api.call(Method::POST, path, Some(&ops), Some(json!({"phase": "closed"}))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(get(&api, "/v1/orders/by-client-id/done", 1).await.0, StatusCode::OK);
+    let (s, r) = api.call(Method::POST, path, Some(&ops), Some(json!({"phase": "continuous"}))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    forgotten_but_open_kept(&api, done_id).await;
+    api.running.stop().await.unwrap();
+    let api = Api::start(dir.path()).await;
+    forgotten_but_open_kept(&api, done_id).await;
+    api.running.stop().await.unwrap();
+}
+
+async fn get(api: &Api, path: &str, participant: u32) -> (StatusCode, Value) {
+    api.call(Method::GET, path, Some(&api.key(participant)), None).await
+}
+
+async fn forgotten_but_open_kept(api: &Api, done_id: u64) {
+    assert_eq!(get(api, "/v1/orders/by-client-id/done", 1).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(api, &format!("/v1/orders/{done_id}"), 1).await.0, StatusCode::NOT_FOUND);
+    let (s, listed) = get(api, "/v1/orders", 1).await;
+    assert_eq!((s, listed.as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{listed}");
+    // The open order and the book are as they were.
+    let (s, open) = get(api, "/v1/orders/by-client-id/open", 4).await;
+    assert_eq!((s, open["leaves_qty"].as_u64()), (StatusCode::OK, Some(60)), "{open}");
+    let (_, book) = get(api, "/v1/instruments/CCC-2026-O/book", 2).await;
+    assert_eq!(book["asks"], json!([{"price": 900, "qty": 60}]));
+}
+
 /// `/openapi.json` describes the server: every operation in it is a live route (answered by
 /// its handler, not the fallback), and the routes the tests use are all in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,24 @@ impl<T> OrderTable<T> {
         let chunk = self.chunks.entry(id / CHUNK).or_insert_with(|| (0..CHUNK).map(|_| None).collect());
         chunk[(id % CHUNK) as usize].replace(value)
     }
+
+    /// Keeps the values `keep` accepts and drops the others; a chunk left empty is freed.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(u64, &T) -> bool) {
+        self.chunks.retain(|number, chunk| {
+            for (i, slot) in chunk.iter_mut().enumerate() {
+                if slot.as_ref().is_some_and(|v| !keep(number * CHUNK + i as u64, v)) {
+                    *slot = None;
+                }
+            }
+            chunk.iter().any(Option::is_some)
+        });
+    }
+
+    /// Chunks allocated (each holds [`CHUNK`] ids).
+    #[cfg(test)]
+    fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
 }
 
 /// An append-only list kept in chunks of [`LIST_CHUNK`] items: a push never copies what the
@@ -80,6 +98,22 @@ impl<T> ChunkedList<T> {
     pub(super) fn iter_rev(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().rev().flat_map(|c| c.iter().rev())
     }
+
+    /// Keeps the items `keep` accepts, in their order (rebuilds the list: for a rare clean-up,
+    /// not for the engine thread's every command).
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let old = std::mem::take(&mut self.chunks);
+        for item in old.into_iter().flatten() {
+            if keep(&item) {
+                self.push(item);
+            }
+        }
+    }
+
+    /// Whether the list holds nothing.
+    pub(super) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -108,7 +142,12 @@ mod tests {
                             *m = m.wrapping_add(1);
                         }
                     }
-                    _ => {}
+                    _ => {
+                        // Drop every value divisible by the op's value (most of them when it is 1).
+                        let divisor = value % 4 + 1;
+                        table.retain(|_, v| v % divisor != 0);
+                        model.retain(|_, v| *v % divisor != 0);
+                    }
                 }
                 prop_assert_eq!(table.get(id), model.get(&id));
                 prop_assert_eq!(table.contains(id), model.contains_key(&id));
@@ -116,6 +155,9 @@ mod tests {
             for (id, value) in &model {
                 prop_assert_eq!(table.get(*id), Some(value));
             }
+            // No chunk is kept for nothing.
+            table.retain(|_, _| false);
+            prop_assert_eq!(table.chunk_count(), 0);
         }
 
         /// The list gives back what was pushed, newest first, across chunk boundaries.
@@ -127,6 +169,23 @@ mod tests {
             }
             let back: Vec<usize> = list.iter_rev().copied().collect();
             prop_assert_eq!(back, (0..n).rev().collect::<Vec<_>>());
+        }
+
+        /// Retaining keeps the order of what stays, and the list still grows afterwards.
+        #[test]
+        fn the_list_retains_in_order(n in 0usize..3 * LIST_CHUNK + 5, divisor in 1usize..5) {
+            let mut list = ChunkedList::default();
+            for i in 0..n {
+                list.push(i);
+            }
+            list.retain(|i| i % divisor != 0);
+            list.push(n);
+            let back: Vec<usize> = list.iter_rev().copied().collect();
+            let expected: Vec<usize> =
+                (0..n).filter(|i| i % divisor != 0).chain(std::iter::once(n)).rev().collect();
+            prop_assert_eq!(back, expected);
+            list.retain(|_| false);
+            prop_assert!(list.is_empty());
         }
     }
 }
