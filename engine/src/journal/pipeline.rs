@@ -27,6 +27,8 @@ pub struct Progress {
     durable: AtomicU64,
     /// A sync asked for by the applying thread: everything up to this sequence.
     sync_to: AtomicU64,
+    /// Everything up to this sequence was forced to stable storage by such a sync.
+    synced: AtomicU64,
     /// The journal thread failed or finished; it appends nothing more.
     journal_stopped: AtomicBool,
     /// The applying thread is done (or failed); the journal thread may stop.
@@ -39,6 +41,7 @@ impl Progress {
             appended: AtomicU64::new(last_seq),
             durable: AtomicU64::new(durable),
             sync_to: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
             journal_stopped: AtomicBool::new(false),
             apply_stopped: AtomicBool::new(false),
         }
@@ -55,14 +58,16 @@ impl Progress {
         self.durable.load(Ordering::Acquire)
     }
 
-    /// Asks the journal thread to make everything up to `seq` durable, and waits for it.
-    /// Returns `false` if the journal thread stopped first (its error is what
-    /// [`journal_and_apply`] returns).
+    /// Asks the journal thread to force everything up to `seq` (an applied command, so one the
+    /// journal holds) to stable storage, whatever the durability policy, as
+    /// [`JournalWriter::sync`] does; waits for it. Before a snapshot, say: a snapshot must
+    /// never be ahead of the journal, also after a power loss. Returns `false` if the journal
+    /// thread stopped first (its error is what [`journal_and_apply`] returns).
     pub fn sync_to(&self, seq: u64) -> bool {
         self.sync_to.fetch_max(seq, Ordering::AcqRel);
         let mut waits = 0u32;
-        while self.durable_seq() < seq {
-            if self.journal_stopped.load(Ordering::Acquire) && self.durable_seq() < seq {
+        while self.synced.load(Ordering::Acquire) < seq {
+            if self.journal_stopped.load(Ordering::Acquire) && self.synced.load(Ordering::Acquire) < seq {
                 return false;
             }
             pause(&mut waits);
@@ -169,8 +174,10 @@ fn append_all(
     };
     let serve_sync = |writer: &mut JournalWriter| -> Result<(), JournalError> {
         let wanted = progress.sync_to.load(Ordering::Acquire);
-        if wanted > writer.durable_seq() && wanted <= writer.last_seq() {
+        if wanted > progress.synced.load(Ordering::Acquire) {
             writer.sync()?;
+            publish(writer);
+            progress.synced.store(writer.last_seq(), Ordering::Release);
         }
         Ok(())
     };
@@ -186,7 +193,6 @@ fn append_all(
         }
         publish(writer);
         serve_sync(writer)?;
-        publish(writer);
     }
     // Everything is appended: keep the durable sequence current (a batch sync may still be
     // running) and serve syncs until the applying side is done.
