@@ -116,3 +116,25 @@ fn an_apply_error_stops_both_threads_and_is_returned() {
     writer.close().unwrap();
     assert_eq!(journaled(dir.path()).len() as u64, last);
 }
+
+#[test]
+fn a_panic_in_apply_reaches_the_caller_instead_of_hanging() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, _) =
+            JournalWriter::open(config(dir.path(), 64 * 1000, Durability::None), |_, _| {}).unwrap();
+        let commands: Vec<Command> = (1..=100).map(command).collect();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = journal_and_apply(&mut writer, &commands, |seq, _, _| {
+                assert!(seq < 50, "apply gave up at {seq}");
+                Ok::<(), String>(())
+            });
+        }));
+        let _ = done_tx.send(result.is_err());
+    });
+    match done_rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(panicked) => assert!(panicked, "the panic is passed on"),
+        Err(_) => panic!("journal_and_apply hung after a panic in apply"),
+    }
+}

@@ -124,14 +124,27 @@ where
                 result
             })
             .map_err(|e| JournalError::Config(format!("cannot start the journal thread: {e}")))?;
-        let applied = apply_all(commands, first_seq, &progress, &mut apply);
-        progress.apply_stopped.store(true, Ordering::Release);
+        let applied = {
+            // Set when applying ends, also by a panic in `apply`: the journal thread waits for
+            // it, and the scope waits for the journal thread.
+            let _stopped = SetOnDrop(&progress.apply_stopped);
+            apply_all(commands, first_seq, &progress, &mut apply)
+        };
         let journaled = journal
             .join()
             .unwrap_or_else(|_| Err(JournalError::Config("the journal thread panicked".into())));
         journaled?;
         applied.map_err(PipelineError::Apply)
     })
+}
+
+/// Sets a flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// The applying side: each command once the journal has published it. Stops early, without an
