@@ -175,7 +175,8 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Also run the flow through the journal, in fresh directories under DIR (removed after
-    /// each pass), and replay it; print both speeds as ratios to the engine alone.
+    /// each pass): on one thread, and with the journal on a second thread ahead of the engine;
+    /// then replay it. Prints each speed as a ratio to the engine alone.
     #[arg(long, value_name = "DIR")]
     journal: Option<PathBuf>,
     #[command(flatten)]
