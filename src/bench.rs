@@ -269,17 +269,7 @@ fn journal_pass(
     pass: usize,
 ) -> anyhow::Result<(Duration, Duration, Duration)> {
     let dir = bench_dir(root, pass)?;
-    let (mut engine, mut writer) = bench_writer(flow, &dir, args)?;
-    let mut events = Vec::with_capacity(4096);
-    let start = Instant::now();
-    for cmd in &flow.commands {
-        writer.append(cmd)?;
-        events.clear();
-        engine.apply(cmd, &mut events);
-    }
-    writer.close()?;
-    let written = start.elapsed();
-    drop(engine);
+    let written = write_pass(flow, &dir, args, false)?;
     // Replay: a new engine built first (as the engine-alone pass does), then scan and apply, as
     // recovery does (the checks on a second thread, the engine on this one, no events built).
     let (config, genesis) = read_instruments(&dir)?;
@@ -312,18 +302,41 @@ fn pipelined_pass(
     pass: usize,
 ) -> anyhow::Result<Duration> {
     let dir = bench_dir(root, pass)?;
-    let (mut engine, mut writer) = bench_writer(flow, &dir, args)?;
+    let elapsed = write_pass(flow, &dir, args, true)?;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(elapsed)
+}
+
+/// Journals and applies every command in `dir`, a new journal (final sync included): append
+/// then apply on this thread, or with the appends on a second thread when `pipelined`.
+/// Returns the time.
+fn write_pass(
+    flow: &Flow,
+    dir: &std::path::Path,
+    args: &JournalArgs,
+    pipelined: bool,
+) -> anyhow::Result<Duration> {
+    let (mut engine, mut writer) = bench_writer(flow, dir, args)?;
     let mut events = Vec::with_capacity(4096);
-    let start = Instant::now();
-    journal_and_apply(&mut writer, &flow.commands, |_, cmd, _| {
+    let mut apply = |cmd: &Command| {
         events.clear();
         engine.apply(cmd, &mut events);
-        Ok::<(), std::convert::Infallible>(())
-    })?;
+    };
+    let start = Instant::now();
+    if pipelined {
+        journal_and_apply(&mut writer, &flow.commands, |_, cmd, _| {
+            apply(cmd);
+            Ok::<(), std::convert::Infallible>(())
+        })?;
+    } else {
+        for cmd in &flow.commands {
+            writer.append(cmd)?;
+            apply(cmd);
+        }
+    }
     writer.close()?;
     let elapsed = start.elapsed();
     black_box(&engine);
-    std::fs::remove_dir_all(&dir)?;
     Ok(elapsed)
 }
 
