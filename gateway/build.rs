@@ -1,5 +1,5 @@
 //! Builds the FIX message store (`src/fix/mmap_store.cpp`), a C++ `FIX::MessageStoreFactory`,
-//! against the QuickFIX headers that the `quickfix-ffi` crate ships (the library itself is
+//! and the sessions' socket corking (`src/fix/cork.cpp`) against the QuickFIX headers that the `quickfix-ffi` crate ships (the library itself is
 //! built and linked by that crate).
 
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/fix/mmap_store.cpp");
+    println!("cargo:rerun-if-changed=src/fix/cork.cpp");
     println!("cargo:rerun-if-changed=build.rs");
     let headers = quickfix_headers();
     // QuickFIX's cmake build generates an empty `Allocator.h` that its headers include.
@@ -20,6 +21,7 @@ fn main() {
         .include(&generated)
         .include(&headers)
         .file("src/fix/mmap_store.cpp")
+        .file("src/fix/cork.cpp")
         .warnings(false)
         .compile("cccx_fix_store");
 }

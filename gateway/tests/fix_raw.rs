@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use cccx_gateway::config::Config;
 use cccx_gateway::fix::reports::{now_ns, utc_timestamp};
+use cccx_gateway::fix::session_socket_cork;
 use cccx_gateway::server::{self, Running};
 
 static ONE_SERVER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -413,6 +414,53 @@ async fn a_participant_that_never_reads_is_cut_off_and_resynchronised() {
     let status = back.expect(|m| get(m, 35) == Some("8") && get(m, 150) == Some("I"));
     assert!(get(&status, 11).is_some_and(|c| c.starts_with('S')), "{status:?}");
     assert!(back.alive("after-cut-off"));
+    running.stop().await.unwrap();
+}
+
+/// The sender threads cork a session's socket around a batch of reports (`cork.cpp` reaches
+/// the connection QuickFIX keeps private): the socket reached is this session's (its peer is
+/// the client), uncorking leaves it uncorked, and a burst of orders gets every report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_socket_is_corked_for_a_batch_of_reports_and_uncorked_after() {
+    let _one = ONE_SERVER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = server::start(config(dir.path())).await.unwrap();
+    let addr = running.fix.expect("FIX runs");
+    assert_eq!(session_socket_cork("ALUCO", None), None, "not logged on yet");
+    let mut r = Raw::logon(addr, "ALUCO", &password(&running, 1));
+    let port = r.stream.local_addr().unwrap().port();
+    assert_eq!(session_socket_cork("ALUCO", None), Some((false, port)));
+    assert_eq!(session_socket_cork("ALUCO", Some(true)), Some((true, port)));
+    assert_eq!(session_socket_cork("ALUCO", Some(false)), Some((false, port)));
+    assert_eq!(session_socket_cork("NOSUCH", Some(true)), None);
+
+    // 300 orders in one write: their reports go out in batches, corked.
+    let ids: Vec<String> = (0..300).map(|i| format!("B{i}")).collect();
+    let mut burst = Vec::new();
+    for id in &ids {
+        r.seq += 1;
+        let mut body: Vec<(u32, &str)> = ORDER.to_vec();
+        body[0] = (11, id);
+        burst.extend(frame("D", "ALUCO", r.seq, &body, None, None));
+    }
+    r.write(&burst);
+    let mut unanswered: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !unanswered.is_empty() && Instant::now() < deadline {
+        if let Ok(Some(m)) = r.read(Duration::from_millis(200)) {
+            if get(&m, 35) == Some("8") {
+                unanswered.remove(get(&m, 11).unwrap_or(""));
+            }
+        }
+    }
+    assert!(unanswered.is_empty(), "{} orders without a report", unanswered.len());
+    // The last batch's uncork follows its last send at once.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while session_socket_cork("ALUCO", None) != Some((false, port)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(session_socket_cork("ALUCO", None), Some((false, port)));
+    assert!(r.alive("after-the-burst"));
     running.stop().await.unwrap();
 }
 

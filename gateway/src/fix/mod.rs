@@ -29,7 +29,8 @@
 //!   thread, fed directly by the engine thread's release step (a bounded record tap,
 //!   [`crate::core::Core::tap`], that never blocks the engine); one sender thread per session
 //!   ([`outbound`]: a bounded queue; a participant that stops reading is cut off, logged out
-//!   and resynchronised when it logs on again).
+//!   and resynchronised when it logs on again). A sender thread corks its session's socket
+//!   around a batch of messages (`cork.cpp`), so that they leave in full TCP segments.
 //!
 //! Conventions a FIX desk needs to know:
 //! - OrderID (37) is the exchange's order id; ClOrdID (11) is kept as the order's client id
@@ -91,6 +92,13 @@ pub const INBOUND_CAPACITY: usize = 16_384;
 /// Published records waiting for the router before it counts as lagging (the engine thread
 /// then drops them and the router resynchronises the sessions).
 pub const FEED_CAPACITY: usize = 65_536;
+/// The send buffer asked for on the FIX listening socket (`SocketSendBufferSize`; the kernel
+/// caps it at `net.core.wmem_max`). QuickFIX copies the listening socket's buffer sizes onto
+/// every connection it accepts, which also turns off the kernel's autotuning of them: left to
+/// its default, a connection's send buffer was 32 KiB, and a batch of reports bigger than that
+/// waited for the participant's acknowledgement, which a receiver that has nothing to send
+/// delays by 40 ms.
+pub const SEND_BUFFER_BYTES: usize = 1 << 20;
 /// Heartbeat interval the acceptor proposes (the initiator's Logon sets the real one).
 pub const HEARTBEAT_S: u32 = 30;
 
@@ -105,6 +113,7 @@ pub fn settings_text(config: &Config, addr: SocketAddr, fix_dir: &Path) -> Strin
          SocketAcceptPort={port}\n\
          SocketReuseAddress=Y\n\
          SocketNodelay=Y\n\
+         SocketSendBufferSize={SEND_BUFFER_BYTES}\n\
          FileStorePath={store}\n\
          PersistMessages=Y\n\
          NonStopSession=Y\n\
@@ -238,6 +247,19 @@ impl FixAcceptor {
         let _ = self.router.join();
         self.acceptor.stop();
     }
+}
+
+/// For tests: corks (`Some(true)`), uncorks (`Some(false)`) or leaves (`None`) the socket of a
+/// participant's logged-on session as the sender threads do, then tells whether it is corked
+/// and the port of its peer (which shows the socket is that session's). `None` when the
+/// session is not logged on or unknown. Only while the acceptor runs.
+#[doc(hidden)]
+pub fn session_socket_cork(comp_id: &str, set: Option<bool>) -> Option<(bool, u16)> {
+    let cork = session::Cork::new(comp_id)?;
+    if let Some(on) = set {
+        cork.set(on);
+    }
+    cork.state()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! own thread (QuickFIX's session lock is re-entrant there).
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{c_char, c_void, CString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -141,6 +142,45 @@ impl ApplicationCallback for App {
             }
             Err(_) => Ok(()),
         }
+    }
+}
+
+extern "C" {
+    fn cccx_fix_session(begin: *const c_char, sender: *const c_char, target: *const c_char) -> *mut c_void;
+    fn cccx_fix_cork(session: *mut c_void, on: i32) -> i32;
+    fn cccx_fix_cork_state(session: *mut c_void, peer_port: *mut i32) -> i32;
+}
+
+/// TCP_CORK on one session's socket (`cork.cpp`): while corked, what QuickFIX sends to the
+/// session leaves in full segments; uncorking sends the rest at once.
+pub(crate) struct Cork(*mut c_void);
+
+impl Cork {
+    /// For the participant's session; `None` when QuickFIX has no such session. It must not be
+    /// used after the acceptor has stopped (the session is QuickFIX's).
+    pub(crate) fn new(comp_id: &str) -> Option<Cork> {
+        let (begin, sender) = (CString::new(BEGIN_STRING).ok()?, CString::new(EXCHANGE_COMP_ID).ok()?);
+        let target = CString::new(comp_id).ok()?;
+        // SAFETY: three valid C strings, which the call only reads.
+        let session = unsafe { cccx_fix_session(begin.as_ptr(), sender.as_ptr(), target.as_ptr()) };
+        (!session.is_null()).then_some(Cork(session))
+    }
+
+    /// Corks (`on`) or uncorks the session's socket; false when it could not be done (the
+    /// session has no connection: then there is nothing to hold back either).
+    pub(crate) fn set(&self, on: bool) -> bool {
+        // SAFETY: a session of the running acceptor (see `new`); the call takes the session's
+        // own lock.
+        unsafe { cccx_fix_cork(self.0, i32::from(on)) == 0 }
+    }
+
+    /// Whether the session's socket is corked, and its peer's port; `None` when the session is
+    /// not logged on.
+    pub(crate) fn state(&self) -> Option<(bool, u16)> {
+        let mut port = 0i32;
+        // SAFETY: as in `set`; `port` outlives the call.
+        let corked = unsafe { cccx_fix_cork_state(self.0, &mut port) };
+        (corked >= 0).then(|| (corked == 1, u16::try_from(port).unwrap_or(0)))
     }
 }
 
