@@ -92,8 +92,11 @@ fn order_fields(m: &mut OutMsg, o: &OrderView) {
         .set(ORD_STATUS, ord_status(o.status))
         .set(LEAVES_QTY, o.leaves_qty)
         .set(CUM_QTY, o.cum_qty)
-        .set(AVG_PX, o.avg_px.map_or_else(|| "0".to_string(), |d| d.normalize().to_string()))
-        .set(TRANSACT_TIME, utc_timestamp(o.updated_ns));
+        .set(TRANSACT_TIME, UtcTimestamp(o.updated_ns));
+    match o.avg_px {
+        Some(d) => m.set(AVG_PX, d.normalize()),
+        None => m.set(AVG_PX, 0),
+    };
     if let Some(p) = o.price {
         m.set(PRICE, p);
     }
@@ -223,7 +226,7 @@ pub fn new_reject(r: NewReject<'_>) -> OutMsg {
         .set(AVG_PX, 0)
         .set(ORD_REJ_REASON, r.reason)
         .set(TEXT, r.text)
-        .set(TRANSACT_TIME, utc_timestamp(now_ns()));
+        .set(TRANSACT_TIME, UtcTimestamp(now_ns()));
     if r.qty.parse::<f64>().is_ok() {
         m.set(ORDER_QTY, r.qty);
     }
@@ -258,20 +261,38 @@ pub fn now_ns() -> u64 {
 
 /// `YYYYMMDD-HH:MM:SS.sss` (UTCTimestamp) of nanoseconds since the epoch.
 pub fn utc_timestamp(ns: u64) -> String {
-    let secs = (ns / 1_000_000_000) as i64;
-    let ms = (ns / 1_000_000) % 1000;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}:{:02}:{:02}.{ms:03}", rem / 3600, rem % 3600 / 60, rem % 60)
+    UtcTimestamp(ns).to_string()
+}
+
+/// A UTCTimestamp (`YYYYMMDD-HH:MM:SS.sss`) of nanoseconds since the epoch, written where it is
+/// displayed (a report's field) without a string of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UtcTimestamp(pub u64);
+
+impl std::fmt::Display for UtcTimestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns = self.0;
+        let secs = (ns / 1_000_000_000) as i64;
+        let ms = (ns / 1_000_000) % 1000;
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since the epoch (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}{month:02}{day:02}-{:02}:{:02}:{:02}.{ms:03}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
 }
 
 #[cfg(test)]

@@ -529,9 +529,7 @@ impl Router {
                     reason: "5",
                     text: "unknown order".into(),
                 });
-                for f in out.fields.iter_mut().filter(|(t, _)| *t == EXEC_TYPE) {
-                    f.1 = "I".into();
-                }
+                out.replace(EXEC_TYPE, "I");
                 if let Some(id) = status_id {
                     out.set(790, id);
                 }

@@ -200,11 +200,28 @@ pub(crate) fn send_to(out: &OutMsg, session: &SessionId) -> Result<(), QuickFixE
     send_to_target(to_message(out)?, session)
 }
 
+/// The QuickFIX message of an outgoing message. Without repeating groups, QuickFIX parses the
+/// body text in one call (no data dictionary: it keeps the fields in tag order, as it does
+/// for fields set one by one); with groups, fields and groups are set one by one, so that each
+/// group entry keeps the dictionary's order.
 fn to_message(out: &OutMsg) -> Result<Message, QuickFixError> {
+    if out.groups.is_empty() {
+        let mut text = String::with_capacity(out.body().len() + 8);
+        text.push_str("35=");
+        text.push_str(out.msg_type);
+        text.push(super::wire::SOH);
+        text.push_str(out.body());
+        return Message::try_from_text(&text);
+    }
+    to_message_by_fields(out)
+}
+
+/// The QuickFIX message of an outgoing message, field by field.
+fn to_message_by_fields(out: &OutMsg) -> Result<Message, QuickFixError> {
     let mut m = Message::new();
     m.with_header_mut(|h| h.set_field(MSG_TYPE, out.msg_type))?;
-    for (tag, value) in &out.fields {
-        m.set_field(*tag, value.as_str())?;
+    for (tag, value) in out.fields() {
+        m.set_field(tag, value)?;
     }
     for g in &out.groups {
         for entry in &g.entries {
@@ -309,6 +326,32 @@ impl AcceptorThread {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::fix::reports;
+
+    #[test]
+    fn a_message_from_text_is_the_message_set_field_by_field() {
+        let business = reports::business_reject(Some("12"), "Z", "3", "message type Z is not supported");
+        let mut reject = reports::new_reject(reports::NewReject {
+            exec_id: "E-1".into(),
+            cl_ord_id: "C1",
+            symbol: "CCC-2026-O",
+            side: "2",
+            qty: "5",
+            reason: "99",
+            text: "Price 101.5 must be a whole number".into(),
+        });
+        reject.replace(EXEC_TYPE, "I");
+        for out in [business, reject] {
+            let text = to_message(&out).unwrap().to_fix_string().unwrap();
+            let fields = to_message_by_fields(&out).unwrap().to_fix_string().unwrap();
+            assert_eq!(text, fields);
+            assert!(text.contains(&format!("\x0135={}\x01", out.msg_type)), "{text}");
+            for (tag, value) in out.fields() {
+                assert!(text.contains(&format!("\x01{tag}={value}\x01")), "{tag} in {text}");
+            }
+        }
+    }
     #[test]
     fn passwords_stay_out_of_the_log() {
         assert_eq!(

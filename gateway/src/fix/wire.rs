@@ -64,13 +64,15 @@ pub struct OutGroup {
     pub entries: Vec<Vec<(i32, String)>>,
 }
 
-/// An outgoing application message as plain data.
+/// An outgoing application message as plain data: the body as FIX text, built once by the
+/// router (one buffer per message, not one string per field) and handed to QuickFIX as text
+/// by the session's sender thread.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutMsg {
     /// MsgType (35).
     pub msg_type: &'static str,
-    /// Body fields.
-    pub fields: Vec<(i32, String)>,
+    /// Body fields, `tag=value<SOH>` each, in the order set.
+    body: String,
     /// Repeating groups, after the body fields.
     pub groups: Vec<OutGroup>,
 }
@@ -78,19 +80,58 @@ pub struct OutMsg {
 impl OutMsg {
     /// An empty message of a type.
     pub fn new(msg_type: &'static str) -> OutMsg {
-        OutMsg { msg_type, fields: Vec::new(), groups: Vec::new() }
+        OutMsg { msg_type, body: String::with_capacity(OUT_BODY_CAPACITY), groups: Vec::new() }
     }
 
-    /// Adds a field.
-    pub fn set(&mut self, tag: i32, value: impl ToString) -> &mut OutMsg {
-        self.fields.push((tag, value.to_string()));
+    /// Adds a body field (each tag at most once). A SOH inside the value, which would end the
+    /// field early, becomes a space.
+    pub fn set(&mut self, tag: i32, value: impl std::fmt::Display) -> &mut OutMsg {
+        use std::fmt::Write;
+        let _ = write!(self.body, "{tag}=");
+        let start = self.body.len();
+        let _ = write!(self.body, "{value}");
+        if self.body[start..].contains(SOH) {
+            let clean = self.body[start..].replace(SOH, " ");
+            self.body.truncate(start);
+            self.body.push_str(&clean);
+        }
+        self.body.push(SOH);
         self
     }
 
-    /// The value of a body field (tests).
-    pub fn get(&self, tag: i32) -> Option<&str> {
-        self.fields.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_str())
+    /// Sets a body field to another value (added if absent).
+    pub fn replace(&mut self, tag: i32, value: impl std::fmt::Display) -> &mut OutMsg {
+        let old = std::mem::take(&mut self.body);
+        for (t, v) in fields_of(&old).filter(|(t, _)| *t != tag) {
+            self.set(t, v);
+        }
+        self.set(tag, value)
     }
+
+    /// The value of a body field.
+    pub fn get(&self, tag: i32) -> Option<&str> {
+        self.fields().find(|(t, _)| *t == tag).map(|(_, v)| v)
+    }
+
+    /// The body fields in the order set.
+    pub fn fields(&self) -> impl Iterator<Item = (i32, &str)> {
+        fields_of(&self.body)
+    }
+
+    /// The body fields as FIX text (`tag=value<SOH>` each).
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+}
+
+/// Bytes reserved for a message's body at first (an ExecutionReport's body is about 200).
+const OUT_BODY_CAPACITY: usize = 256;
+
+fn fields_of(body: &str) -> impl Iterator<Item = (i32, &str)> {
+    body.split_terminator(SOH).filter_map(|f| {
+        let (tag, value) = f.split_once('=')?;
+        Some((tag.parse().ok()?, value))
+    })
 }
 
 #[cfg(test)]
@@ -104,6 +145,16 @@ mod tests {
         assert_eq!(f.get(35), Some("V"));
         assert_eq!(f.all(55).collect::<Vec<_>>(), ["A", "B"]);
         assert_eq!(f.get(999), None);
+    }
+
+    #[test]
+    fn outgoing_fields_are_text_in_the_order_set() {
+        let mut m = OutMsg::new("8");
+        m.set(37, 7u64).set(58, "a\x01b").set(11, String::from("c=d"));
+        assert_eq!(m.body(), "37=7\x0158=a b\x0111=c=d\x01");
+        assert_eq!(m.get(11), Some("c=d"));
+        m.replace(37, "NONE").replace(790, "r");
+        assert_eq!(m.fields().collect::<Vec<_>>(), [(58, "a b"), (11, "c=d"), (37, "NONE"), (790, "r")]);
     }
 
     #[test]
