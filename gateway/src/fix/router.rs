@@ -294,7 +294,7 @@ fn with_session(comp_id: &str, f: impl FnOnce(&mut Session<'static>) -> Result<(
 struct Msg<'a> {
     comp_id: &'a str,
     participant: ParticipantId,
-    f: &'a Fields,
+    f: &'a Fields<'a>,
 }
 
 impl Msg<'_> {

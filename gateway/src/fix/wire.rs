@@ -17,18 +17,19 @@ pub fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b))
 }
 
-/// The fields of one message, in wire order (repeating groups stay flat).
+/// The fields of one message, in wire order (repeating groups stay flat), borrowed from its
+/// text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fields(Vec<(u32, String)>);
+pub struct Fields<'a>(Vec<(u32, &'a str)>);
 
-impl Fields {
+impl<'a> Fields<'a> {
     /// Splits `tag=value<SOH>` text; pieces that are not `number=value` are skipped.
-    pub fn parse(raw: &str) -> Fields {
+    pub fn parse(raw: &'a str) -> Fields<'a> {
         let fields = raw
             .split(SOH)
             .filter_map(|piece| {
                 let (tag, value) = piece.split_once('=')?;
-                Some((tag.parse::<u32>().ok()?, value.to_string()))
+                Some((tag.parse::<u32>().ok()?, value))
             })
             .take(MESSAGE_FIELDS_MAX)
             .collect();
@@ -36,17 +37,17 @@ impl Fields {
     }
 
     /// The first value of a tag.
-    pub fn get(&self, tag: u32) -> Option<&str> {
-        self.0.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_str())
+    pub fn get(&self, tag: u32) -> Option<&'a str> {
+        self.0.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v)
     }
 
     /// Every value of a tag, in order (the entries of a repeating group).
-    pub fn all(&self, tag: u32) -> impl Iterator<Item = &str> {
-        self.0.iter().filter(move |(t, _)| *t == tag).map(|(_, v)| v.as_str())
+    pub fn all(&self, tag: u32) -> impl Iterator<Item = &'a str> + '_ {
+        self.0.iter().filter(move |(t, _)| *t == tag).map(|(_, v)| *v)
     }
 
     /// A non-empty value of a tag.
-    pub fn non_empty(&self, tag: u32) -> Option<&str> {
+    pub fn non_empty(&self, tag: u32) -> Option<&'a str> {
         self.get(tag).filter(|v| !v.is_empty())
     }
 }
