@@ -25,7 +25,8 @@
 //!   MarketDataRequest V → W/X, TradingSessionStatusRequest g → h and phase changes as h,
 //!   [`status`]; anything else gets BusinessMessageReject j), [`reports`]
 //!   (ExecutionReport 8, OrderCancelReject 9), [`market`] (snapshots and increments).
-//! - Threads: QuickFIX's (callbacks, `session`); the acceptor's owner thread; the router
+//! - Threads: QuickFIX's (callbacks, `session`: one per connection, which also parses each
+//!   NewOrderSingle and puts it on the engine's queue itself); the acceptor's owner thread; the router
 //!   thread, fed directly by the engine thread's release step (a bounded record tap,
 //!   [`crate::core::Core::tap`], that never blocks the engine); one sender thread per session
 //!   ([`outbound`]: a bounded queue; a participant that stops reading is cut off, logged out
@@ -72,6 +73,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::thread::JoinHandle;
+
+use cccx_engine::ParticipantId;
 
 use crate::config::Config;
 use crate::core::Core;
@@ -212,6 +215,12 @@ impl FixAcceptor {
         let app = App {
             cut_off,
             tx: inbound_tx,
+            core: core.clone(),
+            participants: config
+                .participants
+                .iter()
+                .map(|p| (p.comp_id.clone(), ParticipantId(p.id)))
+                .collect(),
             passwords,
             metrics: core.metrics().clone(),
             logged_on: AtomicU64::new(0),

@@ -1,5 +1,7 @@
 //! The router thread: turns FIX application messages into engine intents and published order
-//! updates into FIX reports, and serves market data and trading session status.
+//! updates into FIX reports, and serves market data and trading session status. New orders
+//! are the exception on the way in: the session's own QuickFIX thread enters them
+//! ([`enter_new_order`]), one thread hop less for the most frequent message.
 //!
 //! One thread does all of it, so the order of what a session sees follows the engine's order
 //! and a snapshot is consistent with the increments after it (see [`super::market`]). It never
@@ -182,7 +184,12 @@ impl Router {
                 self.active.insert(comp_id.clone());
                 let msg = Msg { comp_id: &comp_id, participant, f: &fields };
                 match fields.get(u(MSG_TYPE)).unwrap_or("") {
-                    "D" => self.new_order(&msg),
+                    // The sessions' threads enter new orders themselves (`enter_new_order`).
+                    "D" => {
+                        if let Some(reject) = enter_new_order(&self.core, &comp_id, participant, &fields) {
+                            self.reply(&comp_id, reject);
+                        }
+                    }
                     "F" => self.cancel_or_replace(&msg, false),
                     "G" => self.cancel_or_replace(&msg, true),
                     "q" => self.mass_cancel(&msg),
@@ -395,28 +402,37 @@ fn busy_text(e: &CoreError) -> String {
     }
 }
 
-impl Router {
-    fn new_order(&mut self, m: &Msg<'_>) {
-        let result = new_intent(m, &self.core).and_then(|intent| {
-            self.core.submit_nowait(m.participant, intent).map_err(|e| match e {
-                CoreError::Stopped(_) => ("2", busy_text(&e)),
-                _ => ("99", busy_text(&e)),
-            })
-        });
-        if let Err((reason, text)) = result {
-            let reject = reports::new_reject(NewReject {
-                exec_id: m.local_exec_id("rej"),
-                cl_ord_id: m.get(CL_ORD_ID),
-                symbol: m.get(SYMBOL),
-                side: m.get(SIDE),
-                qty: m.get(ORDER_QTY),
-                reason,
-                text,
-            });
-            self.reply(m.comp_id, reject);
-        }
-    }
+/// Enters a NewOrderSingle (`f`, from `comp_id`'s session) into the engine. It runs on the
+/// session's QuickFIX thread, not the router's: the engine's queue keeps the order of what one
+/// session sends (a cancel that follows through the router finds the order), and its reports
+/// come back through the router like any other. Returns the reject to send when the order is
+/// refused before it reaches the engine.
+pub(crate) fn enter_new_order(
+    core: &Core,
+    comp_id: &str,
+    participant: ParticipantId,
+    f: &Fields<'_>,
+) -> Option<OutMsg> {
+    let m = Msg { comp_id, participant, f };
+    let result = new_intent(&m, core).and_then(|intent| {
+        core.submit_nowait(m.participant, intent).map_err(|e| match e {
+            CoreError::Stopped(_) => ("2", busy_text(&e)),
+            _ => ("99", busy_text(&e)),
+        })
+    });
+    let (reason, text) = result.err()?;
+    Some(reports::new_reject(NewReject {
+        exec_id: m.local_exec_id("rej"),
+        cl_ord_id: m.get(CL_ORD_ID),
+        symbol: m.get(SYMBOL),
+        side: m.get(SIDE),
+        qty: m.get(ORDER_QTY),
+        reason,
+        text,
+    }))
+}
 
+impl Router {
     /// The participant's order a request names: by OrderID (37) if given, else by `cl_tag`.
     fn find_order(&self, m: &Msg<'_>, cl_tag: i32) -> Option<OrderView> {
         let query = match m.f.non_empty(u(ORDER_ID)).and_then(|id| id.parse::<u64>().ok()) {

@@ -26,8 +26,10 @@ use super::store::MmapStoreFactory;
 use super::tags::*;
 use super::wire::OutMsg;
 use super::{BEGIN_STRING, EXCHANGE_COMP_ID};
+use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::secrets::constant_time_eq;
+use cccx_engine::ParticipantId;
 
 /// What the callbacks hand to the router: plain data only (QuickFIX objects are not `Send`).
 #[derive(Debug)]
@@ -59,6 +61,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct App {
     pub(crate) cut_off: CutOff,
     pub(crate) tx: Sender<Inbound>,
+    /// The engine, for the new orders the callbacks enter themselves.
+    pub(crate) core: Core,
+    /// CompID -> participant.
+    pub(crate) participants: HashMap<String, ParticipantId>,
     /// CompID -> FIX password.
     pub(crate) passwords: HashMap<String, String>,
     pub(crate) metrics: Arc<Metrics>,
@@ -74,7 +80,9 @@ impl ApplicationCallback for App {
         let n = self.logged_on.fetch_add(1, Ordering::AcqRel) + 1;
         self.metrics.fix_sessions.set(n);
         tracing::info!("FIX session {} logged on", session.to_repr());
-        let _ = self.tx.try_send(Inbound::Up(target_of(session)));
+        // Blocking (rarely, briefly: the router drains the channel): the router must hear of
+        // the logon, or the session would get none of its reports.
+        let _ = self.tx.send(Inbound::Up(target_of(session)));
     }
 
     fn on_logout(&self, session: &SessionId) {
@@ -122,6 +130,22 @@ impl ApplicationCallback for App {
                 return Ok(());
             }
         };
+        // New orders go to the engine from here (one thread hop less); the rest through the
+        // router, which keeps the state they need.
+        let fields = super::wire::Fields::parse(&raw);
+        if fields.get(u(MSG_TYPE)) == Some("D") {
+            if let Some(&participant) = self.participants.get(&comp_id) {
+                if let Some(reject) =
+                    super::router::enter_new_order(&self.core, &comp_id, participant, &fields)
+                {
+                    if let Err(e) = send(&reject, &comp_id) {
+                        tracing::warn!("FIX order reject to {comp_id}: {e}");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        drop(fields);
         match self.tx.try_send(Inbound::App { comp_id, raw }) {
             Ok(()) => Ok(()),
             Err(
