@@ -1,5 +1,6 @@
 //! Builds the FIX message store (`src/fix/mmap_store.cpp`), a C++ `FIX::MessageStoreFactory`,
-//! and the sessions' socket corking (`src/fix/cork.cpp`) against the QuickFIX headers that the `quickfix-ffi` crate ships (the library itself is
+//! and what the sessions' sockets need beyond QuickFIX's API (`src/fix/session_socket.cpp`),
+//! against the QuickFIX headers that the `quickfix-ffi` crate ships (the library itself is
 //! built and linked by that crate).
 
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/fix/mmap_store.cpp");
-    println!("cargo:rerun-if-changed=src/fix/cork.cpp");
+    println!("cargo:rerun-if-changed=src/fix/session_socket.cpp");
     println!("cargo:rerun-if-changed=build.rs");
     let headers = quickfix_headers();
     // QuickFIX's cmake build generates an empty `Allocator.h` that its headers include.
@@ -21,7 +22,7 @@ fn main() {
         .include(&generated)
         .include(&headers)
         .file("src/fix/mmap_store.cpp")
-        .file("src/fix/cork.cpp")
+        .file("src/fix/session_socket.cpp")
         .warnings(false)
         .compile("cccx_fix_store");
 }

@@ -417,9 +417,9 @@ async fn a_participant_that_never_reads_is_cut_off_and_resynchronised() {
     running.stop().await.unwrap();
 }
 
-/// The sender threads cork a session's socket around a batch of reports (`cork.cpp` reaches
-/// the connection QuickFIX keeps private): the socket reached is this session's (its peer is
-/// the client), uncorking leaves it uncorked, and a burst of orders gets every report.
+/// A session's socket is corked around a batch of reports (`session_socket.cpp` reaches the
+/// connection QuickFIX keeps private): the socket reached is this session's (its peer is the
+/// client), uncorking leaves it uncorked, and a burst of orders gets every report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_socket_is_corked_for_a_batch_of_reports_and_uncorked_after() {
     let _one = ONE_SERVER_AT_A_TIME.lock().await;

@@ -31,7 +31,7 @@
 //!   [`crate::core::Core::tap`], that never blocks the engine); one sender thread per session
 //!   ([`outbound`]: a bounded queue; a participant that stops reading is cut off, logged out
 //!   and resynchronised when it logs on again). A sender thread corks its session's socket
-//!   around a batch of messages (`cork.cpp`), so that they leave in full TCP segments.
+//!   around a batch of messages (`session_socket.cpp`), so that they leave in full TCP segments.
 //!
 //! Conventions a FIX desk needs to know:
 //! - OrderID (37) is the exchange's order id; ClOrdID (11) is kept as the order's client id
@@ -190,6 +190,7 @@ impl FixAcceptor {
             .filter_map(|p| Some((p.comp_id.clone(), secrets.participants.get(&p.id)?.fix_password.clone())))
             .collect();
         let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (stop_router, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let cut_off = session::CutOff::default();
 
@@ -210,11 +211,12 @@ impl FixAcceptor {
         };
         let router = std::thread::Builder::new()
             .name("cccx-fix-router".into())
-            .spawn(move || router.run(inbound_rx, feed, stop_rx))
+            .spawn(move || router.run(inbound_rx, events_rx, feed, stop_rx))
             .map_err(|e| format!("cannot start the FIX router thread: {e}"))?;
         let app = App {
             cut_off,
             tx: inbound_tx,
+            events: events_tx,
             core: core.clone(),
             participants: config
                 .participants
@@ -264,11 +266,11 @@ impl FixAcceptor {
 /// session is not logged on or unknown. Only while the acceptor runs.
 #[doc(hidden)]
 pub fn session_socket_cork(comp_id: &str, set: Option<bool>) -> Option<(bool, u16)> {
-    let cork = session::Cork::new(comp_id)?;
+    let socket = session::SessionSocket::new(comp_id)?;
     if let Some(on) = set {
-        cork.set(on);
+        socket.cork(on);
     }
-    cork.state()
+    socket.state()
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@
 //!   peer that takes nothing fails after it instead of holding the session's lock for ever.
 //!
 //! A batch of [`CORK_BATCH_MIN`] messages or more is sent with the session's socket corked
-//! ([`Cork`]): QuickFIX still writes each message with its own `send`, but they leave in full
-//! TCP segments, and the rest at the uncork right after the batch, instead of one segment
-//! per message (the acceptor sets TCP_NODELAY). On the closed-loop bench this took the trading
-//! flow from about 47,500 to 56,000-60,500 orders/s (BENCHMARKS.md).
+//! ([`SessionSocket`]): QuickFIX still writes each message with its own `send`, but they leave
+//! in full TCP segments, and the rest at the uncork right after the batch, instead of one
+//! segment per message (the acceptor sets TCP_NODELAY). On the closed-loop bench this took the
+//! trading flow from about 47,500 to 56,000-60,500 orders/s (BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::session::{send_to, session_id, Cork};
+use super::session::{send_to, session_id, SessionSocket};
 use super::wire::OutMsg;
 
 /// Messages waiting for one session's socket before the session is cut off.
@@ -34,8 +34,9 @@ pub const OUTBOUND_MESSAGES_MAX: usize = 10_000;
 /// How long one send may block before the session is cut off.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Batches of at least this many messages are sent corked ([`Cork`]); one or two messages go
-/// out without the two extra system calls (at 10,000 orders/s most batches are that small).
+/// Batches of at least this many messages are sent corked ([`SessionSocket`]); one or two
+/// messages go out without the two extra system calls (at 10,000 orders/s most batches are
+/// that small).
 pub const CORK_BATCH_MIN: usize = 3;
 
 /// What the sender threads share with the router about one session.
@@ -186,12 +187,12 @@ fn sender(comp_id: &str, rx: &Receiver<Batch>, shared: &Shared, stuck: &Sender<S
             return;
         }
     };
-    let cork = Cork::new(comp_id);
+    let socket = SessionSocket::new(comp_id);
     while let Ok(batch) = rx.recv() {
         let n = batch.msgs.len();
         let mut whole = true;
         // A batch leaves in full TCP segments rather than one per message (SocketNodelay=Y).
-        let corked = n >= CORK_BATCH_MIN && cork.as_ref().is_some_and(|c| c.set(true));
+        let corked = n >= CORK_BATCH_MIN && socket.as_ref().is_some_and(|c| c.cork(true));
         for out in &batch.msgs {
             if shared.cut.load(Ordering::Acquire) {
                 whole = false;
@@ -209,8 +210,8 @@ fn sender(comp_id: &str, rx: &Receiver<Batch>, shared: &Shared, stuck: &Sender<S
                 }
             }
         }
-        if let (true, Some(c)) = (corked, &cork) {
-            c.set(false);
+        if let (true, Some(c)) = (corked, &socket) {
+            c.cork(false);
         }
         if whole {
             shared.delivered_ts_ns.store(batch.ts_ns, Ordering::Release);

@@ -72,13 +72,24 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// Runs until `stop` is closed. Each wake-up drains what is waiting (up to [`DRAIN_MAX`]),
+    /// Runs until `stop` is closed: application messages on `inbound`, logons and logouts on
+    /// `events`, published records on `feed`. Each wake-up drains what is waiting (up to [`DRAIN_MAX`]),
     /// then hands each session its replies in one batch.
-    pub(crate) fn run(mut self, inbound: Receiver<Inbound>, feed: TapReceiver, stop: Receiver<()>) {
+    pub(crate) fn run(
+        mut self,
+        inbound: Receiver<Inbound>,
+        events: Receiver<Inbound>,
+        feed: TapReceiver,
+        stop: Receiver<()>,
+    ) {
         self.seed_levels();
         'run: loop {
             crossbeam_channel::select! {
                 recv(inbound) -> m => match m {
+                    Ok(m) => self.inbound(m),
+                    Err(_) => break 'run,
+                },
+                recv(events) -> m => match m {
                     Ok(m) => self.inbound(m),
                     Err(_) => break 'run,
                 },
@@ -91,6 +102,10 @@ impl Router {
             let mut n = 1;
             while n < DRAIN_MAX {
                 let mut any = false;
+                if let Ok(m) = events.try_recv() {
+                    self.inbound(m);
+                    any = true;
+                }
                 if let Ok(m) = inbound.try_recv() {
                     self.inbound(m);
                     any = true;

@@ -61,6 +61,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct App {
     pub(crate) cut_off: CutOff,
     pub(crate) tx: Sender<Inbound>,
+    /// Logons and logouts (unbounded: a few per session).
+    pub(crate) events: Sender<Inbound>,
     /// The engine, for the new orders the callbacks enter themselves.
     pub(crate) core: Core,
     /// CompID -> participant.
@@ -80,9 +82,10 @@ impl ApplicationCallback for App {
         let n = self.logged_on.fetch_add(1, Ordering::AcqRel) + 1;
         self.metrics.fix_sessions.set(n);
         tracing::info!("FIX session {} logged on", session.to_repr());
-        // Blocking (rarely, briefly: the router drains the channel): the router must hear of
-        // the logon, or the session would get none of its reports.
-        let _ = self.tx.send(Inbound::Up(target_of(session)));
+        // On the unbounded channel: the router must hear of the logon (or the session would
+        // get none of its reports), and this thread, which holds the session's lock, must not
+        // wait for the router.
+        let _ = self.events.send(Inbound::Up(target_of(session)));
     }
 
     fn on_logout(&self, session: &SessionId) {
@@ -99,7 +102,7 @@ impl ApplicationCallback for App {
                 }
             }
         }
-        let _ = self.tx.try_send(Inbound::Down(comp_id));
+        let _ = self.events.send(Inbound::Down(comp_id));
     }
 
     fn on_msg_from_admin(&self, msg: &Message, session: &SessionId) -> Result<(), MsgFromAdminError> {
@@ -175,24 +178,29 @@ extern "C" {
     fn cccx_fix_cork_state(session: *mut c_void, peer_port: *mut i32) -> i32;
 }
 
-/// TCP_CORK on one session's socket (`cork.cpp`): while corked, what QuickFIX sends to the
-/// session leaves in full segments; uncorking sends the rest at once.
-pub(crate) struct Cork(*mut c_void);
+/// A QuickFIX session's socket, for what QuickFIX's API does not offer (`session_socket.cpp`):
+/// TCP_CORK around a batch (what QuickFIX then sends leaves in full segments, the rest at the
+/// uncork).
+pub(crate) struct SessionSocket(*mut c_void);
 
-impl Cork {
+// SAFETY: the pointer is a QuickFIX `Session`, which lives as long as the acceptor; every use
+// goes through `session_socket.cpp`, which takes the session's own lock.
+unsafe impl Send for SessionSocket {}
+
+impl SessionSocket {
     /// For the participant's session; `None` when QuickFIX has no such session. It must not be
     /// used after the acceptor has stopped (the session is QuickFIX's).
-    pub(crate) fn new(comp_id: &str) -> Option<Cork> {
+    pub(crate) fn new(comp_id: &str) -> Option<SessionSocket> {
         let (begin, sender) = (CString::new(BEGIN_STRING).ok()?, CString::new(EXCHANGE_COMP_ID).ok()?);
         let target = CString::new(comp_id).ok()?;
         // SAFETY: three valid C strings, which the call only reads.
         let session = unsafe { cccx_fix_session(begin.as_ptr(), sender.as_ptr(), target.as_ptr()) };
-        (!session.is_null()).then_some(Cork(session))
+        (!session.is_null()).then_some(SessionSocket(session))
     }
 
     /// Corks (`on`) or uncorks the session's socket; false when it could not be done (the
     /// session has no connection: then there is nothing to hold back either).
-    pub(crate) fn set(&self, on: bool) -> bool {
+    pub(crate) fn cork(&self, on: bool) -> bool {
         // SAFETY: a session of the running acceptor (see `new`); the call takes the session's
         // own lock.
         unsafe { cccx_fix_cork(self.0, i32::from(on)) == 0 }
@@ -202,7 +210,7 @@ impl Cork {
     /// not logged on.
     pub(crate) fn state(&self) -> Option<(bool, u16)> {
         let mut port = 0i32;
-        // SAFETY: as in `set`; `port` outlives the call.
+        // SAFETY: as in `cork`; `port` outlives the call.
         let corked = unsafe { cccx_fix_cork_state(self.0, &mut port) };
         (corked >= 0).then(|| (corked == 1, u16::try_from(port).unwrap_or(0)))
     }
