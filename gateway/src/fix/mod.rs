@@ -26,8 +26,8 @@
 //!   [`status`]; anything else gets BusinessMessageReject j), [`reports`]
 //!   (ExecutionReport 8, OrderCancelReject 9), [`market`] (snapshots and increments).
 //! - Threads: QuickFIX's (callbacks, `session`: one per connection, which also parses each
-//!   NewOrderSingle and puts it on the engine's queue itself); the acceptor's owner thread; the router
-//!   thread, fed directly by the engine thread's release step (a bounded record tap,
+//!   NewOrderSingle and puts it on the engine's queue itself); the acceptor's owner thread;
+//!   the router thread, fed directly by the engine thread's release step (a bounded record tap,
 //!   [`crate::core::Core::tap`], that never blocks the engine); one sender thread per session
 //!   ([`outbound`]: a bounded queue; a participant that stops reading is cut off, logged out
 //!   and resynchronised when it logs on again). A sender thread corks its session's socket

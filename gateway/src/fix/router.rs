@@ -73,8 +73,8 @@ pub(crate) struct Router {
 
 impl Router {
     /// Runs until `stop` is closed: application messages on `inbound`, logons and logouts on
-    /// `events`, published records on `feed`. Each wake-up drains what is waiting (up to [`DRAIN_MAX`]),
-    /// then hands each session its replies in one batch.
+    /// `events`, published records on `feed`. Each wake-up drains what is waiting (up to
+    /// [`DRAIN_MAX`]), then hands each session its replies in one batch.
     pub(crate) fn run(
         mut self,
         inbound: Receiver<Inbound>,

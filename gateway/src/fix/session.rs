@@ -384,6 +384,7 @@ mod tests {
             }
         }
     }
+
     #[test]
     fn passwords_stay_out_of_the_log() {
         assert_eq!(
