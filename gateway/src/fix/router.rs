@@ -199,12 +199,6 @@ impl Router {
                 self.active.insert(comp_id.clone());
                 let msg = Msg { comp_id: &comp_id, participant, f: &fields };
                 match fields.get(u(MSG_TYPE)).unwrap_or("") {
-                    // The sessions' threads enter new orders themselves (`enter_new_order`).
-                    "D" => {
-                        if let Some(reject) = enter_new_order(&self.core, &comp_id, participant, &fields) {
-                            self.reply(&comp_id, reject);
-                        }
-                    }
                     "F" => self.cancel_or_replace(&msg, false),
                     "G" => self.cancel_or_replace(&msg, true),
                     "q" => self.mass_cancel(&msg),

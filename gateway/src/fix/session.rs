@@ -34,7 +34,8 @@ use cccx_engine::ParticipantId;
 /// What the callbacks hand to the router: plain data only (QuickFIX objects are not `Send`).
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    /// An application message that passed QuickFIX's session and data dictionary checks.
+    /// An application message that passed QuickFIX's session and data dictionary checks (never
+    /// a NewOrderSingle: the callback enters those itself, [`super::router::enter_new_order`]).
     App {
         /// The counterparty's CompID.
         comp_id: String,
