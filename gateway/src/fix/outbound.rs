@@ -13,10 +13,11 @@
 //!   peer that takes nothing fails after it instead of holding the session's lock for ever.
 //!
 //! A batch of [`CORK_BATCH_MIN`] messages or more is sent with the session's socket corked
-//! ([`SessionSocket`]): QuickFIX still writes each message with its own `send`, but they leave
-//! in full TCP segments, and the rest at the uncork right after the batch, instead of one
-//! segment per message (the acceptor sets TCP_NODELAY). On the closed-loop bench this took the
-//! trading flow from about 47,500 to 56,000-60,500 orders/s (BENCHMARKS.md).
+//! (`SessionSocket`, `session_socket.cpp`): QuickFIX still writes each message with its own
+//! `send`, but they leave in full TCP segments, and the rest at the uncork right after the
+//! batch, instead of one segment per message (the acceptor sets TCP_NODELAY). On the
+//! closed-loop bench this took the trading flow from about 47,500 to 56,000-60,500 orders/s
+//! (BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,9 +35,9 @@ pub const OUTBOUND_MESSAGES_MAX: usize = 10_000;
 /// How long one send may block before the session is cut off.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Batches of at least this many messages are sent corked ([`SessionSocket`]); one or two
-/// messages go out without the two extra system calls (at 10,000 orders/s most batches are
-/// that small).
+/// Batches of at least this many messages are sent corked (`SessionSocket`,
+/// `session_socket.cpp`); one or two messages go out without the two extra system calls (at
+/// 10,000 orders/s most batches are that small).
 pub const CORK_BATCH_MIN: usize = 3;
 
 /// What the sender threads share with the router about one session.

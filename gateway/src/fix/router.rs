@@ -1,7 +1,7 @@
 //! The router thread: turns FIX application messages into engine intents and published order
 //! updates into FIX reports, and serves market data and trading session status. New orders
 //! are the exception on the way in: the session's own QuickFIX thread enters them
-//! ([`enter_new_order`]), one thread hop less for the most frequent message.
+//! (`enter_new_order`), one thread hop less for the most frequent message.
 //!
 //! One thread does all of it, so the order of what a session sees follows the engine's order
 //! and a snapshot is consistent with the increments after it (see [`super::market`]). It never
