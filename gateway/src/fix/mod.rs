@@ -14,7 +14,7 @@
 //!   session.
 //! - Known limits of the session layer: QuickFIX's threaded acceptor binds the wildcard
 //!   address whatever `SocketAcceptHost` says; on Linux a socket filter on the listening socket
-//!   then drops every packet not addressed to the configured IPv4 address ([`listener`]), so
+//!   then drops every packet not addressed to the configured IPv4 address (`listener.rs`), so
 //!   the port answers only there (elsewhere, or for IPv6, firewall it); and the store keeps
 //!   every message ever sent, so it grows without bound
 //!   (no rotation yet). To start a store afresh (a new trading day, say), stop the server,
