@@ -8,13 +8,17 @@
 //! ```text
 //! cargo bench --bench fix_load -- [--sessions N] [--rate ORDERS_PER_S] [--seconds S]
 //!                                 [--durability none|batch|every] [--window W]
-//!                                 [--flow ioc|trading]
+//!                                 [--flow ioc|trading] [--probe]
 //! ```
 //!
 //! `--flow ioc` (the default): immediate-or-cancel orders that never trade (New and Cancelled
 //! reports); `--flow trading`: day orders at crossing prices that trade and rest (see [`Flow`]).
 //!
 //! `--rate 0` (the default) is closed loop with up to `--window` orders in flight per session.
+//!
+//! `--probe` runs the platform stall probe ([`common::stalls`]) alongside and also reports the
+//! latency of the orders no stall overlapped: the server's own latency, apart from the time
+//! the machine took away.
 //!
 //! The client is one thread driving every session's non-blocking socket with `ppoll`, its
 //! timer slack set to 1 us, so that on this 2-core machine it takes as little as possible from
@@ -37,6 +41,7 @@ use hdrhistogram::Histogram;
 
 mod common;
 
+use common::stalls::{self, Probe};
 use common::{funded_config, LoadArgs};
 
 fn args() -> LoadArgs {
@@ -154,6 +159,9 @@ impl Session {
             };
             let Some(t) = id.parse().ok().and_then(|id: u64| self.due.remove(&id)) else { continue };
             stats.hist.saturating_record(now.saturating_duration_since(t).as_nanos() as u64);
+            if let Some(answered) = &mut stats.answered {
+                answered.push((t, now));
+            }
             if exec_type == b"8" {
                 stats.rejected += 1;
             } else {
@@ -194,6 +202,55 @@ struct Stats {
     rejected: u64,
     /// ExecutionReports received, by ExecType (150).
     reports: std::collections::BTreeMap<String, u64>,
+    /// With `--probe`: each answered order's due and answer times.
+    answered: Option<Vec<(Instant, Instant)>>,
+}
+
+/// Prints what the stall probe saw and the latency of the orders no stall overlapped.
+fn report_stalls(realtime: bool, cpus: &[usize], stalls: &[stalls::Stall], answered: &[(Instant, Instant)]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let per_cpu: Vec<String> = cpus
+        .iter()
+        .map(|&c| {
+            let mine: Vec<Duration> = stalls.iter().filter(|s| s.cpu == c).map(|s| s.to - s.from).collect();
+            let largest = mine.iter().max().copied().unwrap_or_default();
+            let total: Duration = mine.iter().sum();
+            format!(
+                "CPU {c}: {} stalls, {:.1} ms in all, largest {:.2} ms",
+                mine.len(),
+                ms(total),
+                ms(largest)
+            )
+        })
+        .collect();
+    println!(
+        "platform stalls (probe wake-ups more than {} us late, {} us period, {}): {}",
+        stalls::LATE.as_micros(),
+        stalls::PERIOD.as_micros(),
+        if realtime { "SCHED_FIFO" } else { "NOT real-time: lateness includes the load" },
+        per_cpu.join("; ")
+    );
+    let spans = stalls::merged(stalls);
+    let mut clear = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
+    let mut overlapped = 0u64;
+    for &(due, answer) in answered {
+        if stalls::overlaps(&spans, due, answer) {
+            overlapped += 1;
+        } else {
+            clear.saturating_record(answer.saturating_duration_since(due).as_nanos() as u64);
+        }
+    }
+    let us = |q: f64| clear.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "orders in flight during a stall: {overlapped} of {} ({:.2}%); the others' latency: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+        answered.len(),
+        100.0 * overlapped as f64 / answered.len().max(1) as f64,
+        us(0.5),
+        us(0.9),
+        us(0.99),
+        us(0.999),
+        clear.max() as f64 / 1e3
+    );
 }
 
 /// Waits until a session's socket is readable (or writable, where output waits) or `timeout`
@@ -217,7 +274,7 @@ fn wait(sessions: &[Session], timeout: Duration, fds: &mut Vec<libc::pollfd>) {
 
 /// Drives every session from this one thread until `deadline` (sending) plus a grace second
 /// (collecting the last answers).
-fn drive(mut sessions: Vec<Session>, args: &LoadArgs, deadline: Instant) -> Stats {
+fn drive(mut sessions: Vec<Session>, args: &LoadArgs, deadline: Instant, probe: bool) -> Stats {
     // 1 us of timer slack instead of 50 us: open loop wakes up every 100 us at 10,000 orders/s.
     // SAFETY: PR_SET_TIMERSLACK takes an integer argument and only changes this thread's slack.
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
@@ -226,6 +283,7 @@ fn drive(mut sessions: Vec<Session>, args: &LoadArgs, deadline: Instant) -> Stat
         acked: 0,
         rejected: 0,
         reports: Default::default(),
+        answered: probe.then(Vec::new),
     };
     // Each session's share of the rate (there may be fewer participants than `--sessions`).
     let n = sessions.len().max(1);
@@ -321,10 +379,13 @@ async fn run(args: LoadArgs) {
         });
     }
     let n = sessions.len();
+    let probe = std::env::args().any(|a| a == "--probe").then(Probe::start);
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
-    let client = std::thread::spawn(move || drive(sessions, &args, deadline));
+    let probing = probe.is_some();
+    let client = std::thread::spawn(move || drive(sessions, &args, deadline, probing));
     let stats = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
-    let (hist, acked, rejected, stats_reports) = (stats.hist, stats.acked, stats.rejected, stats.reports);
+    let stalls = probe.map(|p| (p.realtime, p.cpus.clone(), p.finish()));
+    let (hist, acked, rejected, stats_reports) = (&stats.hist, stats.acked, stats.rejected, &stats.reports);
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     println!(
         "FIX: {n} sessions, {} flow, {} durability, {}: {:.0} orders/s acknowledged ({acked} acknowledged, {rejected} rejected) over {:.1} s",
@@ -343,5 +404,8 @@ async fn run(args: LoadArgs) {
         hist.max() as f64 / 1e3
     );
     println!("execution reports by ExecType (150): {:?}", stats_reports);
+    if let (Some((realtime, cpus, stalls)), Some(answered)) = (stalls, &stats.answered) {
+        report_stalls(realtime, &cpus, &stalls, answered);
+    }
     running.stop().await.unwrap();
 }

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+pub mod stalls;
+
 use cccx_gateway::config::{Config, DurabilityName};
 
 /// The options of a load generator.
