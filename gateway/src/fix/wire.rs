@@ -25,15 +25,7 @@ pub struct Fields<'a>(Vec<(u32, &'a str)>);
 impl<'a> Fields<'a> {
     /// Splits `tag=value<SOH>` text; pieces that are not `number=value` are skipped.
     pub fn parse(raw: &'a str) -> Fields<'a> {
-        let fields = raw
-            .split(SOH)
-            .filter_map(|piece| {
-                let (tag, value) = piece.split_once('=')?;
-                Some((tag.parse::<u32>().ok()?, value))
-            })
-            .take(MESSAGE_FIELDS_MAX)
-            .collect();
-        Fields(fields)
+        Fields(fields_of(raw).take(MESSAGE_FIELDS_MAX).collect())
     }
 
     /// The first value of a tag.
@@ -128,9 +120,11 @@ impl OutMsg {
 /// Bytes reserved for a message's body at first (an ExecutionReport's body is about 200).
 const OUT_BODY_CAPACITY: usize = 256;
 
-fn fields_of(body: &str) -> impl Iterator<Item = (i32, &str)> {
-    body.split_terminator(SOH).filter_map(|f| {
-        let (tag, value) = f.split_once('=')?;
+/// The `tag=value` pieces of FIX text, in order; pieces that are not `number=value` (for the
+/// tag type asked) are skipped.
+fn fields_of<T: std::str::FromStr>(text: &str) -> impl Iterator<Item = (T, &str)> {
+    text.split(SOH).filter_map(|piece| {
+        let (tag, value) = piece.split_once('=')?;
         Some((tag.parse().ok()?, value))
     })
 }
