@@ -42,7 +42,7 @@ use hdrhistogram::Histogram;
 mod common;
 
 use common::stalls::{self, Probe};
-use common::{funded_config, LoadArgs};
+use common::{funded_config, latency_histogram, percentiles, LoadArgs};
 
 fn args() -> LoadArgs {
     let bench =
@@ -231,7 +231,7 @@ fn report_stalls(realtime: bool, cpus: &[usize], stalls: &[stalls::Stall], answe
         per_cpu.join("; ")
     );
     let spans = stalls::merged(stalls);
-    let mut clear = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
+    let mut clear = latency_histogram();
     let mut overlapped = 0u64;
     for &(due, answer) in answered {
         if stalls::overlaps(&spans, due, answer) {
@@ -240,16 +240,11 @@ fn report_stalls(realtime: bool, cpus: &[usize], stalls: &[stalls::Stall], answe
             clear.saturating_record(answer.saturating_duration_since(due).as_nanos() as u64);
         }
     }
-    let us = |q: f64| clear.value_at_quantile(q) as f64 / 1e3;
     println!(
-        "orders in flight during a stall: {overlapped} of {} ({:.2}%); the others' latency: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+        "orders in flight during a stall: {overlapped} of {} ({:.2}%); the others' latency: {}",
         answered.len(),
         100.0 * overlapped as f64 / answered.len().max(1) as f64,
-        us(0.5),
-        us(0.9),
-        us(0.99),
-        us(0.999),
-        clear.max() as f64 / 1e3
+        percentiles(&clear)
     );
 }
 
@@ -279,7 +274,7 @@ fn drive(mut sessions: Vec<Session>, args: &LoadArgs, deadline: Instant, probe: 
     // SAFETY: PR_SET_TIMERSLACK takes an integer argument and only changes this thread's slack.
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let mut stats = Stats {
-        hist: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap(),
+        hist: latency_histogram(),
         acked: 0,
         rejected: 0,
         reports: Default::default(),
@@ -386,7 +381,6 @@ async fn run(args: LoadArgs) {
     let stats = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
     let stalls = probe.map(|p| (p.realtime, p.cpus.clone(), p.finish()));
     let (hist, acked, rejected, stats_reports) = (&stats.hist, stats.acked, stats.rejected, &stats.reports);
-    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     println!(
         "FIX: {n} sessions, {} flow, {} durability, {}: {:.0} orders/s acknowledged ({acked} acknowledged, {rejected} rejected) over {:.1} s",
         format!("{flow:?}").to_lowercase(),
@@ -395,14 +389,7 @@ async fn run(args: LoadArgs) {
         (acked + rejected) as f64 / args.seconds,
         args.seconds
     );
-    println!(
-        "order-to-ack latency: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
-        us(0.5),
-        us(0.9),
-        us(0.99),
-        us(0.999),
-        hist.max() as f64 / 1e3
-    );
+    println!("order-to-ack latency: {}", percentiles(hist));
     println!("execution reports by ExecType (150): {:?}", stats_reports);
     if let (Some((realtime, cpus, stalls)), Some(answered)) = (stalls, &stats.answered) {
         report_stalls(realtime, &cpus, &stalls, answered);

@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 
 use cccx_gateway::config::DurabilityName;
 use cccx_gateway::server;
-use hdrhistogram::Histogram;
 use serde_json::json;
 
 mod common;
 
-use common::{funded_config, LoadArgs};
+use common::{funded_config, latency_histogram, LoadArgs};
 
 fn args() -> LoadArgs {
     let bench =
@@ -56,7 +55,7 @@ async fn run(args: LoadArgs) {
         let (url, key, stop) = (url.clone(), keys[c % keys.len()].clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
-            let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
+            let mut hist = latency_histogram();
             let (mut ok, mut refused) = (0u64, 0u64);
             let mut due = Instant::now() + per_client.map_or(Duration::ZERO, |p| p.mul_f64(c as f64 / 32.0 % 1.0));
             let mut n = 0u64;
@@ -92,7 +91,7 @@ async fn run(args: LoadArgs) {
     }
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
+    let mut hist = latency_histogram();
     let (mut ok, mut refused) = (0, 0);
     for t in tasks {
         let (h, o, r) = t.await.unwrap();

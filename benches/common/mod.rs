@@ -9,6 +9,26 @@ use std::path::Path;
 pub mod stalls;
 
 use cccx_gateway::config::{Config, DurabilityName};
+use hdrhistogram::Histogram;
+
+/// An empty latency histogram in nanoseconds: 1 us to 60 s, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// `p50 .. us, p90 .. us, p99 .. us, p99.9 .. us, max .. us` of a latency histogram in
+/// nanoseconds.
+pub fn percentiles(hist: &Histogram<u64>) -> String {
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
+    format!(
+        "p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+        us(0.5),
+        us(0.9),
+        us(0.99),
+        us(0.999),
+        hist.max() as f64 / 1e3
+    )
+}
 
 /// The options of a load generator.
 #[derive(Clone, Copy)]
